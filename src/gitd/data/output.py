@@ -1,0 +1,86 @@
+"""The one output format every method and selection writes.
+
+``OUT/images/0000.png ...``, ``OUT/annotations.json`` (BLIP format, ``caption`` a list, loadable by
+gitd and the anchors' code), ``OUT/metadata.jsonl`` (Hugging Face imagefolder: ``file_name``,
+``text``) and ``OUT/manifest.json``. ``check``, ``evaluate`` and ``report`` accept any of them.
+
+Manifest keys every writer fills (others may be added): ``gitd_version``, ``method``, ``pairs``,
+``seed``, ``created``, ``source`` ({path, format, fingerprint, n_records, n_valid}), ``config``,
+``skipped`` (list of Problem dicts), ``timings`` ({stage: seconds}), ``versions`` and ``items``:
+one dict per pair with at least ``image``, ``caption`` and, where the pair comes from a source
+image, ``source_id``, ``source_image``, ``source_caption``; methods add ``cluster_size``,
+``scores`` and the like.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from gitd import __version__
+from gitd.store import atomic_copy, atomic_save_image, atomic_write_json, atomic_write_text, to_json
+
+_VERSIONED = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "timm",
+              "kmedoids", "numpy", "pillow", "scikit-learn", "safetensors")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "gitd": __version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class OutputPair:
+    """One distilled pair: an in-memory PIL image or the path of a file to copy, and its caption(s)."""
+
+    image: Any  # PIL.Image.Image or a Path to copy
+    captions: list[str]
+    info: dict[str, Any] = field(default_factory=dict)  # merged into the manifest item
+
+
+def image_name(i: int, suffix: str = ".png") -> str:
+    return f"images/{i:04d}{suffix}"
+
+
+def write_output(out: str | Path, pairs: Sequence[OutputPair], manifest: dict[str, Any]) -> Path:
+    """Write the pairs and the manifest to ``out``; every file is written atomically.
+
+    Images given as paths are copied byte for byte (keeping their suffix); PIL images are saved
+    as PNG. The manifest gets ``items``, ``pairs``, ``gitd_version``, ``versions`` and ``created``
+    filled in unless the caller set them.
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    annotations, items, meta_lines = [], [], []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair.image, (str, Path)):
+            src = Path(pair.image)
+            rel = image_name(i, src.suffix.lower() or ".png")
+            atomic_copy(src, out / rel)
+        else:
+            rel = image_name(i)
+            atomic_save_image(out / rel, pair.image)
+        caps = [str(c) for c in pair.captions]
+        annotations.append({"image": rel, "caption": caps})
+        meta_lines.append(to_json({"file_name": rel, "text": caps[0] if len(caps) == 1 else caps},
+                                  indent=None))
+        items.append({"image": rel, "caption": caps[0], **pair.info})
+    atomic_write_json(out / "annotations.json", annotations)
+    atomic_write_text(out / "metadata.jsonl", "".join(line + "\n" for line in meta_lines))
+    full = {"gitd_version": __version__, "created": now_iso(), "pairs": len(items),
+            "versions": package_versions(), **manifest, "items": items}
+    atomic_write_json(out / "manifest.json", full)
+    return out

@@ -1,0 +1,46 @@
+"""Logging and progress bars.
+
+Logs and progress go to stderr; results go to stdout. ``set_quiet(True)`` (the CLI's ``--quiet``)
+silences progress bars and info logs, leaving warnings and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+logger = logging.getLogger("gitd")
+_quiet = False
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    return logger if not name else logger.getChild(name.removeprefix("gitd."))
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    global _quiet
+    _quiet = quiet
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(level)
+    if not any(getattr(h, "_gitd", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("gitd: %(message)s"))
+        handler._gitd = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
+             unit: str = "it", leave: bool = False) -> Iterator[T] | tqdm:
+    """A tqdm bar on stderr, hidden when quiet (or when stderr is not a terminal and short)."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
+                disable=_quiet, file=sys.stderr, dynamic_ncols=True)
