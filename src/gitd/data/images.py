@@ -1,0 +1,81 @@
+"""Opening images safely and uniformly as RGB.
+
+Every stage opens images through ``open_rgb`` so that odd modes (RGBA, LA, palette, grey, CMYK,
+16-bit, 32-bit float) all become 8-bit RGB the same way, and so that a bad file becomes one
+``ImageError`` naming the file rather than a PIL traceback.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from gitd.errors import GitdError
+
+# Never silently load half an image: a truncated file is an error, not a grey bottom half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(GitdError):
+    """An image file is missing, unreadable, truncated or a decompression bomb."""
+
+    def __init__(self, path: str | Path, problem: str, kind: str = "bad-image"):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+        self.kind = kind
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.uint16).astype(np.float32) / 257.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode == "I" and lo >= 0 and hi <= 65535 and hi > 255:
+            arr = arr / 257.0
+        elif hi > 255 or lo < 0:
+            arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels go on white, as a browser shows them, not on black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as 8-bit RGB, or raise ``ImageError`` saying why."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageError(path, "image file not found", "missing-image") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image", "bad-image") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied", "unreadable-image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"decompression bomb refused ({exc})", "decompression-bomb") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(path, "not a readable image (unknown or corrupt format)",
+                         "corrupt-image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        msg = str(exc)
+        kind = "truncated-image" if "truncated" in msg.lower() else "corrupt-image"
+        raise ImageError(path, f"cannot decode image ({msg})", kind) from None
