@@ -1,0 +1,638 @@
+"""Reading image-caption datasets in the formats users already have.
+
+``load_dataset`` detects the format from the file's content (not its name):
+
+* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...]}, ...]``; this is also
+  gitd's own output (``OUT/annotations.json``).
+* Karpathy split files: ``{"images": [{"filename", "filepath"?, "split", "sentences": [...]}]}``.
+* COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
+* Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
+  plus a text column), or such a file itself.
+
+Rows that cannot be used become ``Problem``s on the returned ``Dataset`` (or raise ``DataError``
+with ``strict=True``); a file that cannot be read at all raises ``DataError`` naming the file.
+Images are not opened unless ``verify_images=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from gitd.data.records import Dataset, Problem, Record
+from gitd.errors import DataError
+from gitd.log import get_logger, progress
+from gitd.store import file_fingerprint, fingerprint
+
+log = get_logger("data.formats")
+
+FORMATS = ("blip", "karpathy", "coco", "imagefolder")
+TEXT_COLUMNS = ("text", "caption", "captions")
+# Karpathy's COCO split puts 30k val images in "restval"; every paper trains on train+restval.
+TRAIN_SPLITS = ("train", "restval")
+# Below this many images a process pool costs more than it saves.
+_POOL_MIN_IMAGES = 64
+
+
+# --------------------------------------------------------------------------------------------
+# Rows -> records
+
+
+@dataclass
+class _Group:
+    id: str
+    image: Path
+    row: int | None
+    captions: list[str] = field(default_factory=list)
+    rows: list[int | None] = field(default_factory=list)  # rows that named this image
+    bad_caption_rows: int = 0
+
+
+class _Builder:
+    """Turns (row, image string, raw captions) entries into grouped, validated records.
+
+    Shared by every format so that paths, captions, grouping and duplicates behave the same.
+    """
+
+    def __init__(self, file: str, root: Path, *, strict: bool, allow_outside_root: bool):
+        self.file = file
+        self.root = root
+        self.root_real = os.path.realpath(root)
+        self.strict = strict
+        self.allow_outside_root = allow_outside_root
+        self.problems: list[Problem] = []
+        self.duplicates: list[Problem] = []
+        self.groups: dict[str, _Group] = {}
+        self._last_id: str | None = None  # id of the previous entry, for adjacency grouping
+        self._last_was_list = False
+
+    # -- problems ---------------------------------------------------------------------------
+    def problem(self, message: str, row: int | None, kind: str) -> None:
+        p = Problem(file=self.file, message=message, row=row, kind=kind)
+        if self.strict:
+            raise DataError(str(p))
+        self.problems.append(p)
+
+    # -- paths ------------------------------------------------------------------------------
+    def resolve(self, value: Any, row: int | None, field_name: str = "image") -> tuple[str, Path] | None:
+        """Return (id, absolute path) for an image string, or record why it is unusable."""
+        if not isinstance(value, str):
+            self.problem(f"'{field_name}' must be a path string, got {_describe(value)}", row,
+                         "bad-path")
+            return None
+        if not value.strip():
+            self.problem(f"'{field_name}' is an empty string", row, "bad-path")
+            return None
+        if "\x00" in value:
+            self.problem(f"'{field_name}' contains a NUL character", row, "bad-path")
+            return None
+        norm = posixpath.normpath(value)
+        absolute = os.path.isabs(norm)
+        escapes = absolute or norm == ".." or norm.startswith("../")
+        full = Path(norm) if absolute else self.root / norm
+        full = Path(os.path.abspath(full))
+        if not escapes and not self.allow_outside_root:
+            # A symlink inside the root may still point outside it.
+            real = os.path.realpath(full)
+            escapes = os.path.commonpath([real, self.root_real]) != self.root_real
+        if escapes and not self.allow_outside_root:
+            self.problem(f"image path {value!r} lies outside the image root {self.root} "
+                         "(pass --allow-outside-root / allow_outside_root=True to accept it)",
+                         row, "outside-root")
+            return None
+        return norm, full
+
+    # -- captions ---------------------------------------------------------------------------
+    def captions(self, raw: Any, row: int | None, where: str = "caption") -> tuple[list[str], bool]:
+        """Valid, whitespace-collapsed captions of one entry, and whether it held a list."""
+        if isinstance(raw, (list, tuple)):
+            out = []
+            for j, c in enumerate(raw):
+                text = self._one_caption(c, row, f"{where}[{j}]")
+                if text is not None:
+                    out.append(text)
+            if not raw:
+                self.problem(f"'{where}' is an empty list", row, "empty-caption")
+            return out, True
+        text = self._one_caption(raw, row, where)
+        return ([text] if text is not None else []), False
+
+    def _one_caption(self, c: Any, row: int | None, where: str) -> str | None:
+        if not isinstance(c, str):
+            self.problem(f"'{where}' must be a string, got {_describe(c)}", row, "bad-caption")
+            return None
+        text = " ".join(c.split())
+        if not text:
+            self.problem(f"'{where}' is empty", row, "empty-caption")
+            return None
+        return text
+
+    # -- grouping ---------------------------------------------------------------------------
+    def add(self, row: int | None, image: Any, raw_captions: Any, *, image_field: str = "image",
+            caption_field: str = "caption", grouped: bool = False) -> None:
+        """Add one entry. ``grouped``: entries of one image are expected apart (COCO)."""
+        resolved = self.resolve(image, row, image_field)
+        if resolved is None:
+            self._last_id = None
+            return
+        rid, full = resolved
+        caps, is_list = self.captions(raw_captions, row, caption_field)
+        group = self.groups.get(rid)
+        if group is None:
+            group = self.groups[rid] = _Group(rid, full, row)
+        elif not grouped and (self._last_id != rid or is_list or self._last_was_list):
+            first = group.rows[0] if group.rows else group.row
+            where = f"row {first}" if first is not None else "an earlier entry"
+            self.duplicates.append(Problem(
+                self.file, f"image {rid!r} is listed again (first at {where}); its captions "
+                "are merged into one record", row, "duplicate-image"))
+            caps = [c for c in caps if c not in group.captions]
+        group.captions.extend(caps)
+        group.rows.append(row)
+        if not caps:
+            group.bad_caption_rows += 1
+        self._last_id, self._last_was_list = rid, is_list
+
+    def records(self) -> list[Record]:
+        out = []
+        for g in self.groups.values():
+            if not g.captions:
+                self.problem(f"image {g.id!r} has no valid caption; skipped", g.row, "no-caption")
+                continue
+            out.append(Record(id=g.id, image=g.image, captions=tuple(g.captions), row=g.row))
+        return out
+
+
+def _describe(value: Any) -> str:
+    """A short JSON-ish rendering of a bad value for one-line messages."""
+    if value is None:
+        return "null"
+    kind = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer",
+            float: "number"}.get(type(value), type(value).__name__)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
+# --------------------------------------------------------------------------------------------
+# Formats
+
+
+def _parse_blip(data: list, b: _Builder) -> None:
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            b.problem(f"row must be an object with 'image' and 'caption', got {_describe(row)}",
+                      i, "bad-row")
+            b._last_id = None
+            continue
+        missing = [k for k in ("image", "caption") if k not in row]
+        if missing:
+            b.problem(f"row has no {' or '.join(repr(k) for k in missing)} key", i, "missing-field")
+            b._last_id = None
+            continue
+        b.add(i, row["image"], row["caption"])
+
+
+def _karpathy_wanted(entry_split: Any, split: str) -> bool:
+    if split == "all":
+        return True
+    if split == "train":
+        return entry_split in TRAIN_SPLITS
+    return entry_split == split
+
+
+def _parse_karpathy(data: dict, b: _Builder, split: str) -> None:
+    images = data["images"]
+    if not isinstance(images, list):
+        raise DataError(f"{b.file}: 'images' must be a list, got {_describe(images)}")
+    seen_splits: set[str] = set()
+    for i, entry in enumerate(images):
+        if not isinstance(entry, dict):
+            b.problem(f"images entry must be an object, got {_describe(entry)}", i, "bad-row")
+            continue
+        entry_split = entry.get("split")
+        if entry_split is None:
+            if split != "all":
+                b.problem("images entry has no 'split' key (use split='all' to take it)", i,
+                          "missing-field")
+                continue
+        else:
+            seen_splits.add(str(entry_split))
+        if not _karpathy_wanted(entry_split, split):
+            continue
+        if "filename" not in entry:
+            b.problem("images entry has no 'filename' key", i, "missing-field")
+            continue
+        if "sentences" not in entry:
+            b.problem("images entry has no 'sentences' key", i, "missing-field")
+            continue
+        name = entry["filename"]
+        fp = entry.get("filepath")
+        if isinstance(name, str) and isinstance(fp, str) and fp:
+            name = f"{fp}/{name}"
+        sentences = entry["sentences"]
+        if isinstance(sentences, list):
+            raw = [s.get("raw") if isinstance(s, dict) else s for s in sentences]
+        else:
+            raw = sentences
+        b.add(i, name, raw, image_field="filename", caption_field="sentences.raw")
+    b.seen_splits = seen_splits  # type: ignore[attr-defined]
+
+
+def _parse_coco(data: dict, b: _Builder) -> None:
+    images, annotations = data.get("images"), data["annotations"]
+    if not isinstance(images, list):
+        raise DataError(f"{b.file}: 'images' must be a list, got {_describe(images)}")
+    if not isinstance(annotations, list):
+        raise DataError(f"{b.file}: 'annotations' must be a list, got {_describe(annotations)}")
+    by_id: dict[Any, tuple[int, Any]] = {}
+    by_name: dict[str, int] = {}
+    for i, img in enumerate(images):
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            b.problem(f"images[{i}] must be an object with 'id' and 'file_name', got "
+                      f"{_describe(img)}", None, "bad-row")
+            continue
+        key = img["id"]
+        if not isinstance(key, (int, str)) or isinstance(key, bool):
+            b.problem(f"images[{i}]: 'id' must be an integer or string, got {_describe(key)}",
+                      None, "bad-row")
+            continue
+        if key in by_id:
+            b.problem(f"images[{i}]: id {key!r} already used by images[{by_id[key][0]}]; "
+                      "the first is kept", None, "duplicate-id")
+            continue
+        name = img["file_name"]
+        if isinstance(name, str) and name in by_name:
+            b.duplicates.append(Problem(
+                b.file, f"images[{i}]: file {name!r} already listed as images[{by_name[name]}]; "
+                "their captions are merged", None, "duplicate-image"))
+        elif isinstance(name, str):
+            by_name[name] = i
+        by_id[key] = (i, name)
+    # Records follow the order of 'images'; captions follow the order of 'annotations'.
+    caps: dict[Any, list[tuple[int, Any]]] = {k: [] for k in by_id}
+    for j, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            b.problem(f"annotation must be an object, got {_describe(ann)}", j, "bad-row")
+            continue
+        missing = [k for k in ("image_id", "caption") if k not in ann]
+        if missing:
+            b.problem(f"annotation has no {' or '.join(repr(k) for k in missing)} key", j,
+                      "missing-field")
+            continue
+        key = ann["image_id"]
+        if not isinstance(key, (int, str)) or isinstance(key, bool) or key not in caps:
+            b.problem(f"annotation's image_id {key!r} matches no entry of 'images'", j,
+                      "unknown-image-id")
+            continue
+        caps[key].append((j, ann["caption"]))
+    for key, (i, name) in by_id.items():
+        entries = caps[key]
+        if not entries:
+            resolved = b.resolve(name, None, f"images[{i}].file_name")
+            if resolved is not None:
+                b.problem(f"image {resolved[0]!r} (images[{i}]) has no caption annotation; "
+                          "skipped", None, "no-caption")
+            continue
+        for j, cap in entries:
+            b.add(j, name, cap, image_field=f"images[{i}].file_name", grouped=True)
+
+
+def _pick_text_column(columns: Sequence[str], sample: dict, file: str) -> str:
+    for name in TEXT_COLUMNS:
+        if name in columns:
+            return name
+    others = [c for c in columns if c != "file_name"
+              and isinstance(sample.get(c), (str, list))]
+    if len(others) == 1:
+        return others[0]
+    raise DataError(f"{file}: cannot tell which column holds the captions (none of "
+                    f"{', '.join(TEXT_COLUMNS)}; string columns: {', '.join(others) or 'none'})")
+
+
+def _parse_imagefolder_rows(rows: list[tuple[int, dict]], b: _Builder, *, csv_lists: bool) -> None:
+    if not rows:
+        return
+    columns: list[str] = []
+    for _, r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    if "file_name" not in columns:
+        raise DataError(f"{b.file}: no 'file_name' column (columns: {', '.join(columns)})")
+    text = _pick_text_column(columns, rows[0][1], b.file)
+    for line, r in rows:
+        if r.get("file_name") in (None, ""):
+            b.problem("row has no 'file_name'", line, "missing-field")
+            b._last_id = None
+            continue
+        if r.get(text) is None:
+            b.problem(f"row has no {text!r} value", line, "missing-field")
+            b._last_id = None
+            continue
+        raw = r[text]
+        if csv_lists and isinstance(raw, str) and raw.lstrip().startswith("["):
+            try:
+                parsed = json.loads(raw)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                raw = parsed
+        b.add(line, r["file_name"], raw, image_field="file_name", caption_field=text)
+
+
+def _jsonl_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            b.problem(f"not valid JSON (column {exc.colno}: {exc.msg})", n, "json")
+            continue
+        except RecursionError:
+            b.problem("JSON nested too deeply", n, "json")
+            continue
+        if not isinstance(obj, dict):
+            b.problem(f"line must be a JSON object, got {_describe(obj)}", n, "bad-row")
+            continue
+        rows.append((n, obj))
+    return rows
+
+
+def _csv_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames
+        if not header:
+            raise DataError(f"{b.file}: CSV file has no header row")
+        rows = []
+        for r in reader:
+            # line_num counts physical lines, so quoted multi-line fields keep the right line.
+            line = reader.line_num
+            extra = r.pop(None, None)
+            if extra:
+                b.problem(f"row has {len(extra)} more field(s) than the header", line, "bad-row")
+                continue
+            rows.append((line, {k: v for k, v in r.items() if k is not None}))
+        return rows
+    except csv.Error as exc:
+        raise DataError(f"{b.file}: not a readable CSV file ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Detection and loading
+
+
+@dataclass
+class _Source:
+    file: Path          # the annotation file actually read
+    shown: str          # that path as the user gave it (used in problems)
+    default_root: Path  # image root when none is given
+    folder_input: bool  # path was a folder
+
+
+def _locate(path: str | Path) -> _Source:
+    p = Path(path)
+    if p.is_dir():
+        for name in ("annotations.json", "metadata.jsonl", "metadata.csv"):
+            if (p / name).is_file():
+                return _Source(p / name, str(p / name), p, True)
+        raise DataError(f"{p}: folder holds no annotations.json, metadata.jsonl or metadata.csv; "
+                        "pass the annotation file itself")
+    if not p.exists():
+        raise DataError(f"{p}: annotation file not found")
+    if not p.is_file():
+        raise DataError(f"{p}: not a regular file")
+    return _Source(p, str(p), p.parent, False)
+
+
+def _read_text(src: _Source) -> str:
+    try:
+        data = src.file.read_bytes()
+    except PermissionError:
+        raise DataError(f"{src.shown}: cannot read annotation file (permission denied)") from None
+    except OSError as exc:
+        raise DataError(f"{src.shown}: cannot read annotation file ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{src.shown}: not a UTF-8 text file (undecodable byte at offset "
+                        f"{exc.start}); expected JSON, JSONL or CSV annotations") from None
+
+
+def _looks_like_csv(text: str) -> bool:
+    first = text.lstrip().split("\n", 1)[0]
+    return not first.startswith(("[", "{")) and "file_name" in first
+
+
+def _first_line_is_object(text: str) -> bool:
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                return isinstance(json.loads(line), dict)
+            except (json.JSONDecodeError, RecursionError):
+                return False
+    return False
+
+
+def _parse_any(src: _Source, text: str, b: _Builder, split: str) -> str:
+    """Fill ``b`` from ``text``; return the format name. Structural trouble raises DataError."""
+    name = src.file.name.lower()
+    if name == "metadata.csv" or (not text.lstrip().startswith(("[", "{")) and _looks_like_csv(text)):
+        _parse_imagefolder_rows(_csv_rows(text, b), b, csv_lists=True)
+        return "imagefolder"
+    if not text.strip():
+        raise DataError(f"{src.shown}: file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and _first_line_is_object(text):
+            _parse_imagefolder_rows(_jsonl_rows(text, b), b, csv_lists=False)
+            return "imagefolder"
+        raise DataError(f"{src.shown}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                        f"{exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{src.shown}: JSON nested too deeply to read") from None
+    if isinstance(data, list):
+        if not data:
+            raise DataError(f"{src.shown}: empty dataset (the JSON list has no rows)")
+        _parse_blip(data, b)
+        return "blip"
+    if isinstance(data, dict):
+        if "file_name" in data:  # a one-line metadata.jsonl
+            _parse_imagefolder_rows([(1, data)], b, csv_lists=False)
+            return "imagefolder"
+        if "annotations" in data:
+            if "images" not in data:
+                raise DataError(f"{src.shown}: has 'annotations' but no 'images' list, so it is "
+                                "not COCO captions JSON")
+            _parse_coco(data, b)
+            return "coco"
+        if "images" in data:
+            _parse_karpathy(data, b, split)
+            return "karpathy"
+        keys = ", ".join(repr(k) for k in list(data)[:8]) or "none"
+        raise DataError(f"{src.shown}: unknown annotation format: a JSON object with keys {keys}; "
+                        "expected a BLIP list [{image, caption}], Karpathy {images: [...]} or "
+                        "COCO {images, annotations}")
+    raise DataError(f"{src.shown}: unknown annotation format: top level is "
+                    f"{_describe(data)}, expected a list or an object")
+
+
+def _image_root(images: str | Path | None, src: _Source) -> Path:
+    root = Path(images) if images is not None else src.default_root
+    if not root.is_dir():
+        what = "image root" if images is not None else "annotation file's folder"
+        raise DataError(f"{root}: {what} is not an existing folder")
+    return Path(os.path.abspath(root))
+
+
+def _check_files(records: list[Record], b: _Builder) -> list[Record]:
+    """Cheap existence check: one stat per image, no decoding."""
+    kept = []
+    for r in records:
+        try:
+            st = os.stat(r.image)
+        except FileNotFoundError:
+            b.problem(f"image {r.id!r} not found ({r.image})", r.row, "missing-image")
+            continue
+        except OSError as exc:
+            b.problem(f"image {r.id!r} cannot be read ({exc.strerror or exc})", r.row,
+                      "unreadable-image")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            b.problem(f"image {r.id!r} is not a file ({r.image})", r.row, "bad-image")
+            continue
+        kept.append(r)
+    return kept
+
+
+def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
+          allow_outside_root: bool) -> tuple[Dataset, _Builder]:
+    if not isinstance(split, str) or not split:
+        raise DataError(f"split must be a non-empty string, got {split!r}")
+    src = _locate(path)
+    root = _image_root(images, src)
+    b = _Builder(src.shown, root, strict=strict, allow_outside_root=allow_outside_root)
+    text = _read_text(src)
+    fmt = _parse_any(src, text, b, split)
+    records = b.records()
+    if fmt == "karpathy" and not b.groups:
+        seen = sorted(getattr(b, "seen_splits", set()))
+        if seen and not any(_karpathy_wanted(s, split) for s in seen):
+            raise DataError(f"{src.shown}: no images in split {split!r} (splits present: "
+                            f"{', '.join(seen)}; 'train' also takes 'restval', 'all' takes all)")
+    records = _check_files(records, b)
+    ds = Dataset(records=records, source=src.file, format=fmt, image_root=root,
+                 problems=b.problems, split=split if fmt == "karpathy" else None)
+    return ds, b
+
+
+def load_dataset(path: str | Path, images: str | Path | None = None, *, split: str = "train",
+                 strict: bool = False, allow_outside_root: bool = False,
+                 verify_images: bool = False, workers: int | None = None) -> Dataset:
+    """Load an image-caption dataset in any supported format.
+
+    ``path``: an annotation file, or a folder holding ``annotations.json`` (gitd's output) or
+    ``metadata.jsonl``/``metadata.csv`` (imagefolder). ``images``: the image root (default: the
+    annotation file's folder). ``split`` selects Karpathy entries (``"train"`` also takes
+    ``"restval"``, ``"all"`` takes every entry); other formats have no splits and ignore it.
+    Unusable rows are skipped and listed in ``Dataset.problems`` (``strict=True`` raises
+    ``DataError`` on the first). ``verify_images`` decodes every image in a process pool of
+    ``workers`` (default: all CPUs) and skips those that fail.
+    """
+    ds, b = _load(path, images, split, strict, allow_outside_root)
+    if verify_images and ds.records:
+        results = verify_image_files([r.image for r in ds.records], workers=workers)
+        kept = []
+        for r, (size, kind, message) in zip(ds.records, results):
+            if size is None:
+                b.problem(f"image {r.id!r}: {message}", r.row, kind or "bad-image")
+            else:
+                kept.append(r)
+        ds.records = kept
+    if not ds.records:
+        first = f"; first problem: {ds.problems[0]}" if ds.problems else ""
+        raise DataError(f"{b.file}: no usable image-caption pairs ({len(ds.problems)} "
+                        f"problem(s){first})")
+    if ds.problems:
+        log.warning("%s: skipped %d problem row(s)/image(s); run 'gitd check %s' for the list",
+                    b.file, len(ds.problems), path)
+    return ds
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """A fingerprint of what a loaded dataset depends on: annotation bytes, split, image root."""
+    return fingerprint({"annotations": file_fingerprint(ds.source), "format": ds.format,
+                        "split": ds.split, "image_root": str(ds.image_root)})
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding images in parallel
+
+VerifyResult = tuple[tuple[int, int] | None, str | None, str | None]
+
+
+def _init_worker(max_pixels: int | None) -> None:
+    from PIL import Image
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _verify_one(path: Path | str) -> VerifyResult:
+    from gitd.data.images import ImageError, open_rgb
+    try:
+        img = open_rgb(path)
+    except ImageError as exc:
+        return None, exc.kind, exc.problem
+    except MemoryError:
+        return None, "unreadable-image", "out of memory while decoding"
+    return img.size, None, None
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:
+            return max(1, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
+def verify_image_files(paths: Sequence[Path | str], *, workers: int | None = None,
+                       desc: str = "verifying images") -> list[VerifyResult]:
+    """Fully decode each image; return ``(size, None, None)`` or ``(None, kind, message)``.
+
+    Uses a process pool when there are many images: decoding is CPU-bound and a decoder crash
+    on a hostile file then takes down a worker, not the caller. Results keep input order.
+    """
+    from PIL import Image
+
+    n = _workers(workers)
+    if n == 1 or len(paths) < _POOL_MIN_IMAGES:
+        return [_verify_one(p) for p in progress(paths, desc=desc, unit="img")]
+    import multiprocessing as mp
+    # fork, not spawn: spawn would re-import `python -m gitd`'s __main__ in every worker.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    chunk = max(1, min(256, len(paths) // (n * 8)))
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                             initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
+        it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
+        try:
+            return list(progress(it, desc=desc, total=len(paths), unit="img"))
+        except BrokenProcessPool:
+            raise DataError("an image decoder crashed a worker process; re-run with one worker "
+                            "(--workers 1 / workers=1) to find the file") from None
