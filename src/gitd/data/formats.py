@@ -308,12 +308,21 @@ def _parse_coco(data: dict, b: _Builder) -> None:
             b.add(j, name, cap, image_field=f"images[{i}].file_name", grouped=True)
 
 
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _pick_text_column(columns: Sequence[str], sample: dict, file: str) -> str:
     for name in TEXT_COLUMNS:
         if name in columns:
             return name
+    # CSV has no types; like Hugging Face's loader, a column of numbers is not text.
     others = [c for c in columns if c != "file_name"
-              and isinstance(sample.get(c), (str, list))]
+              and isinstance(sample.get(c), (str, list)) and not _is_number(sample.get(c))]
     if len(others) == 1:
         return others[0]
     raise DataError(f"{file}: cannot tell which column holds the captions (none of "
@@ -593,6 +602,8 @@ def _init_worker(max_pixels: int | None) -> None:
 def _verify_one(path: Path | str) -> VerifyResult:
     from gitd.data.images import ImageError, open_rgb
     try:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            return None, "corrupt-image", "empty file (0 bytes)"
         img = open_rgb(path)
     except ImageError as exc:
         return None, exc.kind, exc.problem
