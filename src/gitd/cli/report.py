@@ -1,11 +1,31 @@
-"""`gitd report` (not implemented yet)."""
+"""`gitd report`: one self-contained HTML page about an output folder."""
 
-from gitd.errors import GitdError
+from __future__ import annotations
 
 
 def add_parser(sub):
-    return sub.add_parser("report", help="(not implemented yet)")
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML report of a distilled or selected set",
+        description="Write OUT/report.html: the distilled pairs beside their medoids' source "
+                    "images and captions, scores, cluster sizes, stage timings, skipped rows, "
+                    "the full config and, when evaluation results exist (OUT/results.json, "
+                    "OUT/results/*.json or --results), the retrieval table and a plot of recall "
+                    "against the number of pairs. One file, images embedded, no network.")
+    p.add_argument("out", metavar="OUT", help="output folder of gitd distill or gitd select")
+    p.add_argument("--results", metavar="PATH", action="append", default=[],
+                   help="a results file from 'gitd evaluate --out' (or a folder of them) to "
+                        "include; repeat for several methods and sizes")
+    p.add_argument("--out", dest="dest", metavar="FILE", default=None,
+                   help="where to write the report (default: OUT/report.html)")
+    p.add_argument("--thumb-size", type=int, default=224, metavar="PX",
+                   help="longest side of the embedded thumbnails in pixels (default: 224)")
+    return p
 
 
 def run(args) -> int:
-    raise GitdError("'gitd report' is not implemented yet")
+    from gitd.report import write_report
+
+    dest = write_report(args.out, results=args.results, dest=args.dest,
+                        thumb_size=args.thumb_size)
+    print(dest)
+    return 0
