@@ -64,7 +64,7 @@ tr.this td { background: var(--hi); }
 .side .label { font-size: 11px; color: var(--muted); }
 .side .label b { text-transform: uppercase; letter-spacing: .04em; font-weight: 600; }
 .scroll { overflow-x: auto; max-width: 100%; }
-.path { font-size: 11px; color: var(--muted); overflow-wrap: anywhere; }
+.path { font-size: 11px; color: var(--muted); overflow-wrap: anywhere; margin: 2px 0 0; }
 .side img, .side .missing { width: 100%; aspect-ratio: 1 / 1; object-fit: contain; background: #eceef2;
         border-radius: 4px; display: block; }
 .side .missing { display: flex; align-items: center; justify-content: center; text-align: center;
@@ -355,13 +355,13 @@ def _scores_html(scores: dict, caption: str) -> str:
         vals = [f"<b>[{_num(v)}]</b>" if i == chosen else _num(v)
                 for i, v in enumerate(scores[key])]
         note = f" (chosen: candidate {chosen})" if chosen is not None else ""
-        rows.append(f"<dt>{_e(key)}:</dt><dd>{', '.join(vals)}{_e(note)}</dd>")
+        rows.append(f"<dt>{_e(key)}:</dt> <dd>{', '.join(vals)}{_e(note)}</dd>")
         used.add(key)
     for key, val in scores.items():
         if key in used:
             continue
         text = _num(val) if _is_number(val) else _e(json.dumps(val, ensure_ascii=False))
-        rows.append(f"<dt>{_e(key)}:</dt><dd>{text}</dd>")
+        rows.append(f"<dt>{_e(key)}:</dt> <dd>{text}</dd>")
     return f'<dl class="scores">{"".join(rows)}</dl>'
 
 
@@ -393,9 +393,9 @@ def _pair_card(i: int, item: dict, out: Path, manifest: dict, thumb: int) -> str
     src_cap_html = (f'<p class="caption">{_e(src_cap)}</p>' if src_cap not in (None, "")
                     else '<p class="caption muted">(no source caption)</p>')
     src_id = item.get("source_id")
-    id_html = f' <span class="muted">id {_e(src_id)}</span>' if src_id not in (None, "") else ""
-    right = (f'<div class="side source"><div class="label"><b>medoid source</b>{id_html}</div>'
-             f'{src_img}{src_cap_html}</div>')
+    id_html = (f'<p class="path">source id {_e(src_id)}</p>' if src_id not in (None, "") else "")
+    right = (f'<div class="side source"><div class="label"><b>medoid source</b></div>'
+             f'{src_img}{src_cap_html}{id_html}</div>')
 
     size = item.get("cluster_size")
     size_html = f'<span class="size">cluster size {_e(size)}</span>' if size is not None else ""
@@ -459,7 +459,8 @@ def _skipped_section(skipped: Any) -> str:
              f'</tr>{"".join(rows)}</table>{more}')
     open_attr = " open" if len(skipped) <= 20 else ""
     return (f'<h2 id="skipped">Skipped rows ({len(skipped)})</h2>'
-            f'<details{open_attr}><summary>{len(skipped)} source rows were skipped</summary>'
+            f'<details{open_attr}><summary>{len(skipped)} source '
+            f'{"row was" if len(skipped) == 1 else "rows were"} skipped</summary>'
             f'{table}</details>')
 
 
