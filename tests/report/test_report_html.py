@@ -234,3 +234,16 @@ def test_empty_set_and_bare_manifest_still_render(tmp_path):
     html = render_report(out)  # no image file, no caption, no scores: a card with placeholders
     assert len(re.findall(r'<article class="pair"', html)) == 1
     assert "image not readable: images/0000.png" in html and "no source image recorded" in html
+
+
+def test_relative_source_image_found_under_the_source_image_root(tmp_path):
+    out = make_out(tmp_path, n=2, missing_source=None,
+                   source={"path": str(tmp_path / "data" / "train.json"),
+                           "image_root": str(tmp_path / "src")})
+    manifest = json.loads((out / "manifest.json").read_text())
+    for i, item in enumerate(manifest["items"]):
+        item["source_image"] = f"s{i}.jpg"  # relative to the dataset's image root
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    html = render_report(out)
+    assert "source image not found" not in html
+    assert len(img_sources(html)) == 2 + 2 + 1

@@ -187,12 +187,11 @@ def _source_image_path(raw: str, out: Path, manifest: dict) -> Path | None:
     if p.is_absolute():
         return p if p.is_file() else None
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-    roots = [Path.cwd(), out]
-    for key in ("image_root", "images"):
-        if isinstance(source.get(key), str):
-            roots.append(Path(source[key]))
+    # The dataset's own image root first: a relative path in a manifest is relative to it.
+    roots = [Path(source[k]) for k in ("image_root", "images") if isinstance(source.get(k), str)]
     if isinstance(source.get("path"), str):
         roots.append(Path(source["path"]).parent)
+    roots += [out, Path.cwd()]
     for root in roots:
         if (root / p).is_file():
             return root / p
