@@ -27,12 +27,27 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     _quiet = quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logger.setLevel(level)
-    if not any(getattr(h, "_gitd", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("gitd: %(message)s"))
-        handler._gitd = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, not at set-up time, so a handler made
+    once keeps working when stderr is swapped (pytest's capture, a notebook, redirect_stderr)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def is_quiet() -> bool:

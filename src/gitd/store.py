@@ -60,6 +60,15 @@ def _disk_error(path: Path, exc: OSError) -> GitdError:
                      "free some space and re-run the same command to resume")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +78,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -107,6 +117,7 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, dst)
     except OSError as exc:
         try:
