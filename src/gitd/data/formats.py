@@ -67,6 +67,9 @@ class _Builder:
         self.file = file
         self.root = root
         self.root_real = os.path.realpath(root)
+        self._root_prefix = self.root_real.rstrip(os.sep) + os.sep
+        self._resolved: dict[str, tuple] = {}
+        self._real_dirs: dict[str, str] = {}
         self.strict = strict
         self.allow_outside_root = allow_outside_root
         self.problems: list[Problem] = []
@@ -83,33 +86,52 @@ class _Builder:
         self.problems.append(p)
 
     # -- paths ------------------------------------------------------------------------------
-    def resolve(self, value: Any, row: int | None, field_name: str = "image") -> tuple[str, Path] | None:
+    def resolve(self, value: Any, row: int | None, field_name: str = "image"
+                ) -> tuple[str, Path] | None:
         """Return (id, absolute path) for an image string, or record why it is unusable."""
         if not isinstance(value, str):
             self.problem(f"'{field_name}' must be a path string, got {_describe(value)}", row,
                          "bad-path")
             return None
+        # Train files repeat each image once per caption: resolve each string once.
+        hit = self._resolved.get(value)
+        if hit is None:
+            hit = self._resolved[value] = self._resolve(value)
+        if hit[0] is None:
+            self.problem(hit[1].format(field=field_name), row, hit[2])
+            return None
+        return hit  # type: ignore[return-value]
+
+    def _resolve(self, value: str) -> tuple:
         if not value.strip():
-            self.problem(f"'{field_name}' is an empty string", row, "bad-path")
-            return None
+            return None, "'{field}' is an empty string", "bad-path"
         if "\x00" in value:
-            self.problem(f"'{field_name}' contains a NUL character", row, "bad-path")
-            return None
+            return None, "'{field}' contains a NUL character", "bad-path"
         norm = posixpath.normpath(value)
         absolute = os.path.isabs(norm)
         escapes = absolute or norm == ".." or norm.startswith("../")
-        full = Path(norm) if absolute else self.root / norm
-        full = Path(os.path.abspath(full))
+        full = os.path.abspath(norm if absolute else os.path.join(self.root, norm))
         if not escapes and not self.allow_outside_root:
             # A symlink inside the root may still point outside it.
-            real = os.path.realpath(full)
-            escapes = os.path.commonpath([real, self.root_real]) != self.root_real
+            real = self._realpath(full)
+            escapes = real != self.root_real and not real.startswith(self._root_prefix)
         if escapes and not self.allow_outside_root:
-            self.problem(f"image path {value!r} lies outside the image root {self.root} "
-                         "(pass --allow-outside-root / allow_outside_root=True to accept it)",
-                         row, "outside-root")
-            return None
-        return norm, full
+            shown = value.replace("{", "{{").replace("}", "}}")
+            return (None, f"image path {shown!r} lies outside the image root {self.root} (pass "
+                    "--allow-outside-root / allow_outside_root=True to accept it)", "outside-root")
+        return norm, Path(full)
+
+    def _realpath(self, full: str) -> str:
+        """``os.path.realpath`` with the parent folders' answers cached (one lstat per file)."""
+        parent, name = os.path.split(full)
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._real_dirs[parent] = os.path.realpath(parent)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(full).st_mode)
+        except (OSError, ValueError):
+            is_link = False  # missing or unreadable: reported by the existence check
+        return os.path.realpath(full) if is_link else os.path.join(real_parent, name)
 
     # -- captions ---------------------------------------------------------------------------
     def captions(self, raw: Any, row: int | None, where: str = "caption") -> tuple[list[str], bool]:
