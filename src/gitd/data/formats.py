@@ -565,6 +565,9 @@ def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
         if seen and not any(_karpathy_wanted(s, split) for s in seen):
             raise DataError(f"{src.shown}: no images in split {split!r} (splits present: "
                             f"{', '.join(seen)}; 'train' also takes 'restval', 'all' takes all)")
+    if fmt != "karpathy" and split not in ("train", "all"):
+        log.warning("%s: %s annotations have no splits; split=%r is ignored", src.shown, fmt,
+                    split)
     records = _check_files(records, b)
     ds = Dataset(records=records, source=src.file, format=fmt, image_root=root,
                  problems=b.problems, split=split if fmt == "karpathy" else None)
