@@ -302,6 +302,15 @@ def test_unreadable_paths(tmp_path):
         load_dataset(tmp_path / "deep.json")
 
 
+def test_header_only_csv_is_an_empty_dataset(tmp_path):
+    from gitd.data.check import check_dataset
+
+    (tmp_path / "metadata.csv").write_text("file_name,text\n")
+    for fn in (load_dataset, check_dataset):
+        with pytest.raises(DataError, match="empty dataset"):
+            fn(tmp_path)
+
+
 def test_fingerprint_follows_file_bytes(tmp_path):
     img(tmp_path / "a.png")
     ann = write_json(tmp_path / "t.json", [{"image": "a.png", "caption": "x"}])

@@ -15,6 +15,7 @@ from typing import Any
 
 from gitd.data.formats import _load, verify_image_files
 from gitd.data.records import Dataset, Problem
+from gitd.errors import DataError
 from gitd.store import to_json
 
 
@@ -87,6 +88,8 @@ def check_dataset(path, images=None, *, split: str = "train", allow_outside_root
                 kept.append(r)
                 sizes.append(size)
         ds.records = kept
+    if not ds.records and not builder.problems and not builder.duplicates:
+        raise DataError(f"{builder.file}: empty dataset (no image-caption rows)")
     problems = sorted(builder.problems + builder.duplicates,
                       key=lambda p: (p.row is None, p.row if p.row is not None else 0))
     counts = [len(r.captions) for r in ds.records]

@@ -598,9 +598,10 @@ def load_dataset(path: str | Path, images: str | Path | None = None, *, split: s
                 kept.append(r)
         ds.records = kept
     if not ds.records:
-        first = f"; first problem: {ds.problems[0]}" if ds.problems else ""
+        if not ds.problems:
+            raise DataError(f"{b.file}: empty dataset (no image-caption rows)")
         raise DataError(f"{b.file}: no usable image-caption pairs ({len(ds.problems)} "
-                        f"problem(s){first})")
+                        f"problem(s); first: {ds.problems[0]})")
     if ds.problems:
         log.warning("%s: skipped %d problem row(s)/image(s); run 'gitd check %s' for the list",
                     b.file, len(ds.problems), path)
