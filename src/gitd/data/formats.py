@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
@@ -54,7 +54,6 @@ class _Group:
     row: int | None
     captions: list[str] = field(default_factory=list)
     rows: list[int | None] = field(default_factory=list)  # rows that named this image
-    bad_caption_rows: int = 0
 
 
 class _Builder:
@@ -77,6 +76,7 @@ class _Builder:
         self.groups: dict[str, _Group] = {}
         self._last_id: str | None = None  # id of the previous entry, for adjacency grouping
         self._last_was_list = False
+        self.seen_splits: set[str] = set()  # Karpathy: splits present, for a helpful error
 
     # -- problems ---------------------------------------------------------------------------
     def problem(self, message: str, row: int | None, kind: str) -> None:
@@ -180,8 +180,6 @@ class _Builder:
             caps = [c for c in caps if c not in group.captions]
         group.captions.extend(caps)
         group.rows.append(row)
-        if not caps:
-            group.bad_caption_rows += 1
         self._last_id, self._last_was_list = rid, is_list
 
     def records(self) -> list[Record]:
@@ -237,7 +235,6 @@ def _parse_karpathy(data: dict, b: _Builder, split: str) -> None:
     images = data["images"]
     if not isinstance(images, list):
         raise DataError(f"{b.file}: 'images' must be a list, got {_describe(images)}")
-    seen_splits: set[str] = set()
     for i, entry in enumerate(images):
         if not isinstance(entry, dict):
             b.problem(f"images entry must be an object, got {_describe(entry)}", i, "bad-row")
@@ -249,7 +246,7 @@ def _parse_karpathy(data: dict, b: _Builder, split: str) -> None:
                           "missing-field")
                 continue
         else:
-            seen_splits.add(str(entry_split))
+            b.seen_splits.add(str(entry_split))
         if not _karpathy_wanted(entry_split, split):
             continue
         if "filename" not in entry:
@@ -268,7 +265,6 @@ def _parse_karpathy(data: dict, b: _Builder, split: str) -> None:
         else:
             raw = sentences
         b.add(i, name, raw, image_field="filename", caption_field="sentences.raw")
-    b.seen_splits = seen_splits  # type: ignore[attr-defined]
 
 
 def _parse_coco(data: dict, b: _Builder) -> None:
@@ -561,7 +557,7 @@ def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
     fmt = _parse_any(src, text, b, split)
     records = b.records()
     if fmt == "karpathy" and not b.groups:
-        seen = sorted(getattr(b, "seen_splits", set()))
+        seen = sorted(b.seen_splits)
         if seen and not any(_karpathy_wanted(s, split) for s in seen):
             raise DataError(f"{src.shown}: no images in split {split!r} (splits present: "
                             f"{', '.join(seen)}; 'train' also takes 'restval', 'all' takes all)")
