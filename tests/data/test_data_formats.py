@@ -123,6 +123,15 @@ def test_outside_root_rejected_unless_allowed(tmp_path):
     assert ds[1].image == outside and ds.problems == []
 
 
+def test_braces_in_paths_are_plain_text(tmp_path):
+    root = tmp_path / "{root}"
+    img(root / "{a}.png")
+    ann = write_json(root / "t.json", [{"image": "{a}.png", "caption": "x"},
+                                       {"image": "../{b}.png", "caption": "y"}])
+    ds = load_dataset(ann)
+    assert ds.ids == ["{a}.png"] and "'../{b}.png'" in ds.problems[0].message
+
+
 def test_images_root_argument(tmp_path):
     img(tmp_path / "imgs" / "a.png")
     (tmp_path / "ann").mkdir()

@@ -98,7 +98,7 @@ class _Builder:
         if hit is None:
             hit = self._resolved[value] = self._resolve(value)
         if hit[0] is None:
-            self.problem(hit[1].format(field=field_name), row, hit[2])
+            self.problem(hit[1].replace("{field}", field_name), row, hit[2])
             return None
         return hit  # type: ignore[return-value]
 
@@ -116,8 +116,7 @@ class _Builder:
             real = self._realpath(full)
             escapes = real != self.root_real and not real.startswith(self._root_prefix)
         if escapes and not self.allow_outside_root:
-            shown = value.replace("{", "{{").replace("}", "}}")
-            return (None, f"image path {shown!r} lies outside the image root {self.root} (pass "
+            return (None, f"image path {value!r} lies outside the image root {self.root} (pass "
                     "--allow-outside-root / allow_outside_root=True to accept it)", "outside-root")
         return norm, Path(full)
 
