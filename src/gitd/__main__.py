@@ -1,3 +1,6 @@
 from gitd.cli import main
 
-raise SystemExit(main())
+# The guard matters: spawn-based worker pools (DataLoader, ProcessPoolExecutor) re-import
+# __main__ in every worker.
+if __name__ == "__main__":
+    raise SystemExit(main())
