@@ -1,0 +1,303 @@
+"""Encode every image with the Stable Diffusion VAE into a resumable float16 latent file.
+
+Output folder::
+
+    latents.npy     float16 [n, C, h, w], row i = records[i]; already times the VAE's
+                    scaling factor, so a row can go straight into img2img as its init latent
+    index.json      ids in order, shape, dtype, scaling factor and the settings that made it
+    progress.json   rows finished so far, which of them are valid, and the problems found
+
+Images are opened in DataLoader workers; an image that cannot be opened becomes a ``Problem``
+and its row is marked invalid (left as zeros) instead of stopping the run. After each batch its
+rows are flushed to disk and only then is ``progress.json`` replaced (atomically), so a killed
+run resumes from the last finished batch, and resident memory stays one batch whatever n is.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gitd.data.images import ImageError, open_rgb
+from gitd.data.records import Problem, Record
+from gitd.errors import ConfigError, DataError, check_positive_int
+from gitd.log import get_logger, progress
+from gitd.stages.cluster import RowSubset
+from gitd.store import atomic_write_json, fingerprint, read_json
+
+log = get_logger("stages.encode")
+
+LATENTS = "latents.npy"
+INDEX = "index.json"
+PROGRESS = "progress.json"
+
+
+def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
+    """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
+    w, h = img.size
+    scale = resolution / min(w, h)
+    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - resolution) // 2, (nh - resolution) // 2
+    img = img.crop((left, top, left + resolution, top + resolution))
+    arr = np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1).div_(127.5).sub_(1.0)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Item i: (index, image tensor, ok, problem kind, problem message); never raises for a
+    bad image, so one unreadable file cannot kill a worker and with it the run."""
+
+    def __init__(self, paths: Sequence[str], resolution: int, start: int):
+        self.paths = list(paths)
+        self.resolution = resolution
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.paths) - self.start
+
+    def __getitem__(self, j: int):
+        i = self.start + j
+        try:
+            x = preprocess(open_rgb(self.paths[i]), self.resolution)
+            return i, x, True, "", ""
+        except ImageError as exc:
+            return i, torch.zeros(3, self.resolution, self.resolution), False, exc.kind, \
+                exc.problem
+        except Exception as exc:  # a decoder bug in one odd file must not stop 100k others
+            return i, torch.zeros(3, self.resolution, self.resolution), False, \
+                "bad-image", f"cannot preprocess image ({type(exc).__name__}: {exc})"
+
+
+def latent_shape(vae, resolution: int) -> tuple[int, int, int]:
+    """(C, h, w) of the latent for a ``resolution`` image: SD's VAE halves the size once per
+    encoder block after the first (the pipelines' ``vae_scale_factor``)."""
+    cfg = vae.config
+    factor = 2 ** (len(cfg.block_out_channels) - 1)
+    if resolution % factor:
+        raise ConfigError(f"resolution must be a multiple of {factor} for this VAE, "
+                          f"got {resolution}")
+    side = resolution // factor
+    return (int(cfg.latent_channels), side, side)
+
+
+class LatentStore:
+    """An encode output folder: ``latents`` (read-only memmap), ``ids``, ``valid`` (bool mask),
+    ``problems`` and ``scaling_factor``; ``flat()`` gives rows ready for clustering."""
+
+    def __init__(self, folder: str | Path, index: dict[str, Any], state: dict[str, Any]):
+        self.folder = Path(folder)
+        self.index = index
+        self.ids: list[str] = list(index["ids"])
+        self.shape = tuple(index["shape"])
+        self.scaling_factor = float(index["scaling_factor"])
+        self.rows_done = int(state.get("rows_done", 0))
+        self.valid = np.zeros(len(self.ids), dtype=bool)
+        self.valid[: self.rows_done] = True
+        invalid = np.asarray(state.get("invalid", []), dtype=np.int64)
+        self.valid[invalid] = False
+        self.problems = [Problem(p["file"], p["problem"], p.get("row"), p.get("kind", "error"))
+                         for p in state.get("problems", [])]
+        self._latents: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "LatentStore":
+        folder = Path(folder)
+        index = read_json(folder / INDEX)
+        if not isinstance(index, dict) or "ids" not in index or not (folder / LATENTS).exists():
+            raise DataError(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
+                            "run the encode stage first")
+        return cls(folder, index, read_json(folder / PROGRESS, {}) or {})
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_done >= len(self.ids)
+
+    @property
+    def latents(self) -> np.ndarray:
+        if self._latents is None:
+            self._latents = np.load(self.folder / LATENTS, mmap_mode="r")
+        return self._latents
+
+    @property
+    def valid_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.valid)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def matrix(self, valid_only: bool = True):
+        """The latents as a 2-D [rows, C*h*w] float16 view without copying (valid rows only by
+        default, as a ``RowSubset``): pass this to ``clara`` when n is large."""
+        flat = self.latents.reshape(len(self.ids), -1)
+        return RowSubset(flat, self.valid_indices) if valid_only else flat
+
+    def flat(self, indices: Sequence[int] | None = None, *, chunk: int = 1024) -> np.ndarray:
+        """Rows ``indices`` (default: every valid row) as float32 [m, C*h*w], converted a chunk
+        at a time so the float16 -> float32 copy needs no second full-size buffer."""
+        idx = self.valid_indices if indices is None else np.asarray(indices, dtype=np.int64)
+        flat = self.latents.reshape(len(self.ids), -1)
+        out = np.empty((len(idx), flat.shape[1]), dtype=np.float32)
+        for a in range(0, len(idx), chunk):
+            part = idx[a:a + chunk]
+            order = np.argsort(part, kind="stable")
+            out[a + order] = flat[part[order]]
+        return out
+
+
+def _settings(records, vae, resolution, sample, seed, shape) -> dict[str, Any]:
+    cfg = vae.config
+    return {"ids_fingerprint": fingerprint([r.id for r in records]),
+            "vae": {"class": type(vae).__name__,
+                    "name": getattr(cfg, "_name_or_path", "") or "",
+                    "config": fingerprint({k: v for k, v in dict(cfg).items()
+                                           if not k.startswith("_")})},
+            "resolution": resolution, "sample": bool(sample), "seed": int(seed),
+            "shape": list(shape)}
+
+
+def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resolution: int = 512,
+                   batch_size: int = 8, num_workers: int = 2, sample: bool = False,
+                   seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
+                   max_batches: int | None = None,
+                   on_batch: Callable[[int, int], None] | None = None) -> LatentStore:
+    """Encode ``records`` with ``vae`` (a diffusers ``AutoencoderKL``) into ``out_dir``.
+
+    Latent = ``latent_dist.mean`` (deterministic), or with ``sample=True`` a draw seeded by
+    ``seed`` and the row's index (reproducible whatever the batch size), times
+    ``vae.config.scaling_factor``. Resumes a folder left by an interrupted run with the same
+    records and settings; a folder made with different ones is started again.
+    ``max_batches`` stops after that many batches in this call (time-sliced runs);
+    ``on_batch(batch_number, rows_done)`` is called after each batch is safely on disk.
+    """
+    check_positive_int("resolution", resolution)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("num_workers", num_workers, minimum=0)
+    if max_batches is not None:
+        check_positive_int("max_batches", max_batches, minimum=0)
+    records = list(records)
+    n = len(records)
+    if n == 0:
+        raise DataError("no images to encode (the dataset has no valid records)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shape = (n, *latent_shape(vae, resolution))
+    scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    settings = _settings(records, vae, resolution, sample, seed, shape)
+
+    index = read_json(out_dir / INDEX)
+    state = read_json(out_dir / PROGRESS) or {}
+    fresh = not (isinstance(index, dict) and index.get("settings") == settings
+                 and (out_dir / LATENTS).exists())
+    if fresh:
+        if isinstance(index, dict):
+            log.info("encode: %s holds latents made with other records or settings; "
+                     "encoding again", out_dir)
+        (out_dir / PROGRESS).unlink(missing_ok=True)
+        mm = np.lib.format.open_memmap(out_dir / LATENTS, mode="w+", dtype=np.float16,
+                                       shape=shape)
+        del mm
+        index = {"ids": [r.id for r in records], "shape": list(shape), "dtype": "float16",
+                 "scaling_factor": scaling, "settings": settings}
+        atomic_write_json(out_dir / INDEX, index)
+        state = {}
+    done = int(state.get("rows_done", 0))
+    # Batches are fixed index ranges, so a resumed run encodes exactly the batches an
+    # uninterrupted one would and the file comes out identical.
+    done -= done % batch_size if done < n else 0
+    invalid = [i for i in state.get("invalid", []) if i < done]
+    problems = [p for p in state.get("problems", []) if p.get("index", 0) < done]
+    if done >= n:
+        return LatentStore(out_dir, index, state)
+    if done:
+        log.info("encode: resuming at image %d of %d", done, n)
+
+    header = _npy_offset(out_dir / LATENTS)
+    row_bytes = int(np.prod(shape[1:])) * 2
+    ds = _ImageDataset([str(r.image) for r in records], resolution, done)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, drop_last=False)
+    dev = torch.device(device)
+    vae_dtype = next(vae.parameters()).dtype
+    if vae_dtype != dtype:
+        log.debug("encode: VAE is %s, casting inputs to %s", vae_dtype, dtype)
+    total_batches = -(-(n - done) // batch_size)
+    bar = progress(desc="encode", total=n, unit="img")
+    bar.update(done)
+    t0 = time.perf_counter()
+    ran = 0
+    try:
+        for idx, x, ok, kinds, messages in loader:
+            if max_batches is not None and ran >= max_batches:
+                break
+            idx = idx.numpy()
+            ok = ok.numpy().astype(bool)
+            a, b = int(idx[0]), int(idx[-1]) + 1
+            lat = np.zeros((b - a, *shape[1:]), dtype=np.float16)
+            if ok.any():
+                with torch.inference_mode():
+                    z = _encode(vae, x[ok].to(dev, dtype=dtype), idx[ok], sample, seed)
+                lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+            for j in np.flatnonzero(~ok):
+                r = records[idx[j]]
+                invalid.append(int(idx[j]))
+                problems.append({"file": str(r.image), "row": r.row, "kind": kinds[j],
+                                 "problem": messages[j], "index": int(idx[j]), "id": r.id})
+                log.warning("encode: %s: %s (skipped)", r.image, messages[j])
+            # Map only this batch's rows: a whole-file mapping would keep every written page
+            # resident and memory would grow with n.
+            part = np.memmap(out_dir / LATENTS, dtype=np.float16, mode="r+",
+                             offset=header + a * row_bytes, shape=lat.shape)
+            part[:] = lat
+            part.flush()
+            del part
+            state = {"rows_done": b, "invalid": invalid, "problems": problems,
+                     "seconds": state.get("seconds", 0.0) + (time.perf_counter() - t0)}
+            t0 = time.perf_counter()
+            atomic_write_json(out_dir / PROGRESS, state)
+            bar.update(b - a)
+            ran += 1
+            if on_batch is not None:
+                on_batch(ran, b)
+    finally:
+        bar.close()
+    if ran < total_batches:
+        log.info("encode: stopped after %d batches (%d of %d images done)", ran,
+                 state.get("rows_done", done), n)
+    store = LatentStore(out_dir, index, state)
+    if store.complete and store.problems:
+        log.warning("encode: %d of %d images could not be used (see %s)", len(store.problems),
+                    n, out_dir / PROGRESS)
+    if store.complete and not store.valid.any():
+        raise DataError(f"none of the {n} images could be opened; first problem: "
+                        f"{store.problems[0]}")
+    return store
+
+
+def _encode(vae, x: torch.Tensor, indices: np.ndarray, sample: bool, seed: int) -> torch.Tensor:
+    dist = vae.encode(x).latent_dist
+    if not sample:
+        return dist.mean
+    # One generator per image, seeded by its row: the draw does not depend on batch size,
+    # on which rows were in the batch with it, or on resuming.
+    noise = torch.stack([
+        torch.randn(dist.mean.shape[1:], generator=torch.Generator("cpu").manual_seed(
+            int(seed) * 1_000_003 + int(i)), dtype=torch.float32)
+        for i in indices]).to(dist.mean.device, dist.mean.dtype)
+    return dist.mean + dist.std * noise
+
+
+def _npy_offset(path: Path) -> int:
+    mm = np.load(path, mmap_mode="r")
+    offset = int(mm.offset)
+    del mm
+    return offset
+
+
+__all__ = ["LatentStore", "encode_latents", "latent_shape", "preprocess"]
