@@ -237,6 +237,7 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         return res
 
     best: np.ndarray | None = None
+    best_labels: np.ndarray | None = None
     best_cost = math.inf
     costs: list[float] = []
     for s in progress(range(n_samples), desc="CLARA samples", unit="sample"):
@@ -251,16 +252,15 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         diss = pairwise_distances(_rows(X, sample), device)
         local = _fasterpam(diss, k, max_iter, int(rng.integers(2**31 - 1)), n_cpu)
         med = np.sort(sample[local])
-        _, _, cost = assign(X, med, device=device, chunk_size=chunk_size)
+        labels, _, cost = assign(X, med, device=device, chunk_size=chunk_size)
         costs.append(cost)
         log.debug("CLARA sample %d/%d: cost %.6g", s + 1, n_samples, cost)
         if cost < best_cost:
-            best, best_cost = med, cost
-    res = _finish(X, best, device=device, chunk_size=chunk_size, seed=seed,
-                  sample_size=sample_size)
-    res.sample_costs = costs
-    res.seconds = time.perf_counter() - t0
-    return res
+            best, best_cost, best_labels = med, cost, labels
+    sizes = np.bincount(best_labels, minlength=k).astype(np.int64)
+    return ClaraResult(medoids=best, labels=best_labels, sizes=sizes, cost=best_cost,
+                       sample_costs=costs, seed=seed, sample_size=sample_size,
+                       seconds=time.perf_counter() - t0)
 
 
 def _fasterpam(diss: np.ndarray, k: int, max_iter: int, random_state: int,
