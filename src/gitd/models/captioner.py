@@ -1,0 +1,111 @@
+"""The captioner: sampled captions from any transformers image-to-text model.
+
+Reproducibility: sampling draws from torch's global RNG, and in a batched ``generate`` call the
+draws for one image depend on which other images share the batch. So each image is generated in
+its own call, with the RNG seeded from that image's seed (in a forked RNG, leaving the caller's
+stream untouched); its ``num_captions`` samples still run as one batch via
+``num_return_sequences``. A resumed run therefore gives the same captions as an uninterrupted one
+whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+
+from gitd.log import get_logger
+
+log = get_logger("gitd.models")
+
+# Used when a model samples nothing printable; flagged (CaptionResult.fallback, a warning) so a
+# user can see it happened. Never an empty string: an empty caption breaks the retrieval model.
+FALLBACK_CAPTION = "an image"
+
+_SPACE = re.compile(r"\s+")
+
+
+def clean_caption(text: str) -> str:
+    return _SPACE.sub(" ", text.replace("\x00", " ")).strip()
+
+
+class Captioner:
+    """``model`` is a transformers image-to-text model with ``generate`` (BLIP, BLIP-2, ...);
+    ``processor`` its processor (image processor + tokenizer)."""
+
+    def __init__(self, model, processor, *, name: str, prompt: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.prompt = prompt
+        self.fallbacks = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def _inputs(self, image) -> dict:
+        kwargs = {"images": [image.convert("RGB")], "return_tensors": "pt"}
+        if self.prompt:
+            kwargs["text"] = [self.prompt]
+        enc = self.processor(**kwargs)
+        out = {}
+        for key, value in enc.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            value = value.to(self.device)
+            out[key] = value.to(self.dtype) if value.is_floating_point() else value
+        return out
+
+    @torch.inference_mode()
+    def _sample(self, image, *, num_captions, temperature, top_p, max_new_tokens, seed) -> list[str]:
+        inputs = self._inputs(image)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(**inputs, do_sample=True, temperature=float(temperature),
+                                      top_p=float(top_p), max_new_tokens=int(max_new_tokens),
+                                      num_return_sequences=int(num_captions))
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        prompt_ids = inputs.get("input_ids")
+        if prompt_ids is not None and sequences.shape[1] > prompt_ids.shape[1] and torch.equal(
+                sequences[:, :prompt_ids.shape[1]].cpu(),
+                prompt_ids.expand(sequences.shape[0], -1).cpu()):
+            # Decoder-only language models (BLIP-2 OPT) echo the prompt tokens first.
+            sequences = sequences[:, prompt_ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        return [clean_caption(t) for t in texts]
+
+    def generate(self, images: Sequence, *, num_captions: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seeds: Sequence[int]) -> list[list[str]]:
+        """``num_captions`` sampled captions per image, each non-empty; image ``i``'s captions
+        depend only on ``seeds[i]``."""
+        if len(seeds) != len(images):
+            raise ValueError(f"need one seed per image, got {len(seeds)} seeds for "
+                             f"{len(images)} images")
+        results = []
+        for image, seed in zip(images, seeds):
+            caps = self._sample(image, num_captions=num_captions, temperature=temperature,
+                                top_p=top_p, max_new_tokens=max_new_tokens, seed=int(seed))
+            if not all(caps):
+                good = [c for c in caps if c]
+                replacement = good[0] if good else FALLBACK_CAPTION
+                n_empty = sum(not c for c in caps)
+                self.fallbacks += n_empty
+                log.warning("%s sampled %d empty caption(s) for one image (seed %d); replaced "
+                            "with %r", self.name, n_empty, seed, replacement)
+                caps = [c or replacement for c in caps]
+            results.append(caps)
+        return results
+
+    def __repr__(self) -> str:
+        return f"Captioner({self.name!r})"

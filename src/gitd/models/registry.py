@@ -1,0 +1,347 @@
+"""One place that knows every model name (timm-style).
+
+Each *kind* of component (``vae``, ``img2img``, ``score``, ``captioner``; later ``unclip`` and
+others) has
+
+* named builders, registered with ``@register(kind, "name", ...)``: the tiny offline models live
+  here, and a method can add its own (e.g. a PDS unCLIP decoder under kind ``"unclip"``);
+* one default loader, registered with ``@register_loader(kind)``, used for any other name: a
+  Hugging Face id or a local folder, loaded with ``from_pretrained``.
+
+Every builder is called as ``builder(name, *, device, dtype, seed, revision, **extra)`` and
+``build(kind, name, ...)`` dispatches. Real weights load with ``trust_remote_code=False`` (there is
+no switch to turn it on) and ``local_files_only`` when ``HF_HUB_OFFLINE`` is set; a model that is
+neither on disk nor reachable is a one-line ``ModelUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from gitd.errors import ConfigError, GitdError, ModelUnavailableError
+from gitd.log import get_logger
+
+log = get_logger("gitd.models")
+
+Builder = Callable[..., Any]
+
+KINDS = ("vae", "img2img", "score", "captioner")
+_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
+_LOADERS: dict[str, Builder] = {}
+_UNTRAINED: set[tuple[str, str]] = set()
+
+
+def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Builder], Builder]:
+    """Register ``builder`` under ``names`` for ``kind`` (a new kind is created on first use).
+
+    ``untrained=True`` marks random-weight models, so manifests say their output is noise.
+    """
+    if not names:
+        raise ValueError("register() needs at least one name")
+
+    def deco(builder: Builder) -> Builder:
+        table = _BUILDERS.setdefault(kind, {})
+        for name in names:
+            table[name] = builder
+            if untrained:
+                _UNTRAINED.add((kind, name))
+        return builder
+
+    return deco
+
+
+def register_loader(kind: str) -> Callable[[Builder], Builder]:
+    """Register the loader used for names of ``kind`` that no builder claims (hub ids, folders)."""
+
+    def deco(loader: Builder) -> Builder:
+        _BUILDERS.setdefault(kind, {})
+        _LOADERS[kind] = loader
+        return loader
+
+    return deco
+
+
+def list_models(kind: str | None = None) -> dict[str, list[str]] | list[str]:
+    """Registered names, per kind (or for one kind)."""
+    if kind is not None:
+        return sorted(_BUILDERS.get(kind, {}))
+    return {k: sorted(v) for k, v in _BUILDERS.items()}
+
+
+def is_untrained(kind: str, name: str) -> bool:
+    return (kind, name) in _UNTRAINED
+
+
+def build(kind: str, name: str, *, device: torch.device | str = "cpu",
+          dtype: torch.dtype | str = torch.float32, seed: int = 0, revision: str | None = None,
+          **extra: Any) -> Any:
+    """Build the ``kind`` component called ``name`` on ``device`` in ``dtype``."""
+    if kind not in _BUILDERS:
+        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(_BUILDERS)}")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{kind} model name must be a non-empty string, got {name!r}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    dtype = resolve_dtype(dtype, device)
+    builder = _BUILDERS[kind].get(name) or _LOADERS.get(kind)
+    if builder is None:
+        raise ConfigError(f"unknown {kind} model {name!r}; registered: "
+                          f"{', '.join(sorted(_BUILDERS[kind])) or 'none'}")
+    return builder(name, device=device, dtype=dtype, seed=seed, revision=revision, **extra)
+
+
+# -- device and dtype ------------------------------------------------------------------------
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: cuda, else mps, else cpu. A requested device that is absent is a ConfigError."""
+    if isinstance(name, torch.device):
+        return name
+    text = str(name).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available "
+                              "(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} "
+                              "CUDA device(s) exist")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {name!r} requested but MPS is not available")
+    elif device.type != "cpu":
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    return device
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto",
+                  device: torch.device | str = "cpu") -> torch.dtype:
+    """``auto``: float16 on CUDA (what the paper ran), float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    device = torch.device(device) if isinstance(device, str) else device
+    text = str(dtype).strip().lower().removeprefix("torch.")
+    if text == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if text not in _DTYPES:
+        raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
+    return _DTYPES[text]
+
+
+# -- loading real weights ----------------------------------------------------------------------
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unavailable(model_id: str, what: str, exc: BaseException) -> ModelUnavailableError:
+    reason = "HF_HUB_OFFLINE is set" if hub_offline() else "not reachable"
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return ModelUnavailableError(
+        f"{what} model {model_id!r} is not on disk and cannot be downloaded ({reason}: {detail}); "
+        f"fetch it on a connected machine with 'hf download {model_id}' and copy the cache here "
+        f"(or set HF_HOME to it), or pass a local folder; '--preset tiny' runs fully offline",
+        exit_code=3)
+
+
+def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
+                    revision: str | None = None, **kwargs: Any) -> Any:
+    """``load(model_id, ...)`` (a ``from_pretrained``) with gitd's safety and offline rules."""
+    local = Path(model_id).expanduser()
+    source = str(local) if local.is_dir() else model_id
+    kwargs.setdefault("trust_remote_code", False)
+    if kwargs["trust_remote_code"]:
+        raise ConfigError("trust_remote_code is not allowed for models loaded by gitd")
+    if hub_offline() or local.is_dir():
+        kwargs["local_files_only"] = True
+    if revision is not None and not local.is_dir():
+        kwargs["revision"] = revision
+    try:
+        return load(source, **kwargs)
+    except GitdError:
+        raise
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        # from_pretrained reports missing files, an offline hub, a bad id and a folder without
+        # weights through these types; all mean "this model cannot be had here".
+        raise _unavailable(model_id, what, exc) from None
+    except Exception as exc:  # huggingface_hub's HTTP errors do not share a base with the above
+        if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
+            raise _unavailable(model_id, what, exc) from None
+        raise
+
+
+def _vae_subfolder(model_id: str) -> str | None:
+    local = Path(model_id).expanduser()
+    # A local standalone VAE folder keeps its config at the top; a pipeline folder under vae/.
+    if local.is_dir() and (local / "config.json").is_file() and not (local / "vae").is_dir():
+        return None
+    return "vae"
+
+
+@register_loader("vae")
+def _load_vae(name, *, device, dtype, seed=0, revision=None, **extra):
+    from diffusers import AutoencoderKL
+
+    kwargs = {"torch_dtype": dtype}
+    sub = _vae_subfolder(name)
+    if sub:
+        kwargs["subfolder"] = sub
+    vae = load_pretrained(AutoencoderKL.from_pretrained, name, what="VAE", revision=revision,
+                          **kwargs)
+    return vae.to(device).eval()
+
+
+@register_loader("img2img")
+def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "safety_checker": None,
+                              "requires_safety_checker": False}
+    if vae is not None:
+        kwargs["vae"] = vae
+    pipe = load_pretrained(StableDiffusionImg2ImgPipeline.from_pretrained, name,
+                           what="Stable Diffusion img2img", revision=revision, **kwargs)
+    pipe = pipe.to(device)
+    # gitd draws its own per-batch progress bar; diffusers' per-step bars would interleave.
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@register_loader("score")
+def _load_score(name, *, device, dtype, seed=0, revision=None, **extra):
+    from transformers import AutoModel, AutoProcessor
+
+    from gitd.models.scoring import ScoreModel
+
+    processor = load_pretrained(AutoProcessor.from_pretrained, name, what="score",
+                                revision=revision)
+    model = load_pretrained(AutoModel.from_pretrained, name, what="score", revision=revision,
+                            dtype=dtype)
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise ConfigError(f"score model {name!r} ({type(model).__name__}) has no image and text "
+                          "embeddings; use a CLIP-style model such as openai/clip-vit-base-patch32")
+    return ScoreModel(model.to(device).eval(), processor.tokenizer, processor.image_processor,
+                      name=name)
+
+
+@register_loader("captioner")
+def _load_captioner(name, *, device, dtype, seed=0, revision=None, prompt=None, **extra):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from gitd.models.captioner import Captioner
+
+    processor = load_pretrained(AutoProcessor.from_pretrained, name, what="captioner",
+                                revision=revision)
+    model = load_pretrained(AutoModelForImageTextToText.from_pretrained, name, what="captioner",
+                            revision=revision, dtype=dtype)
+    return Captioner(model.to(device).eval(), processor, name=name, prompt=prompt)
+
+
+# -- tiny offline models ---------------------------------------------------------------------
+@register("vae", "tiny", "tiny-sd", untrained=True)
+def _tiny_vae(name, *, device, dtype, seed=0, revision=None, **extra):
+    from gitd.models import tiny
+
+    return tiny.build_tiny_vae(device=device, dtype=dtype, seed=seed)
+
+
+@register("img2img", "tiny", "tiny-sd", untrained=True)
+def _tiny_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
+    from gitd.models import tiny
+
+    return tiny.build_tiny_img2img(device=device, dtype=dtype, seed=seed, vae=vae)
+
+
+@register("score", "tiny", "tiny-clip", untrained=True)
+def _tiny_score(name, *, device, dtype, seed=0, revision=None, **extra):
+    from gitd.models import tiny
+
+    return tiny.build_tiny_score_model(device=device, dtype=dtype, seed=seed, name=name)
+
+
+@register("captioner", "tiny", "tiny-blip", untrained=True)
+def _tiny_captioner(name, *, device, dtype, seed=0, revision=None, **extra):
+    from gitd.models import tiny
+
+    return tiny.build_tiny_captioner(device=device, dtype=dtype, seed=seed, name=name)
+
+
+# -- public builders ---------------------------------------------------------------------------
+def build_vae(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0,
+              revision: str | None = None):
+    """``diffusers.AutoencoderKL`` (a real SD id/folder loads its ``vae`` subfolder)."""
+    return build("vae", name, device=device, dtype=dtype, seed=seed, revision=revision)
+
+
+def build_img2img(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0, vae=None,
+                  revision: str | None = None):
+    """``diffusers.StableDiffusionImg2ImgPipeline`` without safety checker; pass ``vae`` to share
+    the one already built for encoding."""
+    return build("img2img", name, device=device, dtype=dtype, seed=seed, revision=revision,
+                 vae=vae)
+
+
+def build_score_model(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0,
+                      revision: str | None = None):
+    """A ``ScoreModel`` (CLIP-style image/text cosine)."""
+    return build("score", name, device=device, dtype=dtype, seed=seed, revision=revision)
+
+
+def build_captioner(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0,
+                    revision: str | None = None, prompt: str | None = None):
+    """A ``Captioner`` over any transformers image-to-text model (BLIP, BLIP-2, ...)."""
+    return build("captioner", name, device=device, dtype=dtype, seed=seed, revision=revision,
+                 prompt=prompt)
+
+
+def describe_model(kind: str, name: str, revision: str | None = None) -> dict[str, Any]:
+    local = Path(name).expanduser()
+    info: dict[str, Any] = {"kind": kind, "name": name, "revision": revision}
+    if name in _BUILDERS.get(kind, {}):
+        info["source"] = "registry"
+    elif local.is_dir():
+        info["source"] = "local"
+        info["path"] = str(local.resolve())
+    else:
+        info["source"] = "huggingface"
+    info["untrained"] = is_untrained(kind, name)
+    return info
+
+
+def describe_models(config, ablations: dict[str, bool] | None = None) -> dict[str, Any]:
+    """The models a run with ``config`` (a DistillConfig) uses, for its manifest.
+
+    Each role has name, revision, source and ``untrained`` (True for tiny random-weight models);
+    ``used`` is False where an ablation switched the role off.
+    """
+    ab = dict(ablations) if ablations is not None else {
+        "cluster": config.cluster, "diffusion": config.diffusion,
+        "captioner": config.captioner_on, "score": config.score}
+    diffusion_used = bool(ab.get("cluster", True) or ab.get("diffusion", True))
+    roles = {
+        "vae": ("vae", config.diffusion_model, config.diffusion_revision, diffusion_used),
+        "img2img": ("img2img", config.diffusion_model, config.diffusion_revision,
+                    bool(ab.get("diffusion", True))),
+        "score": ("score", config.score_model, getattr(config, "score_revision", None),
+                  bool(ab.get("score", True))),
+        "captioner": ("captioner", config.captioner, getattr(config, "captioner_revision", None),
+                      bool(ab.get("captioner", True))),
+    }
+    out = {}
+    for role, (kind, name, rev, used) in roles.items():
+        out[role] = {**describe_model(kind, name, rev), "used": used}
+    return out
