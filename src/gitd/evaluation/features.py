@@ -1,0 +1,268 @@
+"""Images to tensors, and frozen image/text features cached on disk.
+
+Public API (also used by coreset selection, ``gitd select``):
+
+* ``embed_images(paths, image_model="auto", *, image_size=224, cache=None, device="auto",
+  batch_size=64, pretrained=True, normalize="model") -> np.ndarray [n, d] float32``: pooled
+  features of a frozen pretrained image encoder (not L2-normalised).
+* ``embed_texts(texts, text_model="auto", *, cache=None, device="auto", batch_size=256)
+  -> np.ndarray [n, d] float32``: frozen text features with the encoder's pooling.
+
+Both accept a model name or an already built ``ImageEncoder``/``TextEncoder``. Features are cached
+as ``.npy`` files under ``CACHE/features/`` (``CACHE`` = ``cache`` argument, else ``$GITD_CACHE``,
+else ``~/.cache/gitd``), keyed by a fingerprint of the model, the preprocessing and the inputs
+(texts themselves; image paths with their sizes and modification times), so a changed file or
+setting is recomputed and nothing stale is ever returned. ``cache=False`` disables caching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gitd.data.images import ImageError, open_rgb
+from gitd.errors import GitdError
+from gitd.log import get_logger, progress
+from gitd.store import atomic_write_bytes, fingerprint
+
+log = get_logger("evaluation.features")
+
+_INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+           "nearest": Image.Resampling.NEAREST}
+
+
+def cache_root(cache: str | Path | None | bool = None) -> Path | None:
+    """The cache folder: ``cache``, else ``$GITD_CACHE``, else ``~/.cache/gitd``; None if off."""
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        cache = os.environ.get("GITD_CACHE") or Path.home() / ".cache" / "gitd"
+    return Path(cache).expanduser()
+
+
+def _cache_file(cache, kind: str, key: dict) -> Path | None:
+    root = cache_root(cache)
+    return None if root is None else root / "features" / f"{kind}-{fingerprint(key, 24)}.npy"
+
+
+def _load_cached(path: Path | None, n: int) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        log.warning("%s: unreadable cache file, recomputing", path)
+        return None
+    if arr.ndim != 2 or len(arr) != n or arr.dtype != np.float32:
+        log.warning("%s: cache file has the wrong shape, recomputing", path)
+        return None
+    return arr
+
+
+def _save_cached(path: Path | None, arr: np.ndarray) -> None:
+    if path is None:
+        return
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except GitdError as exc:  # a full or read-only cache must not stop an evaluation
+        log.warning("feature cache not written: %s", exc)
+
+
+def file_stamps(paths: Sequence[str | Path]) -> list:
+    """(path, size, mtime_ns) per file: cheap identity for cache keys, no reading of contents."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), None, None))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def load_image_uint8(path: str | Path, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """Decode one image as RGB, resize to ``size`` x ``size`` (no crop, as the papers do) and
+    return a uint8 tensor [3, size, size]. Raises ``ImageError`` naming the file."""
+    img = open_rgb(path)
+    if img.size != (size, size):
+        img = img.resize((size, size), _INTERP[interpolation])
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decoded, resized uint8 images by index; errors are returned, not raised, so that a bad
+    file reaches the main process as one ``ImageError`` (DataLoader workers cannot rebuild it)."""
+
+    def __init__(self, paths: Sequence[str | Path], size: int, interpolation: str = "bicubic"):
+        self.paths = list(paths)
+        self.size = size
+        self.interpolation = interpolation
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, load_image_uint8(self.paths[i], self.size, self.interpolation), None
+        except ImageError as exc:
+            return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), \
+                (str(exc.path), exc.problem, exc.kind)
+
+
+def _collate(items):
+    for _, _, err in items:
+        if err is not None:
+            raise ImageError(*err)
+    idx = torch.tensor([i for i, _, _ in items])
+    return idx, torch.stack([x for _, x, _ in items])
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1)))
+
+
+def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64,
+                 interpolation: str = "bicubic", workers: int | None = None,
+                 batches: Sequence[Sequence[int]] | None = None):
+    """A DataLoader yielding ``(indices, uint8 [B, 3, size, size])``; ``batches`` fixes the
+    order (lists of indices), else sequential."""
+    ds = ImageFiles(paths, size, interpolation)
+    workers = default_workers() if workers is None else workers
+    if len(ds) < 16:
+        workers = 0
+    if batches is None:
+        batches = [list(range(a, min(len(ds), a + batch_size)))
+                   for a in range(0, len(ds), batch_size)]
+    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
+                                       collate_fn=_collate, persistent_workers=False)
+
+
+def load_images(paths: Sequence[str | Path], size: int, *, interpolation: str = "bicubic",
+                workers: int | None = None, desc: str = "decoding images") -> torch.Tensor:
+    """All images decoded and resized into one uint8 tensor [n, 3, size, size]."""
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    loader = image_loader(paths, size, batch_size=32, interpolation=interpolation,
+                          workers=workers)
+    with progress(total=len(paths), desc=desc, unit="img") as bar:
+        for idx, x in loader:
+            out[idx] = x
+            bar.update(len(idx))
+    return out
+
+
+def preprocess(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> normalised float."""
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - m) / s
+
+
+# --------------------------------------------------------------------------------------------
+# Frozen features
+
+
+def image_preprocessing(encoder, normalize: str = "model"):
+    """(mean, std) for ``normalize`` = "model" (the encoder's own) or "clip"."""
+    from gitd.evaluation.protocols import CLIP_MEAN, CLIP_STD
+    if normalize == "clip":
+        return CLIP_MEAN, CLIP_STD
+    return encoder.mean, encoder.std
+
+
+@torch.no_grad()
+def encode_image_batches(encoder, batches, *, mean, std, device, n: int,
+                         desc: str = "image features") -> np.ndarray:
+    """Run a frozen encoder over ``(indices, uint8 images)`` batches -> float32 [n, dim]."""
+    was_training = encoder.training
+    encoder.eval().to(device)
+    out = np.zeros((n, encoder.dim), dtype=np.float32)
+    with progress(total=n, desc=desc, unit="img") as bar:
+        for idx, x in batches:
+            feats = encoder(preprocess(x.to(device), mean, std))
+            out[idx.numpy()] = feats.float().cpu().numpy()
+            bar.update(len(idx))
+    encoder.train(was_training)
+    return out
+
+
+def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size: int = 224,
+                 cache=None, device="auto", batch_size: int = 64, pretrained: bool = True,
+                 normalize: str = "model", interpolation: str = "bicubic",
+                 workers: int | None = None) -> np.ndarray:
+    """Frozen pooled image features, float32 [len(paths), d], cached on disk.
+
+    ``image_model``: a name (``auto``, ``efficientnet_lite0``, ``timm:NAME``; see
+    ``gitd.evaluation.encoders``) or an ``ImageEncoder``. Images are resized to ``image_size``
+    squared (bicubic, no crop) and normalised with the encoder's own statistics
+    (``normalize="model"``) or CLIP's (``"clip"``). Raises ``ImageError`` for an unreadable image
+    and ``ModelUnavailableError`` for a model that cannot be loaded.
+    """
+    from gitd.evaluation.encoders import build_image_encoder, resolve_device
+    paths = [Path(p) for p in paths]
+    device = resolve_device(device)
+    encoder = image_model
+    if isinstance(image_model, str):
+        encoder = build_image_encoder(image_model, image_size=image_size, pretrained=pretrained)
+    if not encoder.pretrained:
+        cache = False  # random weights differ per build: caching them would be a lie
+    mean, std = image_preprocessing(encoder, normalize)
+    key = {"model": encoder.name, "pretrained": encoder.pretrained, "size": image_size,
+           "mean": mean, "std": std, "interpolation": interpolation,
+           "files": file_stamps(paths)}
+    path = _cache_file(cache, "image", key)
+    hit = _load_cached(path, len(paths))
+    if hit is not None:
+        log.debug("image features from cache %s", path)
+        return hit
+    loader = image_loader(paths, image_size, batch_size=batch_size, interpolation=interpolation,
+                          workers=workers)
+    feats = encode_image_batches(encoder, loader, mean=mean, std=std, device=device,
+                                 n=len(paths))
+    _save_cached(path, feats)
+    return feats
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def embed_texts(texts: Sequence[str], text_model="auto", *, cache=None, device="auto",
+                batch_size: int = 256) -> np.ndarray:
+    """Frozen text features, float32 [len(texts), d], cached on disk.
+
+    ``text_model``: a name (``auto``, ``minilm``, a Hugging Face name or folder; see
+    ``gitd.evaluation.encoders``) or a ``TextEncoder``. Not L2-normalised unless the encoder's
+    pooling says so (MiniLM, like sentence-transformers, normalises).
+    """
+    from gitd.evaluation.encoders import build_text_encoder, resolve_device
+    texts = [str(t) for t in texts]
+    device = resolve_device(device)
+    encoder = build_text_encoder(text_model) if isinstance(text_model, str) else text_model
+    key = {"model": encoder.identity, "pooling": encoder.pooling, "normalize": encoder.normalize,
+           "max_length": encoder.max_length, "n": len(texts), "texts": texts_digest(texts)}
+    path = _cache_file(cache, "text", key)
+    hit = _load_cached(path, len(texts))
+    if hit is not None:
+        log.debug("text features from cache %s", path)
+        return hit
+    feats = encoder.encode(texts, batch_size=batch_size, device=device)
+    _save_cached(path, feats)
+    return feats
