@@ -1,0 +1,82 @@
+"""Generate: img2img from each medoid's own latent, N candidates, the score model keeps one.
+
+The medoid latents go straight into ``StableDiffusionImg2ImgPipeline`` as its ``image``: for a
+4-channel tensor, diffusers (0.30 to 0.42 at least) skips both its image preprocessing
+(``VaeImageProcessor.preprocess`` returns latents untouched) and VAE encoding, and does not
+multiply by ``scaling_factor`` again (``prepare_latents``), so latents must already be scaled, as
+``gitd.stages.encode`` stores them.
+
+Each medoid's candidates come from their own ``torch.Generator`` seeded from the medoid's seed,
+so they do not depend on which other medoids share the pipeline call (see ``candidate_seed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+
+from gitd.errors import ConfigError, check_positive_int
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """A 63-bit generator seed for one candidate of a medoid (no collisions between nearby
+    medoid seeds, unlike ``seed + candidate``)."""
+    blob = f"{int(seed)}:{int(candidate)}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & (2**63 - 1)
+
+
+def generate_candidates(pipe, latents: torch.Tensor, prompts: Sequence[str], *,
+                        negative_prompt: str | None, strength: float, guidance_scale: float,
+                        num_inference_steps: int, num_candidates: int,
+                        seeds: Sequence[int]) -> list[list]:
+    """``num_candidates`` PIL images per medoid from ONE pipeline call.
+
+    ``latents``: ``[B, 4, h, w]``, already scaled by ``vae.config.scaling_factor``;
+    ``prompts``/``seeds``: one per medoid. Returns ``B`` lists of ``num_candidates`` images.
+    """
+    check_positive_int("num_candidates", num_candidates)
+    check_positive_int("num_inference_steps", num_inference_steps)
+    if not (0.0 < float(strength) <= 1.0):
+        raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
+    if latents.ndim != 4 or latents.shape[1] != 4:
+        raise ValueError(f"latents must be [B, 4, h, w], got {tuple(latents.shape)}")
+    b = latents.shape[0]
+    if len(prompts) != b or len(seeds) != b:
+        raise ValueError(f"need one prompt and one seed per latent: {b} latents, "
+                         f"{len(prompts)} prompts, {len(seeds)} seeds")
+    if b == 0:
+        return []
+    n = int(num_candidates)
+    # The pipeline repeats prompt embeddings prompt-major (p0,p0,..,p1,p1,..); the latents must be
+    # in the same order, and as many as images, or diffusers tiles them batch-major instead.
+    init = latents.float().repeat_interleave(n, dim=0)
+    generators = [torch.Generator(device="cpu").manual_seed(candidate_seed(s, c))
+                  for s in seeds for c in range(n)]
+    negative = [negative_prompt] * b if negative_prompt else None
+    out = pipe(prompt=list(prompts), image=init, negative_prompt=negative,
+               strength=float(strength), guidance_scale=float(guidance_scale),
+               num_inference_steps=int(num_inference_steps), num_images_per_prompt=n,
+               generator=generators, output_type="pil")
+    images = list(out.images)
+    return [images[i * n:(i + 1) * n] for i in range(b)]
+
+
+def select_best(score_model, candidates: Sequence, prompt: str, *,
+                use_score: bool = True) -> tuple[int, list[float]]:
+    """Index of the candidate with the highest image-prompt cosine, and all the cosines.
+
+    ``use_score=False`` (the paper's /S ablation) keeps candidate 0 but still records the scores
+    when a score model is given.
+    """
+    if not candidates:
+        raise ValueError("select_best needs at least one candidate")
+    if score_model is None:
+        if use_score:
+            raise ValueError("select_best with use_score=True needs a score model")
+        return 0, []
+    scores = [float(s) for s in score_model.similarity(list(candidates), [prompt])[:, 0]]
+    if not use_score:
+        return 0, scores
+    return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
