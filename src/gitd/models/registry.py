@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from gitd.errors import ConfigError, GitdError, ModelUnavailableError
-from gitd.log import get_logger
+from gitd.log import get_logger, is_quiet
 
 log = get_logger("gitd.models")
 
@@ -150,7 +150,9 @@ def hub_offline() -> bool:
 
 def _unavailable(model_id: str, what: str, exc: BaseException) -> ModelUnavailableError:
     reason = "HF_HUB_OFFLINE is set" if hub_offline() else "not reachable"
-    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    if len(detail) > 140:
+        detail = detail[:137].rsplit(" ", 1)[0] + "..."
     return ModelUnavailableError(
         f"{what} model {model_id!r} is not on disk and cannot be downloaded ({reason}: {detail}); "
         f"fetch it on a connected machine with 'hf download {model_id}' and copy the cache here "
@@ -158,11 +160,24 @@ def _unavailable(model_id: str, what: str, exc: BaseException) -> ModelUnavailab
         exit_code=3)
 
 
+def _quiet_loading_bars() -> None:
+    # --quiet hides progress bars; the libraries draw their own while loading weights.
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()
+    dlog.disable_progress_bar()
+
+
 def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
                     revision: str | None = None, **kwargs: Any) -> Any:
     """``load(model_id, ...)`` (a ``from_pretrained``) with gitd's safety and offline rules."""
     local = Path(model_id).expanduser()
     source = str(local) if local.is_dir() else model_id
+    if not local.is_dir() and (model_id.startswith((".", "~", os.sep)) or local.exists()):
+        # A path, not a hub id: suggesting 'hf download /some/path' would only confuse.
+        raise ModelUnavailableError(f"{what} model folder {model_id} does not exist or is not a "
+                                    "folder; '--preset tiny' runs fully offline", exit_code=3)
     kwargs.setdefault("trust_remote_code", False)
     if kwargs["trust_remote_code"]:
         raise ConfigError("trust_remote_code is not allowed for models loaded by gitd")
@@ -170,6 +185,8 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
         kwargs["local_files_only"] = True
     if revision is not None and not local.is_dir():
         kwargs["revision"] = revision
+    if is_quiet():
+        _quiet_loading_bars()
     try:
         return load(source, **kwargs)
     except GitdError:
@@ -184,6 +201,16 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
         raise
 
 
+def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+    # diffusers renamed torch_dtype to dtype and warns on the old name; older releases
+    # (pyproject allows >= 0.30) know only torch_dtype. The helper below came with the rename.
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
 def _vae_subfolder(model_id: str) -> str | None:
     local = Path(model_id).expanduser()
     # A local standalone VAE folder keeps its config at the top; a pipeline folder under vae/.
@@ -196,7 +223,7 @@ def _vae_subfolder(model_id: str) -> str | None:
 def _load_vae(name, *, device, dtype, seed=0, revision=None, **extra):
     from diffusers import AutoencoderKL
 
-    kwargs = {"torch_dtype": dtype}
+    kwargs = _diffusers_dtype_kwarg(dtype)
     sub = _vae_subfolder(name)
     if sub:
         kwargs["subfolder"] = sub
@@ -209,7 +236,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, **extra):
 def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "safety_checker": None,
+    kwargs: dict[str, Any] = {**_diffusers_dtype_kwarg(dtype), "safety_checker": None,
                               "requires_safety_checker": False}
     if vae is not None:
         kwargs["vae"] = vae
