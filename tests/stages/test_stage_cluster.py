@@ -87,6 +87,12 @@ def test_chunked_assignment_equals_unchunked():
     assert np.array_equal(l1, l2)
     np.testing.assert_allclose(d1, d2, rtol=1e-5, atol=1e-5)
     assert c1 == pytest.approx(c2, rel=1e-6)
+    cache = np.full(len(X), np.nan, dtype=np.float32)
+    l3, d3, c3 = assign(X, med, chunk_size=64, row_sq=cache)
+    assert not np.isnan(cache).any()
+    l4, d4, c4 = assign(X, med, chunk_size=64, row_sq=cache)  # reuses the cached norms
+    assert np.array_equal(l3, l1) and np.array_equal(l4, l1) and c4 == c3
+    np.testing.assert_allclose(d4, d1, rtol=1e-5, atol=1e-5)
     a = clara(X, 6, seed=1, chunk_size=97)
     b = clara(X, 6, seed=1)
     assert np.array_equal(a.medoids, b.medoids) and np.array_equal(a.labels, b.labels)
