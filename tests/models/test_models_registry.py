@@ -3,10 +3,6 @@ unknown models fail with one line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -153,16 +149,6 @@ def test_missing_local_folder_is_one_line(tmp_path):
     with pytest.raises(ModelUnavailableError, match="does not exist") as err:
         build_vae(str(tmp_path / "nope"))
     assert "\n" not in str(err.value)
-
-
-def test_unknown_model_offline_does_not_hang_in_a_fresh_process():
-    code = ("from gitd.models import build_score_model\n"
-            "from gitd.errors import ModelUnavailableError\n"
-            "try:\n build_score_model('gitd-test-nobody/none')\n"
-            "except ModelUnavailableError as e:\n print('OK', e.exit_code)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.stdout.startswith("OK"), proc.stderr[-2000:]
 
 
 def test_register_a_new_kind_and_name():
