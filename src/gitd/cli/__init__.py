@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    setup_logging(quiet=args.quiet, verbose=args.verbose)
+    setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     try:
         return int(args._run(args) or 0)
     except GitdError as exc:

@@ -1,0 +1,470 @@
+"""GITD: generative image-text distillation, training-free.
+
+encode (VAE latents) -> cluster (CLARA k-medoids) -> generate (img2img from each medoid's own
+latent, prompted by its longest caption; the score model keeps the best of N candidates) ->
+caption (M sampled captions per synthetic image; the score model keeps the best) -> output.
+
+Each stage is cached in the work directory under a fingerprint of its settings and of the stages
+before it (``gitd.store.Stage``), so a re-run finishes only what is missing and a changed
+setting recomputes exactly the stages that depend on it. Generation and captioning write each
+finished medoid atomically; a re-run after a crash (SIGKILL included) skips finished medoids and
+gives the same output as an uninterrupted run, because every medoid's randomness comes from its
+own seed and batches always have the same composition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gitd.config import DistillConfig
+from gitd.data import Dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.output import OutputPair, write_output
+from gitd.errors import ConfigError, GitdError
+from gitd.log import get_logger, progress
+from gitd.store import Stage, atomic_save_image, atomic_write_json, read_json
+
+log = get_logger("gitd")
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed for one unit of work, independent of which other units run beside it."""
+    blob = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class Components:
+    """Models a run needs, built lazily from the registry unless passed in (tests pass their own)."""
+
+    config: DistillConfig
+    device: Any
+    dtype: Any
+    vae: Any = None
+    img2img: Any = None
+    score_model: Any = None
+    captioner: Any = None
+
+    def get_vae(self):
+        if self.vae is None:
+            from gitd.models import build_vae
+
+            self.vae = build_vae(self.config.diffusion_model, device=self.device, dtype=self.dtype,
+                                 seed=self.config.seed, revision=self.config.diffusion_revision)
+        return self.vae
+
+    def get_img2img(self):
+        if self.img2img is None:
+            from gitd.models import build_img2img
+
+            self.img2img = build_img2img(self.config.diffusion_model, device=self.device,
+                                         dtype=self.dtype, seed=self.config.seed,
+                                         vae=self.get_vae(),
+                                         revision=self.config.diffusion_revision)
+        return self.img2img
+
+    def get_score_model(self):
+        if self.score_model is None:
+            from gitd.models import build_score_model
+
+            self.score_model = build_score_model(self.config.score_model, device=self.device,
+                                                 dtype=self.dtype, seed=self.config.seed,
+                                                 revision=self.config.score_revision)
+        return self.score_model
+
+    def get_captioner(self):
+        if self.captioner is None:
+            from gitd.models import build_captioner
+
+            self.captioner = build_captioner(self.config.captioner, device=self.device,
+                                             dtype=self.dtype, seed=self.config.seed,
+                                             revision=self.config.captioner_revision)
+        return self.captioner
+
+
+class _Clock:
+    """Seconds a stage spent across runs: a resumed stage adds to what earlier runs recorded."""
+
+    def __init__(self, stage: Stage):
+        self.path = stage.path / "elapsed.json"
+        self.before = float((read_json(self.path, {}) or {}).get("seconds", 0.0))
+        self.start = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"seconds": round(self.total(), 3)})
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
+            images: str | Path | None = None, split: str = "train", strict: bool = False,
+            allow_outside_root: bool = False, work: str | Path | None = None,
+            components: Components | None = None,
+            on_unit: Callable[[str, int], None] | None = None) -> Path:
+    """Distil the dataset at ``data`` into ``config.pairs`` pairs written to ``out``.
+
+    ``on_unit(stage, index)`` is called after each finished medoid is written (tests use it to
+    interrupt a run at a known point). Returns ``out``.
+    """
+    from gitd.models import describe_models, resolve_device, resolve_dtype
+
+    config.validate()
+    out = Path(out)
+    work = Path(work) if work is not None else out / "work"
+    t_load = time.perf_counter()
+    dataset = load_dataset(data, images, split=split, strict=strict,
+                           allow_outside_root=allow_outside_root)
+    if len(dataset) == 0:
+        raise GitdError(f"{data}: no valid image-caption pairs to distil "
+                        f"({len(dataset.problems)} rows skipped; run 'gitd check {data}')")
+    if config.pairs > len(dataset):
+        raise ConfigError(f"asked for {config.pairs} pairs but {data} has only "
+                          f"{len(dataset)} valid images")
+    if dataset.problems:
+        log.warning("%d input problems; those rows are skipped (listed in the manifest; "
+                    "run 'gitd check' for details, or --strict to stop on them)",
+                    len(dataset.problems))
+    timings: dict[str, float] = {"load": round(time.perf_counter() - t_load, 3)}
+    if components is None:
+        device = resolve_device(config.device)
+        components = Components(config, device, resolve_dtype(config.dtype, device))
+    run = _Run(dataset, work, config, components, timings, on_unit)
+    medoids = run.select_medoids()
+    images_out = run.generate(medoids)
+    captions_out = run.caption(medoids, images_out)
+
+    pairs = []
+    for j, m in enumerate(medoids):
+        rec = dataset[m["record"]]
+        image = images_out[j]["image"]
+        info = {
+            "source_id": rec.id,
+            "source_image": str(rec.image),
+            "source_caption": run.prompt_of(rec),
+            "cluster_size": m["size"],
+            "scores": {**images_out[j]["scores"], **captions_out[j]["scores"]},
+        }
+        pairs.append(OutputPair(image=image, captions=[captions_out[j]["caption"]], info=info))
+
+    manifest = {
+        "method": "gitd",
+        "preset": config.preset,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "models": describe_models(config, ablations=run.ablations()),
+        "untrained": any(str(n).startswith("tiny") for n in run.models_used()),
+        "ablations": run.ablations(),
+        "source": {
+            "path": str(Path(data).resolve()), "format": dataset.format, "split": dataset.split,
+            "image_root": str(dataset.image_root), "fingerprint": run.data_key,
+            "n_records": len(dataset) + len(dataset.problems), "n_valid": len(dataset),
+        },
+        "work": str(work.resolve()),
+        "stages": run.stage_keys,
+        "clustering": run.cluster_summary,
+        "skipped": [p.to_dict() for p in dataset.problems + run.extra_problems],
+        "timings": timings,
+        "device": str(components.device),
+        "dtype": str(components.dtype).removeprefix("torch."),
+    }
+    t_out = time.perf_counter()
+    write_output(out, pairs, manifest)
+    # The settings alone, loadable with `gitd distill --config OUT/config.json`.
+    atomic_write_json(out / "config.json", config.to_dict())
+    timings["output"] = round(time.perf_counter() - t_out, 3)
+    # The manifest is written once more so that it carries the output stage's own time.
+    atomic_write_json(out / "manifest.json", {**read_json(out / "manifest.json"), "timings": timings})
+    log.info("wrote %d pairs to %s", len(pairs), out)
+    return out
+
+
+class _Run:
+    """The stages of one ``distill`` call, sharing the dataset, work folder and components."""
+
+    def __init__(self, dataset: Dataset, work: Path, config: DistillConfig,
+                 components: Components, timings: dict[str, float],
+                 on_unit: Callable[[str, int], None] | None):
+        self.dataset = dataset
+        self.work = work
+        self.cfg = config
+        self.c = components
+        self.timings = timings
+        self.on_unit = on_unit
+        self.data_key = dataset_fingerprint(dataset)
+        self.stage_keys: dict[str, str] = {}
+        self.cluster_summary: dict[str, Any] = {}
+        self.extra_problems: list = []
+        self.latents = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def ablations(self) -> dict[str, bool]:
+        c = self.cfg
+        return {"cluster": c.cluster, "diffusion": c.diffusion, "captioner": c.captioner_on,
+                "score": c.score}
+
+    def models_used(self) -> list[str]:
+        c, used = self.cfg, []
+        if c.cluster or c.diffusion:
+            used.append(c.diffusion_model)
+        if c.diffusion or c.captioner_on:
+            used.append(c.score_model)
+        if c.captioner_on:
+            used.append(c.captioner)
+        return used
+
+    def prompt_of(self, rec) -> str:
+        # The paper prompts with the longest of the medoid's captions.
+        if self.cfg.prompt == "first":
+            return rec.captions[0]
+        return rec.longest_caption
+
+    def _stage(self, name: str, settings: dict[str, Any]) -> Stage:
+        stage = Stage.open(self.work, name, settings)
+        self.stage_keys[name] = stage.key
+        return stage
+
+    # -- encode + cluster ----------------------------------------------------------------
+    def encode(self):
+        from gitd.stages.encode import LatentStore, encode_latents
+
+        cfg = self.cfg
+        stage = self._stage("encode", {
+            "data": self.data_key, "ids": len(self.dataset), "vae": cfg.diffusion_model,
+            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
+            "sample_latents": cfg.sample_latents,
+            "seed": cfg.seed if cfg.sample_latents else None,
+            "dtype": str(self.c.dtype),
+        })
+        clock = _Clock(stage)
+        if stage.done:
+            log.info("encode: cached (%s)", stage.path.name)
+            store = LatentStore.open(stage.path)
+        else:
+            store = encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
+                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
+                                   num_workers=cfg.encode_workers, sample=cfg.sample_latents,
+                                   seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
+            clock.save()
+            stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings["encode"] = float(stage.summary().get("seconds", clock.total()))
+        self.extra_problems = list(store.problems)
+        self.latents = store
+        return stage, store
+
+    def select_medoids(self) -> list[dict[str, Any]]:
+        """Medoid records (dataset indices), in output order, with their cluster sizes."""
+        from gitd.stages.cluster import clara, random_medoids
+
+        cfg = self.cfg
+        need_latents = cfg.cluster or cfg.diffusion
+        if need_latents:
+            enc_stage, store = self.encode()
+            valid = np.asarray(store.valid_indices)
+            upstream = enc_stage.key
+        else:
+            # Neither clustering nor diffusion needs latents: random medoids over all valid rows.
+            store = None
+            valid = np.arange(len(self.dataset))
+            upstream = self.data_key
+        if cfg.pairs > len(valid):
+            raise ConfigError(f"asked for {cfg.pairs} pairs but only {len(valid)} images "
+                              "could be read")
+        stage = self._stage("cluster", {
+            "upstream": upstream, "k": cfg.pairs, "method": "clara" if cfg.cluster else "random",
+            "n_samples": cfg.clara_samples, "sample_size": cfg.clara_sample_size,
+            "seed": cfg.seed,
+        })
+        result_path = stage.path / "medoids.json"
+        cached = read_json(result_path)
+        if stage.done and cached:
+            log.info("cluster: cached (%s)", stage.path.name)
+        else:
+            clock = _Clock(stage)
+            if cfg.cluster:
+                extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
+                res = clara(store.matrix(valid_only=True), cfg.pairs,
+                            sample_size=cfg.clara_sample_size, seed=cfg.seed,
+                            device=self.c.device, **extra)
+            else:
+                res = random_medoids(store.matrix(valid_only=True) if store is not None
+                                     else len(valid), cfg.pairs, seed=cfg.seed)
+            medoid_rows = [int(valid[i]) for i in res.medoids]
+            sizes = ([int(s) for s in res.sizes] if res.sizes is not None
+                     else [1] * len(medoid_rows))
+            cost = float(res.cost)
+            cached = {
+                "medoids": medoid_rows,
+                "ids": [self.dataset[i].id for i in medoid_rows],
+                "sizes": sizes,
+                "cost": None if cost != cost else cost,  # NaN when there was nothing to measure
+                "method": "clara" if cfg.cluster else "random",
+                "sample_size": res.sample_size,
+                "sample_costs": [float(c) for c in (res.sample_costs or [])],
+            }
+            atomic_write_json(result_path, cached)
+            stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings["cluster"] = float(stage.summary().get("seconds", 0.0))
+        self.cluster_summary = {k: cached.get(k) for k in
+                                ("method", "cost", "sizes", "sample_size", "sample_costs")}
+        self.cluster_summary["medoid_ids"] = cached["ids"]
+        self._cluster_key = stage.key
+        return [{"record": r, "size": s} for r, s in zip(cached["medoids"], cached["sizes"])]
+
+    # -- generate ------------------------------------------------------------------------
+    def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from gitd.data.images import open_rgb
+        from PIL import Image
+
+        cfg = self.cfg
+        if not cfg.diffusion:
+            self._image_key = self._cluster_key
+            self.timings["generate"] = 0.0
+            # /D: the medoid's own image, copied byte for byte into the output.
+            return [{"image": self.dataset[m["record"]].image, "scores": {}} for m in medoids]
+        stage = self._stage("generate", {
+            "upstream": self._cluster_key, "model": cfg.diffusion_model,
+            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
+            "strength": cfg.strength, "guidance_scale": cfg.guidance_scale,
+            "steps": cfg.num_inference_steps, "candidates": cfg.num_candidates,
+            "negative_prompt": cfg.negative_prompt, "prompt": cfg.prompt,
+            "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
+            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
+        })
+        self._image_key = stage.key
+        clock = _Clock(stage)
+        k = len(medoids)
+
+        def unit(j: int) -> Path:
+            return stage.path / f"{j:04d}.json"
+
+        todo = [ch for ch in _chunks(k, cfg.generate_batch_size)
+                if not all(unit(j).exists() for j in ch)]
+        done_before = sum(unit(j).exists() for j in range(k))
+        if done_before:
+            log.info("generate: %d of %d medoids already done, not regenerated", done_before, k)
+        if todo:
+            from gitd.stages.generate import generate_candidates, select_best
+
+            pipe = self.c.get_img2img()
+            scorer = self.c.get_score_model() if cfg.score else None
+            bar = progress(total=sum(len(ch) for ch in todo), desc="generate", unit="medoid")
+            for ch in todo:
+                missing = [j for j in ch if not unit(j).exists()]
+                if len(missing) < len(ch):
+                    log.info("generate: batch %d-%d partly done; regenerating it whole so the "
+                             "missing medoids %s match an uninterrupted run", ch[0], ch[-1],
+                             missing)
+                rows = [medoids[j]["record"] for j in ch]
+                import torch
+
+                lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
+                prompts = [self.prompt_of(self.dataset[r]) for r in rows]
+                seeds = [derive_seed(cfg.seed, "generate", j) for j in ch]
+                cands = generate_candidates(
+                    pipe, lat, prompts, negative_prompt=cfg.negative_prompt,
+                    strength=cfg.strength, guidance_scale=cfg.guidance_scale,
+                    num_inference_steps=cfg.num_inference_steps,
+                    num_candidates=cfg.num_candidates, seeds=seeds)
+                for j, prompt, cand in zip(ch, prompts, cands):
+                    if unit(j).exists():
+                        continue
+                    if scorer is not None:
+                        best, scores = select_best(scorer, cand, prompt, use_score=True)
+                    else:
+                        best, scores = 0, []
+                    atomic_save_image(stage.path / f"{j:04d}.png", cand[best])
+                    atomic_write_json(unit(j), {"prompt": prompt, "seed": seeds[ch.index(j)],
+                                                "candidate_scores": [float(s) for s in scores],
+                                                "chosen_candidate": int(best)})
+                    clock.save()
+                    bar.update(1)
+                    if self.on_unit:
+                        self.on_unit("generate", j)
+            bar.close()
+        stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings["generate"] = round(clock.total(), 3)
+        results = []
+        for j in range(k):
+            meta = read_json(unit(j), {})
+            img = open_rgb(stage.path / f"{j:04d}.png")
+            results.append({"image": img, "scores": {
+                "image_prompt_scores": meta.get("candidate_scores", []),
+                "chosen_candidate": meta.get("chosen_candidate", 0)}})
+        del Image
+        return results
+
+    # -- caption -------------------------------------------------------------------------
+    def caption(self, medoids: list[dict[str, Any]],
+                images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from gitd.data.images import open_rgb
+
+        cfg = self.cfg
+        if not cfg.captioner_on:
+            self.timings["caption"] = 0.0
+            # /T: the medoid's own caption (the one used as the prompt).
+            return [{"caption": self.prompt_of(self.dataset[m["record"]]), "scores": {}}
+                    for m in medoids]
+        stage = self._stage("caption", {
+            "upstream": self._image_key, "model": cfg.captioner,
+            "captions": cfg.num_captions, "temperature": cfg.temperature, "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
+            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
+        })
+        clock = _Clock(stage)
+        k = len(medoids)
+
+        def unit(j: int) -> Path:
+            return stage.path / f"{j:04d}.json"
+
+        todo = [ch for ch in _chunks(k, cfg.caption_batch_size)
+                if not all(unit(j).exists() for j in ch)]
+        done_before = sum(unit(j).exists() for j in range(k))
+        if done_before:
+            log.info("caption: %d of %d images already captioned, not redone", done_before, k)
+        if todo:
+            from gitd.stages.caption import caption_images
+
+            captioner = self.c.get_captioner()
+            scorer = self.c.get_score_model() if cfg.score else None
+            bar = progress(total=sum(len(ch) for ch in todo), desc="caption", unit="image")
+            for ch in todo:
+                imgs = [images[j]["image"] for j in ch]
+                imgs = [open_rgb(im) if isinstance(im, (str, Path)) else im for im in imgs]
+                seeds = [derive_seed(cfg.seed, "caption", j) for j in ch]
+                results = caption_images(
+                    captioner, scorer, imgs, num_captions=cfg.num_captions,
+                    temperature=cfg.temperature, top_p=cfg.top_p,
+                    max_new_tokens=cfg.max_new_tokens, seeds=seeds, use_score=cfg.score)
+                for j, res in zip(ch, results):
+                    if unit(j).exists():
+                        continue
+                    atomic_write_json(unit(j), {
+                        "caption": res.best, "candidates": list(res.candidates),
+                        "scores": [float(s) for s in res.scores] if res.scores is not None else [],
+                        "seed": seeds[ch.index(j)]})
+                    clock.save()
+                    bar.update(1)
+                    if self.on_unit:
+                        self.on_unit("caption", j)
+            bar.close()
+        stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings["caption"] = round(clock.total(), 3)
+        out = []
+        for j in range(k):
+            meta = read_json(unit(j), {})
+            out.append({"caption": meta["caption"], "scores": {
+                "caption_candidates": meta.get("candidates", []),
+                "caption_scores": meta.get("scores", [])}})
+        return out

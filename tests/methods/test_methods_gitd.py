@@ -1,0 +1,229 @@
+"""The GITD method end to end on the stand-in dataset with the tiny preset (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gitd.config import DistillConfig
+from gitd.data import load_dataset
+from gitd.data.check import check_dataset
+from gitd.data.shapes import make_shapes
+from gitd.errors import GitdError
+from gitd.methods.gitd import distill
+
+PAIRS = 6
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, train=40, test=8, size=64, seed=3, workers=1)
+    return root / "train.json"
+
+
+def tiny(**overrides) -> DistillConfig:
+    overrides.setdefault("pairs", PAIRS)
+    overrides.setdefault("seed", 0)
+    overrides.setdefault("device", "cpu")
+    return DistillConfig.from_preset("tiny", **overrides)
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes()
+             for p in sorted((out / "images").iterdir())}
+    for name in ("annotations.json", "metadata.jsonl"):
+        files[name] = (out / name).read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def reference(shapes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref")
+    distill(shapes, out, tiny())
+    return out
+
+
+def test_output_format_and_manifest(reference, shapes):
+    anns = json.loads((reference / "annotations.json").read_text())
+    assert len(anns) == PAIRS
+    assert all(len(a["caption"]) == 1 and a["caption"][0].strip() for a in anns)
+    assert len(list((reference / "images").glob("*.png"))) == PAIRS
+    meta = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
+    assert [m["file_name"] for m in meta] == [a["image"] for a in anns]
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["method"] == "gitd" and manifest["preset"] == "tiny"
+    assert manifest["untrained"] is True
+    assert manifest["pairs"] == PAIRS and len(manifest["items"]) == PAIRS
+    assert manifest["source"]["n_valid"] == 40
+    assert len(manifest["source"]["fingerprint"]) >= 8
+    ids = {r.id for r in load_dataset(shapes)}
+    for item in manifest["items"]:
+        assert item["source_id"] in ids
+        assert item["cluster_size"] >= 1
+        assert len(item["scores"]["image_prompt_scores"]) == manifest["config"]["num_candidates"]
+        assert len(item["scores"]["caption_candidates"]) == manifest["config"]["num_captions"]
+    assert sum(i["cluster_size"] for i in manifest["items"]) == 40
+    assert manifest["clustering"]["method"] == "clara"
+    for stage in ("encode", "cluster", "generate", "caption"):
+        assert stage in manifest["timings"]
+    assert "torch" in manifest["versions"]
+    # The output is itself a clean dataset.
+    report = check_dataset(reference / "annotations.json")
+    assert report.exit_code == 0, report.format_text()
+
+
+def test_same_seed_same_output_and_cached_rerun(reference, shapes, tmp_path, caplog):
+    out = tmp_path / "again"
+    distill(shapes, out, tiny())
+    assert output_files(out) == output_files(reference)
+    # A second run over the same work folder recomputes nothing.
+    caplog.set_level("INFO", logger="gitd")
+    distill(shapes, out, tiny())
+    text = caplog.text
+    assert "encode: cached" in text and "cluster: cached" in text
+    assert f"{PAIRS} of {PAIRS} medoids already done" in text
+
+
+def test_changed_setting_recomputes_only_what_depends_on_it(reference, shapes, tmp_path, caplog):
+    out = tmp_path / "changed"
+    distill(shapes, out, tiny())
+    caplog.set_level("INFO", logger="gitd")
+    distill(shapes, out, tiny(num_captions=3))
+    text = caplog.text
+    assert "encode: cached" in text and "cluster: cached" in text
+    assert "already done" in text  # generation reused
+    assert "caption: settings changed" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(len(i["scores"]["caption_candidates"]) == 3 for i in manifest["items"])
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage,after", [("generate", 2), ("caption", 3)])
+def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, caplog, stage, after):
+    out = tmp_path / "crashed"
+
+    def crash(name, j):
+        if name == stage and j == after:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        distill(shapes, out, tiny(), on_unit=crash)
+    assert not (out / "annotations.json").exists()
+    caplog.set_level("INFO", logger="gitd")
+    distill(shapes, out, tiny())
+    assert output_files(out) == output_files(reference)
+    if stage == "generate":
+        assert "generate: 3 of 6 medoids already done" in caplog.text
+    else:
+        assert "caption: 4 of 6 images already captioned" in caplog.text
+
+
+def test_sigkill_during_generation_then_resume(reference, shapes, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "gitd", "distill", str(shapes), "--pairs", str(PAIRS),
+           "--preset", "tiny", "--out", str(out), "--seed", "0", "--device", "cpu",
+           "--generate-batch-size", "1", "--num-inference-steps", "40"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        done = list(out.glob("work/generate-*/0*.json"))
+        if len(done) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert killed, "the run finished before it could be killed; make generation slower"
+    assert not (out / "annotations.json").exists()
+    # 40 steps instead of the preset's count: the resumed run must use the same setting.
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "medoids already done, not regenerated" in res.stderr
+    ref = tmp_path / "ref40"
+    subprocess.run(cmd[:cmd.index("--out") + 1] + [str(ref)] + cmd[cmd.index("--out") + 2:],
+                   env=env, check=True, capture_output=True, timeout=300)
+    assert output_files(out) == output_files(ref)
+
+
+@pytest.mark.parametrize("flag,field,check", [
+    ("cluster", "cluster", lambda m: m["clustering"]["method"] == "random"),
+    ("diffusion", "diffusion", lambda m: all(i["image"].endswith(".png") and
+                                              not i["scores"].get("image_prompt_scores")
+                                              for i in m["items"])),
+    ("captioner", "captioner_on", lambda m: all(i["caption"] == i["source_caption"]
+                                                for i in m["items"])),
+    ("score", "score", lambda m: all(i["scores"]["chosen_candidate"] == 0 for i in m["items"])),
+])
+def test_each_ablation_changes_what_the_manifest_says(shapes, tmp_path, flag, field, check):
+    out = tmp_path / flag
+    distill(shapes, out, tiny(**{field: False}))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ablations"][flag] is False
+    assert sum(v is False for v in manifest["ablations"].values()) == 1
+    assert check(manifest)
+    assert len(json.loads((out / "annotations.json").read_text())) == PAIRS
+
+
+def test_no_diffusion_copies_the_medoid_images(shapes, tmp_path):
+    out = tmp_path / "nodiff"
+    distill(shapes, out, tiny(diffusion=False, captioner_on=False))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for item in manifest["items"]:
+        assert (out / item["image"]).read_bytes() == Path(item["source_image"]).read_bytes()
+
+
+def test_broken_rows_are_skipped_and_listed(shapes, tmp_path):
+    rows = json.loads(shapes.read_text())
+    rows.append({"image": "images/does_not_exist.png", "caption": ["a ghost"]})
+    rows.append({"image": rows[0]["image"].replace("train", "tr_ain"), "caption": [""]})
+    (shapes.parent / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    rows.append({"image": "images/corrupt.png", "caption": ["a corrupt file"]})
+    broken = shapes.parent / "broken.json"
+    broken.write_text(json.dumps(rows))
+    out = tmp_path / "broken"
+    distill(broken, out, tiny())
+    manifest = json.loads((out / "manifest.json").read_text())
+    problems = " | ".join(s["problem"] for s in manifest["skipped"])
+    assert len(manifest["skipped"]) >= 3, problems
+    assert any("corrupt" in str(s) for s in manifest["skipped"])
+    assert len(json.loads((out / "annotations.json").read_text())) == PAIRS
+    with pytest.raises(GitdError):
+        distill(broken, tmp_path / "strict", tiny(), strict=True)
+
+
+def test_too_many_pairs_and_bad_k_are_one_line_errors(shapes, tmp_path):
+    with pytest.raises(GitdError, match="asked for 41 pairs but .* only 40"):
+        distill(shapes, tmp_path / "a", tiny(pairs=41))
+    with pytest.raises(GitdError, match="pairs"):
+        distill(shapes, tmp_path / "b", tiny(pairs=0))
+
+
+def test_cli_distill_end_to_end(shapes, tmp_path):
+    out = tmp_path / "cli"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "gitd", "distill", str(shapes), "--pairs", "4",
+                          "--preset", "tiny", "--out", str(out), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads((out / "annotations.json").read_text())) == 4
+    assert str(out) in res.stdout
+    bad = subprocess.run([sys.executable, "-m", "gitd", "distill", str(shapes), "--pairs", "999",
+                          "--preset", "tiny", "--out", str(tmp_path / "x")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert "Traceback" not in bad.stderr
+    assert "999" in bad.stderr.strip().splitlines()[-1]
