@@ -124,22 +124,29 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def _collate(items):
-    for _, _, err in items:
-        if err is not None:
-            raise ImageError(*err)
+    # Runs in the worker: errors travel back as data and are raised in the main process.
+    errors = [err for _, _, err in items if err is not None]
     idx = torch.tensor([i for i, _, _ in items])
-    return idx, torch.stack([x for _, x, _ in items])
+    return idx, torch.stack([x for _, x, _ in items]), errors
 
 
 def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1)))
 
 
+def _raising(loader):
+    for idx, x, errors in loader:
+        if errors:
+            raise ImageError(*errors[0])
+        yield idx, x
+
+
 def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64,
                  interpolation: str = "bicubic", workers: int | None = None,
                  batches: Sequence[Sequence[int]] | None = None):
-    """A DataLoader yielding ``(indices, uint8 [B, 3, size, size])``; ``batches`` fixes the
-    order (lists of indices), else sequential."""
+    """Yield ``(indices, uint8 [B, 3, size, size])`` decoded by a DataLoader with ``workers``
+    processes; ``batches`` fixes the order (lists of indices), else sequential. An unreadable
+    image raises ``ImageError`` naming the file."""
     ds = ImageFiles(paths, size, interpolation)
     workers = default_workers() if workers is None else workers
     if len(ds) < 16:
@@ -147,8 +154,12 @@ def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64
     if batches is None:
         batches = [list(range(a, min(len(ds), a + batch_size)))
                    for a in range(0, len(ds), batch_size)]
-    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
-                                       collate_fn=_collate, persistent_workers=False)
+    # Its own generator: a DataLoader otherwise draws from torch's global RNG, which would
+    # shift dropout between preloaded and streamed training.
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
+                                         collate_fn=_collate, persistent_workers=False,
+                                         generator=torch.Generator().manual_seed(0))
+    return _raising(loader)
 
 
 def load_images(paths: Sequence[str | Path], size: int, *, interpolation: str = "bicubic",
