@@ -95,10 +95,10 @@ def test_training_is_seeded_and_streaming_equals_preloaded(tiny_sets, tiny_text,
 
 
 def test_frozen_features_training_learns_pairs(tiny_sets, tiny_text, tmp_path):
-    enc = build_image_encoder("efficientnet_lite0", image_size=32)
+    enc = build_image_encoder("efficientnet_lite0", image_size=64)
     train_path, _ = tiny_sets
     seen = []
-    t = train(train_path, protocol="gitd", epochs=60, image_size=32, batch_size=8, lr=3e-3,
+    t = train(train_path, protocol="gitd", epochs=60, image_size=64, batch_size=8, lr=3e-3,
               freeze_image=True, image_model=enc, text_model=tiny_text + "@mean", cache=tmp_path / "c",
               on_epoch_end=lambda e, tr: seen.append(tr.learned().mean()) if e in (1, 60) else None)
     assert t.pairs.features is not None and t.pairs.features.shape == (8, 1280)
