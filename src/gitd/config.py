@@ -20,7 +20,7 @@ from typing import Any
 
 from gitd.errors import ConfigError
 
-METHODS = ("gitd",)
+METHODS = ("gitd", "pds")
 PROMPT_CHOICES = ("longest", "first")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -71,6 +71,13 @@ class DistillConfig:
     captioner_on: bool = True
     score: bool = True
     work: str | None = None
+    # Prototype-guided synthesis (``method: pds``): unCLIP decoder, its noise level, the fraction
+    # of lowest image-text cosine pairs dropped before clustering, and optional re-captioning.
+    unclip_model: str = "stabilityai/stable-diffusion-2-1-unclip-small"
+    unclip_revision: str | None = None
+    noise_level: int = 10
+    filter_fraction: float = 0.2
+    recaption: bool = False
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -79,6 +86,9 @@ class DistillConfig:
             raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
         values = {**PRESETS[name], "preset": name}
         _check_keys(overrides, "override")
+        # A method may differ from GITD in a preset's settings (PDS: unCLIP steps, CFG, CLIP
+        # ViT-L/14); explicit overrides still win.
+        values.update(METHOD_PRESETS.get(overrides.get("method", "gitd"), {}).get(name, {}))
         values.update(overrides)
         return cls(**values)
 
@@ -132,7 +142,16 @@ class DistillConfig:
         _number("guidance_scale", self.guidance_scale, 0.0, math.inf)
         _number("temperature", self.temperature, 0.0, math.inf, low_open=True)
         _number("top_p", self.top_p, 0.0, 1.0, low_open=True)
-        for name in ("sample_latents", "cluster", "diffusion", "captioner_on", "score"):
+        _string("unclip_model", self.unclip_model)
+        if self.unclip_revision is not None:
+            _string("unclip_revision", self.unclip_revision)
+        _int("noise_level", self.noise_level, 0)
+        _number("filter_fraction", self.filter_fraction, 0.0, 1.0)
+        if self.filter_fraction >= 1.0:
+            raise ConfigError(f"filter_fraction must be below 1 (it drops that fraction of "
+                              f"pairs), got {self.filter_fraction!r}")
+        for name in ("sample_latents", "cluster", "diffusion", "captioner_on", "score",
+                     "recaption"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         return self
@@ -177,6 +196,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 8, "negative_prompt": "cartoon, anime, painting", "prompt": "longest",
         "encode_batch_size": 8, "encode_workers": 0,
         "generate_batch_size": 4, "caption_batch_size": 8,
+    },
+}
+
+# Per-method preset differences, applied over PRESETS when ``method`` is given.
+METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # PDS (ICLR 2026): unCLIP-small is conditioned on CLIP ViT-L/14 image embeddings, so the
+    # score model that embeds the data must be ViT-L/14; 100 steps, CFG 5, noise level 10.
+    "pds": {
+        "paper": {"unclip_model": "stabilityai/stable-diffusion-2-1-unclip-small",
+                  "score_model": "openai/clip-vit-large-patch14", "resolution": 768,
+                  "num_inference_steps": 100, "guidance_scale": 5.0, "noise_level": 10,
+                  "negative_prompt": "text, watermark", "filter_fraction": 0.2},
+        "fast": {"unclip_model": "stabilityai/stable-diffusion-2-1-unclip-small",
+                 "score_model": "openai/clip-vit-large-patch14", "resolution": 512,
+                 "num_inference_steps": 30, "guidance_scale": 5.0, "noise_level": 10,
+                 "negative_prompt": "text, watermark", "filter_fraction": 0.2},
+        "tiny": {"unclip_model": "tiny-unclip", "score_model": "tiny-clip", "resolution": 64,
+                 "num_inference_steps": 4, "guidance_scale": 5.0, "noise_level": 10,
+                 "negative_prompt": "text, watermark", "filter_fraction": 0.2},
     },
 }
 

@@ -9,7 +9,7 @@ from gitd.config import METHODS, PRESETS, DistillConfig, make_config
 
 # Settings whose flag is not the plain --field-name form, or that the parser treats specially.
 _SPECIAL = {"method", "preset", "pairs", "work", "cluster", "diffusion", "captioner_on", "score",
-            "sample_latents"}
+            "sample_latents", "recaption"}
 _ABLATIONS = {  # flag -> (field, help)
     "--no-cluster": ("cluster", "random medoids instead of CLARA (the paper's /C ablation)"),
     "--no-diffusion": ("diffusion", "the medoid's original image instead of img2img (/D)"),
@@ -41,6 +41,9 @@ _HELP = {
     "clara_sample_size": "CLARA: rows per sample (default 80 + 4k)",
     "generate_batch_size": "medoids per img2img call",
     "caption_batch_size": "images per captioner call",
+    "unclip_model": "pds: Stable unCLIP id or folder, or tiny-unclip",
+    "noise_level": "pds: unCLIP noise level added to the image embedding",
+    "filter_fraction": "pds: fraction of pairs with the lowest image-text cosine dropped",
 }
 
 
@@ -67,7 +70,8 @@ def add_parser(sub):
                                 "imagefolder metadata)")
     p.add_argument("--pairs", "-k", type=int, required=True, help="number of pairs to produce")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--method", choices=METHODS, help="distillation method (default gitd)")
+    p.add_argument("--method", choices=METHODS, help="distillation method: gitd (default) or "
+                   "pds (prototype-guided unCLIP synthesis)")
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help="model and setting preset (default paper; tiny runs offline)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON settings (a preset plus any "
@@ -83,6 +87,9 @@ def add_parser(sub):
                    help="follow image paths that resolve outside the image root")
     p.add_argument("--sample-latents", action="store_true", dest="sample_latents",
                    help="sample VAE latents instead of taking their mean")
+    p.add_argument("--recaption", action="store_true", dest="recaption",
+                   help="pds: re-caption each synthetic image with the captioner, the score "
+                        "model keeping the best (as GITD does)")
     for flag, (field, help_) in _ABLATIONS.items():
         p.add_argument(flag, dest=field, action="store_false", help=help_)
     for field in dataclasses.fields(DistillConfig):
