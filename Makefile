@@ -26,7 +26,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/gitd check $(DEMO)/data/train.json
 	HF_HUB_OFFLINE=1 $(BIN)/gitd distill $(DEMO)/data/train.json --pairs $(PAIRS) --preset tiny --out $(DEMO)/distilled --seed 0
 	HF_HUB_OFFLINE=1 $(BIN)/gitd check $(DEMO)/distilled/annotations.json
-	HF_HUB_OFFLINE=1 $(BIN)/gitd evaluate --train $(DEMO)/distilled/annotations.json --test $(DEMO)/data/test.json --epochs 2 --seeds 2 --out $(DEMO)/distilled/results.json
+	HF_HUB_OFFLINE=1 $(BIN)/gitd evaluate --train $(DEMO)/distilled/annotations.json --test $(DEMO)/data/test.json --epochs 2 --seeds 2 --eval-every 2 --out $(DEMO)/distilled/results.json
 	HF_HUB_OFFLINE=1 $(BIN)/gitd report $(DEMO)/distilled
 	@echo "demo done: open $(DEMO)/distilled/report.html"
 

@@ -226,3 +226,34 @@ def test_cli_distill_end_to_end(shapes, tmp_path):
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr
     assert "999" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_full_disk_is_one_line_and_keeps_finished_work(reference, shapes, tmp_path, monkeypatch):
+    import errno
+
+    import gitd.store
+
+    out = tmp_path / "full"
+    real_fsync = gitd.store.os.fsync
+    state = {"units": 0}
+
+    def count(stage, j):
+        state["units"] += 1
+
+    def fsync(fd):
+        if state["units"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(gitd.store.os, "fsync", fsync)
+    with pytest.raises(GitdError) as err:
+        distill(shapes, out, tiny(), on_unit=count)
+    message = str(err.value)
+    assert "No space left on device" in message and "\n" not in message
+    assert "re-run" in message
+    monkeypatch.setattr(gitd.store.os, "fsync", real_fsync)
+    # The two medoids finished before the disk filled up are kept, and the re-run completes.
+    assert len(list(out.glob("work/generate-*/0*.json"))) == 2
+    assert not list(out.glob("work/**/.*.tmp"))
+    distill(shapes, out, tiny())
+    assert output_files(out) == output_files(reference)

@@ -324,7 +324,6 @@ class _Run:
     # -- generate ------------------------------------------------------------------------
     def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from gitd.data.images import open_rgb
-        from PIL import Image
 
         cfg = self.cfg
         if not cfg.diffusion:
@@ -354,6 +353,8 @@ class _Run:
         if done_before:
             log.info("generate: %d of %d medoids already done, not regenerated", done_before, k)
         if todo:
+            import torch
+
             from gitd.stages.generate import generate_candidates, select_best
 
             pipe = self.c.get_img2img()
@@ -366,8 +367,6 @@ class _Run:
                              "missing medoids %s match an uninterrupted run", ch[0], ch[-1],
                              missing)
                 rows = [medoids[j]["record"] for j in ch]
-                import torch
-
                 lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
                 prompts = [self.prompt_of(self.dataset[r]) for r in rows]
                 seeds = [derive_seed(cfg.seed, "generate", j) for j in ch]
@@ -401,7 +400,6 @@ class _Run:
             results.append({"image": img, "scores": {
                 "image_prompt_scores": meta.get("candidate_scores", []),
                 "chosen_candidate": meta.get("chosen_candidate", 0)}})
-        del Image
         return results
 
     # -- caption -------------------------------------------------------------------------
