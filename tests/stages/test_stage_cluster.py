@@ -52,8 +52,9 @@ def test_close_to_full_fasterpam_and_better_than_random():
     X = mixture()
     full = kmedoids.fasterpam(pairwise_distances(X), 5, random_state=0, n_cpu=1)
     _, full_cost = brute_cost(X, np.asarray(full.medoids))
-    runs = [clara(X, 5, seed=s) for s in range(5)]
-    assert runs[0].sample_size == default_sample_size(5) == 100  # a real sample, not all rows
+    # The literature's 80 + 4k rows (below the default floor), so that this is a real sample.
+    runs = [clara(X, 5, seed=s, sample_size=100) for s in range(5)]
+    assert runs[0].sample_size == 100 and default_sample_size(5) == 1000
     ratios = np.array([r.cost for r in runs]) / full_cost
     assert ratios.mean() <= 1.03 and ratios.max() <= 1.05, ratios
     rand = np.mean([random_medoids(X, 5, seed=s).cost for s in range(5)])
@@ -61,6 +62,17 @@ def test_close_to_full_fasterpam_and_better_than_random():
     # a bigger sample gets closer to the full fit
     big = clara(X, 5, seed=0, sample_size=600)
     assert big.cost <= full_cost * 1.01
+
+
+def test_refinement_never_raises_the_cost_and_usually_lowers_it():
+    X = mixture(n=3000)
+    plain = [clara(X, 8, seed=s, sample_size=112, refine=0) for s in range(4)]
+    refined = [clara(X, 8, seed=s, sample_size=112, refine=2) for s in range(4)]
+    for p, r in zip(plain, refined):
+        assert r.cost <= p.cost
+        assert r.sample_costs[:len(p.sample_costs)] == p.sample_costs
+        assert r.cost == pytest.approx(brute_cost(X, r.medoids)[1], rel=1e-5)
+    assert sum(r.cost for r in refined) < sum(p.cost for p in plain)
 
 
 def test_small_n_runs_fasterpam_on_everything():
@@ -122,10 +134,10 @@ def test_row_subset_view_of_memmap(tmp_path):
 
 def test_seeded():
     X = mixture(n=800)
-    a, b = clara(X, 6, seed=11), clara(X, 6, seed=11)
+    a, b = clara(X, 6, seed=11, sample_size=104), clara(X, 6, seed=11, sample_size=104)
     assert np.array_equal(a.medoids, b.medoids) and a.cost == b.cost
     assert a.sample_costs == b.sample_costs
-    c = clara(X, 6, seed=12)
+    c = clara(X, 6, seed=12, sample_size=104)
     assert c.sample_costs != a.sample_costs
     assert np.array_equal(random_medoids(X, 6, seed=4).medoids, random_medoids(800, 6, 4).medoids)
 

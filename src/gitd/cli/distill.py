@@ -38,7 +38,7 @@ _HELP = {
     "encode_batch_size": "images per VAE batch",
     "encode_workers": "DataLoader worker processes that decode images for encoding",
     "clara_samples": "CLARA: number of random samples (default 5)",
-    "clara_sample_size": "CLARA: rows per sample (default 80 + 4k)",
+    "clara_sample_size": "CLARA: rows per sample (default max(80 + 4k, 1000))",
     "generate_batch_size": "medoids per img2img call",
     "caption_batch_size": "images per captioner call",
     "unclip_model": "pds: Stable unCLIP id or folder, or tiny-unclip",
