@@ -1,0 +1,69 @@
+"""Per-stage wall time of `gitd distill --preset tiny` on the stand-in dataset (CPU).
+
+Each repeat distils into a fresh output and work folder (nothing cached), in this process, and
+reads the per-stage seconds from the manifest. Prints medians over repeats for each torch
+thread count asked for, and the command that reproduces the table.
+
+    python benchmarks/bench_distill_tiny.py --train 400 --pairs 8 --repeat 3 --threads 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gitd.config import DistillConfig
+from gitd.data.shapes import make_shapes
+from gitd.log import setup_logging
+from gitd.methods import distill
+
+STAGES = ("load", "encode", "cluster", "generate", "caption", "output")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=400)
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    setup_logging(quiet=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        make_shapes(data, train=args.train, test=1, seed=args.seed)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            runs = []
+            for r in range(args.repeat):
+                out = Path(tmp) / f"out-{threads}-{r}"
+                t0 = time.perf_counter()
+                distill(data / "train.json", out,
+                        DistillConfig.from_preset("tiny", pairs=args.pairs, seed=args.seed,
+                                                  device="cpu"))
+                total = time.perf_counter() - t0
+                timings = json.loads((out / "manifest.json").read_text())["timings"]
+                runs.append({**{s: timings.get(s, 0.0) for s in STAGES}, "total": total})
+            med = {k: statistics.median(run[k] for run in runs) for k in (*STAGES, "total")}
+            rows.append((threads, med))
+    print(f"| torch threads | {' | '.join(STAGES)} | total (s) | per pair (s) |")
+    print("|---" * (len(STAGES) + 3) + "|")
+    for threads, med in rows:
+        cells = " | ".join(f"{med[s]:.2f}" for s in STAGES)
+        print(f"| {threads} | {cells} | {med['total']:.2f} | {med['total'] / args.pairs:.2f} |")
+    print(f"\n{args.train} stand-in images, {args.pairs} pairs, tiny preset, median of "
+          f"{args.repeat} runs each.\ncommand: python benchmarks/bench_distill_tiny.py "
+          + " ".join(sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
