@@ -15,9 +15,10 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gitd.errors import GitdError
 from gitd.log import get_logger
@@ -176,3 +177,70 @@ class Stage:
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / "DONE", {}) or {}
+
+
+class StageTimer:
+    """Seconds a stage spent across runs: a resumed stage adds to what earlier runs recorded
+    (``elapsed.json`` in the stage folder, saved after each finished unit)."""
+
+    def __init__(self, stage: Stage):
+        self.path = stage.path / "elapsed.json"
+        self.before = float((read_json(self.path, {}) or {}).get("seconds", 0.0))
+        self.start = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"seconds": round(self.total(), 3)})
+
+
+def unit_path(stage: Stage, j: int, suffix: str = ".json") -> Path:
+    """The file of unit ``j`` of a per-unit stage; its ``.json`` is written last and marks the
+    unit finished."""
+    return stage.path / f"{j:04d}{suffix}"
+
+
+def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], list],
+              write: Callable[[int, Any], None], *, noun: str = "unit",
+              on_written: Callable[[int], None] | None = None) -> int:
+    """Finish units ``0..n-1`` of ``stage`` in fixed chunks of ``batch_size``; returns how many
+    were computed now.
+
+    ``compute(chunk)`` returns one result per index of the chunk; ``write(j, result)`` writes
+    unit ``j`` atomically, its ``.json`` last. A chunk whose units all exist is skipped. A partly
+    finished chunk (a crash between two writes) is computed again whole, because batch
+    composition can change the low-order bits of model outputs: the same chunk gives the same
+    numbers as an uninterrupted run, and only its missing units are written.
+    """
+    from gitd.log import progress
+
+    def done(j: int) -> bool:
+        return unit_path(stage, j).exists()
+
+    chunks = [range(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    todo = [ch for ch in chunks if not all(done(j) for j in ch)]
+    finished = sum(done(j) for j in range(n))
+    if finished:
+        log.info("%s: %d of %d %ss already done, not redone", stage.name, finished, n, noun)
+    written = 0
+    if not todo:
+        return written
+    bar = progress(total=sum(not done(j) for ch in todo for j in ch), desc=stage.name, unit=noun)
+    try:
+        for ch in todo:
+            missing = [j for j in ch if not done(j)]
+            if len(missing) < len(ch):
+                log.info("%s: batch %d-%d partly done; computing it whole so that %s %s match "
+                         "an uninterrupted run", stage.name, ch[0], ch[-1], noun, missing)
+            for j, result in zip(ch, compute(ch)):
+                if done(j):
+                    continue
+                write(j, result)
+                written += 1
+                bar.update(1)
+                if on_written:
+                    on_written(j)
+    finally:
+        bar.close()
+    return written

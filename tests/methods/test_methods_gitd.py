@@ -127,7 +127,7 @@ def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, ca
     if stage == "generate":
         assert "generate: 3 of 6 medoids already done" in caplog.text
     else:
-        assert "caption: 4 of 6 images already captioned" in caplog.text
+        assert "caption: 4 of 6 images already done" in caplog.text
 
 
 def test_sigkill_during_generation_then_resume(reference, shapes, tmp_path):
@@ -152,7 +152,7 @@ def test_sigkill_during_generation_then_resume(reference, shapes, tmp_path):
     # 40 steps instead of the preset's count: the resumed run must use the same setting.
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "medoids already done, not regenerated" in res.stderr
+    assert "medoids already done, not redone" in res.stderr
     ref = tmp_path / "ref40"
     distill(shapes, ref, tiny(generate_batch_size=1, num_inference_steps=40))
     assert output_files(out) == output_files(ref)

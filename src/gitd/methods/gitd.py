@@ -28,7 +28,8 @@ from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
-from gitd.store import Stage, atomic_save_image, atomic_write_json, read_json
+from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
+                        run_units, unit_path)
 
 log = get_logger("gitd")
 
@@ -88,23 +89,8 @@ class Components:
         return self.captioner
 
 
-class _Clock:
-    """Seconds a stage spent across runs: a resumed stage adds to what earlier runs recorded."""
-
-    def __init__(self, stage: Stage):
-        self.path = stage.path / "elapsed.json"
-        self.before = float((read_json(self.path, {}) or {}).get("seconds", 0.0))
-        self.start = time.perf_counter()
-
-    def total(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def save(self) -> None:
-        atomic_write_json(self.path, {"seconds": round(self.total(), 3)})
-
-
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+# Kept for code written against the first version of this module.
+_Clock = StageTimer
 
 
 def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
@@ -246,7 +232,7 @@ class _Run:
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
         })
-        clock = _Clock(stage)
+        clock = StageTimer(stage)
         if stage.done:
             log.info("encode: cached (%s)", stage.path.name)
             store = LatentStore.open(stage.path)
@@ -290,7 +276,7 @@ class _Run:
         if stage.done and cached:
             log.info("cluster: cached (%s)", stage.path.name)
         else:
-            clock = _Clock(stage)
+            clock = StageTimer(stage)
             if cfg.cluster:
                 extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
                 res = clara(store.matrix(valid_only=True), cfg.pairs,
@@ -341,66 +327,59 @@ class _Run:
             "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
         })
         self._image_key = stage.key
-        clock = _Clock(stage)
+        clock = StageTimer(stage)
         k = len(medoids)
+        pipe = scorer = None
 
-        def unit(j: int) -> Path:
-            return stage.path / f"{j:04d}.json"
-
-        todo = [ch for ch in _chunks(k, cfg.generate_batch_size)
-                if not all(unit(j).exists() for j in ch)]
-        done_before = sum(unit(j).exists() for j in range(k))
-        if done_before:
-            log.info("generate: %d of %d medoids already done, not regenerated", done_before, k)
-        if todo:
+        def compute(chunk: range) -> list:
             import torch
 
-            from gitd.stages.generate import generate_candidates, select_best
+            from gitd.stages.generate import generate_candidates
 
-            pipe = self.c.get_img2img()
-            scorer = self.c.get_score_model() if cfg.score else None
-            bar = progress(total=sum(len(ch) for ch in todo), desc="generate", unit="medoid")
-            for ch in todo:
-                missing = [j for j in ch if not unit(j).exists()]
-                if len(missing) < len(ch):
-                    log.info("generate: batch %d-%d partly done; regenerating it whole so the "
-                             "missing medoids %s match an uninterrupted run", ch[0], ch[-1],
-                             missing)
-                rows = [medoids[j]["record"] for j in ch]
-                lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
-                prompts = [self.prompt_of(self.dataset[r]) for r in rows]
-                seeds = [derive_seed(cfg.seed, "generate", j) for j in ch]
-                cands = generate_candidates(
-                    pipe, lat, prompts, negative_prompt=cfg.negative_prompt,
-                    strength=cfg.strength, guidance_scale=cfg.guidance_scale,
-                    num_inference_steps=cfg.num_inference_steps,
-                    num_candidates=cfg.num_candidates, seeds=seeds)
-                for j, prompt, cand in zip(ch, prompts, cands):
-                    if unit(j).exists():
-                        continue
-                    if scorer is not None:
-                        best, scores = select_best(scorer, cand, prompt, use_score=True)
-                    else:
-                        best, scores = 0, []
-                    atomic_save_image(stage.path / f"{j:04d}.png", cand[best])
-                    atomic_write_json(unit(j), {"prompt": prompt, "seed": seeds[ch.index(j)],
-                                                "candidate_scores": [float(s) for s in scores],
-                                                "chosen_candidate": int(best)})
-                    clock.save()
-                    bar.update(1)
-                    if self.on_unit:
-                        self.on_unit("generate", j)
-            bar.close()
+            nonlocal pipe, scorer
+            if pipe is None:
+                pipe = self.c.get_img2img()
+                scorer = self.c.get_score_model() if cfg.score else None
+            rows = [medoids[j]["record"] for j in chunk]
+            lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
+            prompts = [self.prompt_of(self.dataset[r]) for r in rows]
+            seeds = [derive_seed(cfg.seed, "generate", j) for j in chunk]
+            cands = generate_candidates(
+                pipe, lat, prompts, negative_prompt=cfg.negative_prompt,
+                strength=cfg.strength, guidance_scale=cfg.guidance_scale,
+                num_inference_steps=cfg.num_inference_steps,
+                num_candidates=cfg.num_candidates, seeds=seeds)
+            return list(zip(prompts, seeds, cands))
+
+        def write(j: int, result) -> None:
+            from gitd.stages.generate import select_best
+
+            prompt, seed, cand = result
+            best, scores = (select_best(scorer, cand, prompt, use_score=True)
+                            if scorer is not None else (0, []))
+            atomic_save_image(unit_path(stage, j, ".png"), cand[best])
+            atomic_write_json(unit_path(stage, j), {
+                "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
+                "chosen_candidate": int(best)})
+
+        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="medoid",
+                  on_written=self._written("generate", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["generate"] = round(clock.total(), 3)
         results = []
         for j in range(k):
-            meta = read_json(unit(j), {})
-            img = open_rgb(stage.path / f"{j:04d}.png")
-            results.append({"image": img, "scores": {
+            meta = read_json(unit_path(stage, j), {})
+            results.append({"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
                 "image_prompt_scores": meta.get("candidate_scores", []),
                 "chosen_candidate": meta.get("chosen_candidate", 0)}})
         return results
+
+    def _written(self, name: str, clock: StageTimer) -> Callable[[int], None]:
+        def after(j: int) -> None:
+            clock.save()
+            if self.on_unit:
+                self.on_unit(name, j)
+        return after
 
     # -- caption -------------------------------------------------------------------------
     def caption(self, medoids: list[dict[str, Any]],
@@ -420,48 +399,39 @@ class _Run:
             "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
             "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
         })
-        clock = _Clock(stage)
+        clock = StageTimer(stage)
         k = len(medoids)
+        captioner = scorer = None
 
-        def unit(j: int) -> Path:
-            return stage.path / f"{j:04d}.json"
-
-        todo = [ch for ch in _chunks(k, cfg.caption_batch_size)
-                if not all(unit(j).exists() for j in ch)]
-        done_before = sum(unit(j).exists() for j in range(k))
-        if done_before:
-            log.info("caption: %d of %d images already captioned, not redone", done_before, k)
-        if todo:
+        def compute(chunk: range) -> list:
             from gitd.stages.caption import caption_images
 
-            captioner = self.c.get_captioner()
-            scorer = self.c.get_score_model() if cfg.score else None
-            bar = progress(total=sum(len(ch) for ch in todo), desc="caption", unit="image")
-            for ch in todo:
-                imgs = [images[j]["image"] for j in ch]
-                imgs = [open_rgb(im) if isinstance(im, (str, Path)) else im for im in imgs]
-                seeds = [derive_seed(cfg.seed, "caption", j) for j in ch]
-                results = caption_images(
-                    captioner, scorer, imgs, num_captions=cfg.num_captions,
-                    temperature=cfg.temperature, top_p=cfg.top_p,
-                    max_new_tokens=cfg.max_new_tokens, seeds=seeds, use_score=cfg.score)
-                for j, res in zip(ch, results):
-                    if unit(j).exists():
-                        continue
-                    atomic_write_json(unit(j), {
-                        "caption": res.best, "candidates": list(res.candidates),
-                        "scores": [float(s) for s in res.scores] if res.scores is not None else [],
-                        "seed": seeds[ch.index(j)]})
-                    clock.save()
-                    bar.update(1)
-                    if self.on_unit:
-                        self.on_unit("caption", j)
-            bar.close()
+            nonlocal captioner, scorer
+            if captioner is None:
+                captioner = self.c.get_captioner()
+                scorer = self.c.get_score_model() if cfg.score else None
+            imgs = [images[j]["image"] for j in chunk]
+            imgs = [open_rgb(im) if isinstance(im, (str, Path)) else im for im in imgs]
+            seeds = [derive_seed(cfg.seed, "caption", j) for j in chunk]
+            results = caption_images(
+                captioner, scorer, imgs, num_captions=cfg.num_captions,
+                temperature=cfg.temperature, top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens, seeds=seeds, use_score=cfg.score)
+            return list(zip(seeds, results))
+
+        def write(j: int, result) -> None:
+            seed, res = result
+            atomic_write_json(unit_path(stage, j), {
+                "caption": res.best, "candidates": list(res.candidates),
+                "scores": [float(x) for x in res.scores], "seed": seed})
+
+        run_units(stage, k, cfg.caption_batch_size, compute, write, noun="image",
+                  on_written=self._written("caption", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["caption"] = round(clock.total(), 3)
         out = []
         for j in range(k):
-            meta = read_json(unit(j), {})
+            meta = read_json(unit_path(stage, j), {})
             out.append({"caption": meta["caption"], "scores": {
                 "caption_candidates": meta.get("candidates", []),
                 "caption_scores": meta.get("scores", [])}})
