@@ -1,0 +1,240 @@
+"""Coreset baselines: pick K real pairs instead of synthesising them.
+
+Every distilled result is compared against these. The selection is over images (a pair is an
+image and one of its captions), in the feature space of the evaluation encoders (documented in
+docs/coresets.md):
+
+* ``random``: K images uniformly at random (seeded).
+* ``herding``: Welling's (2009) greedy moment matching: each step adds the image whose features
+  bring the running mean of the selected set closest to the mean of the whole set.
+* ``kcenter``: greedy farthest-point k-center (Sener & Savarese 2018), seeded first centre.
+* ``forgetting``: Toneva et al. (2019): a short training of the retrieval model on the full set
+  (frozen image features, so it runs on a CPU), counting per caption the forgetting events
+  (learned after one epoch, not after the next); an image scores the sum over its captions, a
+  caption never learned counts as ``epochs`` events (the paper ranks never-learned examples as
+  the most forgettable); the K highest-scoring images are kept, ties to the lower index.
+* ``full``: every image (the upper bound).
+
+Features for herding and k-center: the L2-normalised frozen image feature of the image,
+concatenated with the L2-normalised mean of its captions' L2-normalised text features, so that
+image and text weigh the same.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gitd.data import Dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.output import OutputPair, write_output
+from gitd.errors import ConfigError, GitdError, check_positive_int
+from gitd.log import get_logger, progress
+
+log = get_logger("methods.coreset")
+
+METHODS = ("random", "herding", "kcenter", "forgetting", "full")
+CAPTION_POLICIES = ("longest", "first", "random", "all")
+
+
+# -- selection on arrays -------------------------------------------------------------------------
+def random_subset(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """``k`` distinct indices of ``range(n)``, uniformly at random, in the order drawn."""
+    return np.random.default_rng(seed).choice(n, size=k, replace=False).astype(np.int64)
+
+
+def herding(features: np.ndarray, k: int) -> np.ndarray:
+    """Greedy herding: indices in selection order (the first is the point nearest the mean)."""
+    X = np.asarray(features, dtype=np.float64)
+    n = len(X)
+    mu = X.mean(0)
+    chosen: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    total = np.zeros_like(mu)
+    for t in range(1, k + 1):
+        # Distance from the whole-set mean of the mean after adding each candidate.
+        gap = np.linalg.norm((total[None, :] + X) / t - mu[None, :], axis=1)
+        gap[taken] = np.inf
+        i = int(np.argmin(gap))
+        chosen.append(i)
+        taken[i] = True
+        total += X[i]
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def kcenter_greedy(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Greedy k-center: a seeded random first centre, then always the point farthest from the
+    centres chosen so far. Indices in selection order."""
+    X = np.asarray(features, dtype=np.float64)
+    n = len(X)
+    first = int(np.random.default_rng(seed).integers(n))
+    chosen = [first]
+    nearest = np.linalg.norm(X - X[first], axis=1)
+    for _ in range(1, k):
+        i = int(np.argmax(nearest))
+        chosen.append(i)
+        nearest = np.minimum(nearest, np.linalg.norm(X - X[i], axis=1))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def forgetting_events(history: np.ndarray) -> np.ndarray:
+    """Forgetting events per example from a bool ``[epochs, n]`` history of "learned" flags:
+    the number of epochs learned after which the next epoch is not. An example never learned
+    gets ``epochs`` (ranked as most forgettable, as in Toneva et al.)."""
+    h = np.asarray(history, dtype=bool)
+    if h.ndim != 2:
+        raise ValueError(f"history must be [epochs, n], got shape {h.shape}")
+    events = (h[:-1] & ~h[1:]).sum(0).astype(np.int64)
+    never = ~h.any(0)
+    events[never] = h.shape[0]
+    return events
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, ties to the lower index."""
+    scores = np.asarray(scores)
+    return np.lexsort((np.arange(len(scores)), -scores))[:k].astype(np.int64)
+
+
+# -- features and forgetting on a dataset --------------------------------------------------------
+def _l2(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
+                  image_size: int = 224, cache=None, device="auto") -> np.ndarray:
+    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features))."""
+    from gitd.evaluation.features import embed_images, embed_texts
+
+    img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
+                           cache=cache, device=device))
+    texts = [c for r in dataset for c in r.captions]
+    owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
+    txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
+    mean = np.zeros((len(dataset), txt.shape[1]), dtype=np.float32)
+    np.add.at(mean, owner, txt)
+    return np.concatenate([img, _l2(mean)], axis=1)
+
+
+def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
+                      image_model="auto", text_model="auto", image_size: int = 224,
+                      cache=None, device="auto") -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-image forgetting score from a short frozen-image-feature training on the full set."""
+    from gitd.evaluation.train import train
+
+    check_positive_int("forgetting_epochs", epochs, minimum=2)
+    history: list[np.ndarray] = []
+    trainer = train(dataset, epochs=epochs, seed=seed, image_model=image_model,
+                    text_model=text_model, freeze_image=True, image_size=image_size,
+                    cache=cache, device=device,
+                    on_epoch_end=lambda epoch, tr: history.append(tr.learned()))
+    per_caption = forgetting_events(np.stack(history))
+    owner = np.asarray(trainer.pairs.text_to_image)
+    per_image = np.bincount(owner, weights=per_caption, minlength=len(dataset))
+    info = {"epochs": epochs, "frozen_image_features": True,
+            "captions_never_learned": int((~np.stack(history).any(0)).sum()),
+            "captions_learned_at_end": int(history[-1].sum())}
+    return per_image, info
+
+
+# -- the command ---------------------------------------------------------------------------------
+def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
+    if policy == "all":
+        return list(record.captions)
+    if policy == "first":
+        return [record.captions[0]]
+    if policy == "random":
+        return [record.captions[int(rng.integers(len(record.captions)))]]
+    return [record.longest_caption]
+
+
+def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, out: str | Path, *,
+                   images=None, split: str = "train", strict: bool = False,
+                   allow_outside_root: bool = False, seed: int = 0, image_model="auto",
+                   text_model="auto", image_size: int = 224, cache=None, device="auto",
+                   caption: str = "longest", forgetting_epochs: int = 10,
+                   features_fn: Callable[[Dataset], np.ndarray] | None = None) -> Path:
+    """Select ``pairs`` images of ``data`` with ``method`` and write them to ``out`` in gitd's
+    output format (images copied byte for byte). ``caption`` picks which of an image's captions
+    go with it (``longest``, as GITD's /T ablation; ``first``; ``random``; ``all``).
+    ``features_fn`` replaces the evaluation encoders' features (tests, other feature spaces)."""
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if caption not in CAPTION_POLICIES:
+        raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
+                          f"got {caption!r}")
+    t0 = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else load_dataset(
+        data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
+    n = len(dataset)
+    if n == 0:
+        raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+    if method == "full":
+        k = n
+    else:
+        if pairs is None:
+            raise ConfigError(f"--pairs is required for method {method}")
+        k = check_positive_int("pairs", pairs)
+        if k > n:
+            raise ConfigError(f"asked for {k} pairs but {dataset.source} has only {n} valid "
+                              "images")
+    timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
+    t1 = time.perf_counter()
+    scores: np.ndarray | None = None
+    extra: dict[str, Any] = {}
+    if method == "full":
+        chosen = np.arange(n, dtype=np.int64)
+    elif method == "random":
+        chosen = random_subset(n, k, seed)
+    elif method in ("herding", "kcenter"):
+        feats = features_fn(dataset) if features_fn else pair_features(
+            dataset, image_model=image_model, text_model=text_model, image_size=image_size,
+            cache=cache, device=device)
+        chosen = herding(feats, k) if method == "herding" else kcenter_greedy(feats, k, seed)
+        extra["feature_dim"] = int(feats.shape[1])
+    else:
+        scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
+                                          image_model=image_model, text_model=text_model,
+                                          image_size=image_size, cache=cache, device=device)
+        chosen = top_k(scores, k)
+    timings["select"] = round(time.perf_counter() - t1, 3)
+
+    rng = np.random.default_rng(seed)
+    out_pairs = []
+    for rank, i in enumerate(progress(chosen, desc="copy", unit="pair")):
+        rec = dataset[int(i)]
+        info: dict[str, Any] = {"source_id": rec.id, "source_image": str(rec.image),
+                                "source_caption": rec.longest_caption, "selection_rank": rank}
+        if scores is not None:
+            info["scores"] = {"forgetting_events": float(scores[int(i)])}
+        out_pairs.append(OutputPair(image=rec.image, captions=_captions_for(rec, caption, rng),
+                                    info=info))
+    manifest = {
+        "method": method,
+        "preset": None,
+        "seed": seed,
+        "config": {"method": method, "pairs": k, "seed": seed, "caption": caption,
+                   "image_model": str(image_model), "text_model": str(text_model),
+                   "image_size": image_size, "forgetting_epochs": forgetting_epochs
+                   if method == "forgetting" else None,
+                   "features": ("custom" if features_fn else
+                                "L2(image) ++ L2(mean L2(captions)) of the evaluation encoders")
+                   if method in ("herding", "kcenter") else None},
+        "untrained": False,
+        "selection": extra,
+        "source": {"path": str(Path(dataset.source).resolve()), "format": dataset.format,
+                   "split": dataset.split, "image_root": str(dataset.image_root),
+                   "fingerprint": dataset_fingerprint(dataset),
+                   "n_records": n + len(dataset.problems), "n_valid": n},
+        "skipped": [p.to_dict() for p in dataset.problems],
+        "timings": timings,
+    }
+    t2 = time.perf_counter()
+    write_output(out, out_pairs, manifest)
+    log.info("%s: wrote %d pairs to %s (output %.1fs)", method, len(out_pairs), out,
+             time.perf_counter() - t2)
+    return Path(out)

@@ -1,0 +1,142 @@
+"""Coreset baselines: the selection rules on arrays, and `gitd select` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gitd.data import load_dataset
+from gitd.data.check import check_dataset
+from gitd.data.shapes import make_shapes
+from gitd.errors import GitdError
+from gitd.methods.coreset import (forgetting_events, herding, kcenter_greedy, random_subset,
+                                  select_coreset, top_k)
+
+
+def test_herding_starts_at_the_mean_and_matches_moments():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    mean = X.mean(0)
+    order = herding(X, 20)
+    assert order[0] == np.argmin(np.linalg.norm(X - mean, axis=1))
+    assert len(set(order.tolist())) == 20
+    # Herding's mean is closer to the full mean than random subsets of the same size.
+    herd_gap = np.linalg.norm(X[order].mean(0) - mean)
+    rand_gaps = [np.linalg.norm(X[random_subset(200, 20, s)].mean(0) - mean) for s in range(20)]
+    assert herd_gap < np.percentile(rand_gaps, 5)
+
+
+def test_herding_hand_case():
+    X = np.array([[0.0], [10.0], [1.0], [-1.0]])  # mean 2.5
+    # Step 1: 1.0 is nearest 2.5. Step 2: (1 + x) / 2 nearest 2.5 wants x near 4: 0.0 gives
+    # 0.5 (gap 2), -1.0 gives 0 (gap 2.5), 10.0 gives 5.5 (gap 3).
+    assert herding(X, 2).tolist() == [2, 0]
+    assert herding(X, 4).tolist()[:2] == [2, 0]
+
+
+def test_kcenter_covers_outliers_and_is_seeded():
+    X = np.zeros((50, 2))
+    X[:48] = np.random.default_rng(1).normal(scale=0.1, size=(48, 2))
+    X[48] = [100, 0]
+    X[49] = [0, -100]
+    a = kcenter_greedy(X, 3, seed=5)
+    assert {48, 49} <= set(a.tolist())
+    assert np.array_equal(a, kcenter_greedy(X, 3, seed=5))
+    assert len(set(a.tolist())) == 3
+
+
+def test_random_subset_seeded_and_distinct():
+    assert np.array_equal(random_subset(100, 10, 3), random_subset(100, 10, 3))
+    assert not np.array_equal(random_subset(100, 10, 3), random_subset(100, 10, 4))
+    assert len(set(random_subset(100, 100, 0).tolist())) == 100
+
+
+def test_forgetting_events_hand_case():
+    history = np.array([
+        # ex0: learned, forgotten, learned, forgotten -> 2 events
+        # ex1: learned throughout -> 0; ex2: never learned -> epochs (4)
+        # ex3: not, learned, learned, forgotten -> 1
+        [1, 1, 0, 0],
+        [0, 1, 0, 1],
+        [1, 1, 0, 1],
+        [0, 1, 0, 0],
+    ], dtype=bool)
+    assert forgetting_events(history).tolist() == [2, 0, 4, 1]
+    assert top_k(np.array([1, 3, 3, 0]), 2).tolist() == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, train=16, test=4, size=64, seed=2, workers=1)
+    return root / "train.json"
+
+
+def fake_features(dataset):
+    # Deterministic features derived from the image bytes: no encoder needed.
+    return np.stack([np.frombuffer(Path(r.image).read_bytes()[-64:], dtype=np.uint8)
+                     .astype(np.float32) for r in dataset])
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "full"])
+def test_select_writes_a_clean_dataset(shapes, tmp_path, method):
+    out = tmp_path / method
+    select_coreset(shapes, method, 5, out, seed=1, features_fn=fake_features)
+    anns = json.loads((out / "annotations.json").read_text())
+    expected = 16 if method == "full" else 5
+    assert len(anns) == expected and all(len(a["caption"]) == 1 for a in anns)
+    assert check_dataset(out / "annotations.json").exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == method and manifest["pairs"] == expected
+    ids = [i["source_id"] for i in manifest["items"]]
+    assert len(set(ids)) == expected
+    for item in manifest["items"]:
+        assert (out / item["image"]).read_bytes() == Path(item["source_image"]).read_bytes()
+        assert item["caption"] == item["source_caption"]  # the longest caption by default
+    assert load_dataset(out).records  # loads back as a dataset
+
+
+def test_select_caption_all_and_errors(shapes, tmp_path):
+    out = tmp_path / "all"
+    select_coreset(shapes, "random", 3, out, caption="all")
+    assert all(len(a["caption"]) == 5 for a in json.loads((out / "annotations.json").read_text()))
+    with pytest.raises(GitdError, match="asked for 17 pairs but .* only 16"):
+        select_coreset(shapes, "random", 17, tmp_path / "x")
+    with pytest.raises(GitdError, match="pairs"):
+        select_coreset(shapes, "random", 0, tmp_path / "y")
+
+
+def test_select_with_the_real_offline_encoders(shapes, tmp_path):
+    """herding and forgetting through the real EfficientNet-Lite0 and MiniLM (cached features)."""
+    cache = tmp_path / "cache"
+    out = tmp_path / "herd"
+    select_coreset(shapes, "herding", 4, out, image_size=64, cache=cache, device="cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["selection"]["feature_dim"] == 1280 + 384
+    out = tmp_path / "forget"
+    select_coreset(shapes, "forgetting", 4, out, image_size=64, cache=cache, device="cpu",
+                   forgetting_epochs=3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    scores = [i["scores"]["forgetting_events"] for i in manifest["items"]]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert manifest["selection"]["epochs"] == 3
+
+
+def test_cli_select(shapes, tmp_path):
+    out = tmp_path / "cli"
+    res = subprocess.run([sys.executable, "-m", "gitd", "select", str(shapes), "--method",
+                          "random", "--pairs", "3", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=120, env=os.environ)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads((out / "annotations.json").read_text())) == 3
+    bad = subprocess.run([sys.executable, "-m", "gitd", "select", str(shapes), "--method",
+                          "herding", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120, env=os.environ)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--pairs is required" in bad.stderr
