@@ -52,15 +52,17 @@ class ScoreModel:
         return out[0]
 
     @torch.inference_mode()
-    def encode_images(self, images: Sequence) -> torch.Tensor:
-        """``[n, d]`` unit vectors for PIL images (converted to RGB)."""
+    def encode_images(self, images: Sequence, *, normalize: bool = True) -> torch.Tensor:
+        """``[n, d]`` unit vectors for PIL images (converted to RGB); ``normalize=False`` gives
+        the raw projected embeddings (what an unCLIP decoder is conditioned on)."""
         chunks = []
         for i in range(0, len(images), self.batch_size):
             batch = [im.convert("RGB") for im in images[i:i + self.batch_size]]
             pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
             feats = self._features(self.model.get_image_features(
                 pixel_values=pixels.to(self.device, self.dtype)))
-            chunks.append(F.normalize(feats.float(), dim=-1).cpu())
+            feats = feats.float()
+            chunks.append((F.normalize(feats, dim=-1) if normalize else feats).cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
     @torch.inference_mode()

@@ -1,0 +1,44 @@
+"""synthesize: unCLIP images from prototype image embeddings (prototype-guided synthesis)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from gitd.errors import check_positive_int
+
+
+def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
+               num_inference_steps: int = 100, guidance_scale: float = 5.0, noise_level: int = 10,
+               negative_prompt: str | None = "text, watermark", seeds: Sequence[int],
+               norms: Sequence[float] | None = None, height: int | None = None,
+               width: int | None = None) -> list:
+    """One image per prototype from ONE ``StableUnCLIPImg2ImgPipeline`` call, conditioned on the
+    prototype's CLIP image embedding (no input image) and its caption. Each image's noise (the
+    latents and the embedding noise) comes from its own generator, seeded by ``seeds[i]``.
+
+    A prototype is a mean of unit CLIP embeddings, shorter than any real one; unCLIP was
+    trained on raw CLIP image embeddings. With ``norms`` (the mean raw norm of each prototype's
+    members, ``Prototypes.norm``) each prototype keeps its direction and gets that norm.
+    """
+    check_positive_int("num_inference_steps", num_inference_steps)
+    b = image_embeds.shape[0]
+    if len(prompts) != b or len(seeds) != b:
+        raise ValueError(f"need one prompt and one seed per embedding: {b} embeddings, "
+                         f"{len(prompts)} prompts, {len(seeds)} seeds")
+    if b == 0:
+        return []
+    dtype = next(pipe.image_encoder.parameters()).dtype
+    emb = image_embeds.float()
+    if norms is not None:
+        emb = torch.nn.functional.normalize(emb, dim=-1) * torch.tensor(
+            [float(x) for x in norms]).unsqueeze(1)
+    emb = emb.to(device=pipe.device, dtype=dtype)
+    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    out = pipe(prompt=list(prompts), image_embeds=emb,
+               negative_prompt=[negative_prompt] * b if negative_prompt else None,
+               num_inference_steps=int(num_inference_steps), guidance_scale=float(guidance_scale),
+               noise_level=int(noise_level), generator=generators, height=height, width=width,
+               output_type="pil")
+    return list(out.images)
