@@ -33,22 +33,15 @@ def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
     if (out / "annotations.json").exists():
         return True
     common = dict(image_size=args.image_size, cache=args.cache, device="cpu")
-    if method in ("random", "herding", "kcenter", "forgetting"):
-        select_coreset(data, method, k, out, seed=0, forgetting_epochs=args.forgetting_epochs,
-                       **common)
+    if method in ("random", "herding", "kcenter", "forgetting", "pds-select"):
+        select_coreset(data, "pds" if method == "pds-select" else method, k, out, seed=0,
+                       forgetting_epochs=args.forgetting_epochs, **common)
     elif method == "clara":
         # GITD's selection step alone: CLARA on SD-VAE latents, medoid image + longest caption.
         # The tiny preset's VAE has random weights: the clustering space is a random projection
         # of the pixels, not SD's latent space.
         distill(data, out, DistillConfig.from_preset("tiny", pairs=k, seed=0, device="cpu",
                                                      diffusion=False, captioner_on=False))
-    elif method == "pds-select":
-        try:
-            from gitd.methods import pds  # noqa: F401
-        except ImportError:
-            return False
-        distill(data, out, DistillConfig.from_preset("tiny", method="pds", pairs=k, seed=0,
-                                                     device="cpu", diffusion=False))
     else:
         raise SystemExit(f"unknown method {method}")
     return True
@@ -140,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         "- herding / kcenter: L2(image feature) ++ L2(mean caption feature) of the evaluation "
         "encoders; forgetting: forgetting events in a "
         f"{args.forgetting_epochs}-epoch frozen-feature training on the full set "
-        "(docs/coresets.md). Every selected image keeps its longest caption.",
+        "(docs/coresets.md). Every selected image keeps its longest caption, except "
+        "pds-select: PDS's matched image/text k-means prototypes on the same encoders' features "
+        "(no cosine filter: the two encoders share no space), the real image nearest each image "
+        "prototype with the real caption nearest its text centroid.",
         "- Δ r_mean: difference from random at the same number of pairs.",
         "",
         "| training set | pairs | " + " | ".join(METRICS) + " | Δ r_mean vs random |",

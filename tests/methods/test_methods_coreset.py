@@ -140,3 +140,23 @@ def test_cli_select(shapes, tmp_path):
                          capture_output=True, text=True, timeout=120, env=os.environ)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--pairs is required" in bad.stderr
+
+
+def test_pds_select_on_planted_features(shapes, tmp_path):
+    from gitd.methods.coreset import pds_select
+
+    ds = load_dataset(shapes)
+    rng = np.random.default_rng(0)
+    group = np.arange(16) % 4
+    img = np.eye(4)[group] * 5 + rng.normal(size=(16, 4)) * 0.1
+    txt = np.repeat(np.eye(4)[(group + 1) % 4] * 5, 5, axis=0) + rng.normal(size=(80, 4)) * 0.1
+    chosen, captions, info = pds_select(ds, 4, features=(img, txt))
+    assert sorted(group[chosen].tolist()) == [0, 1, 2, 3]   # one image per planted group
+    assert info["match_counts"] == [20, 20, 20, 20]          # all 5 captions x 4 images shared
+    texts = [c for r in ds for c in r.captions]
+    for i, cap in zip(chosen, captions):
+        assert group[texts.index(cap) // 5] == group[i]     # the caption comes from its group
+    out = tmp_path / "pds"
+    select_coreset(shapes, "pds", 4, out, image_size=64, cache=tmp_path / "cache", device="cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["items"]) == 4 and check_dataset(out / "annotations.json").exit_code == 0

@@ -13,6 +13,11 @@ docs/coresets.md):
   (learned after one epoch, not after the next); an image scores the sum over its captions, a
   caption never learned counts as ``epochs`` events (the paper ranks never-learned examples as
   the most forgettable); the K highest-scoring images are kept, ties to the lower index.
+* ``pds``: the selection step of prototype-guided synthesis without its generator: matched
+  image/text k-means prototypes (``gitd.stages.prototypes``) over every (image, caption) pair,
+  the real image nearest each image prototype and the real caption nearest its text centroid.
+  The evaluation encoders share no embedding space, so PDS's image-text cosine filter does not
+  apply here (``gitd distill --method pds --no-diffusion`` is the variant with CLIP and filter).
 * ``full``: every image (the upper bound).
 
 Features for herding and k-center: the L2-normalised frozen image feature of the image,
@@ -36,7 +41,7 @@ from gitd.log import get_logger, progress
 
 log = get_logger("methods.coreset")
 
-METHODS = ("random", "herding", "kcenter", "forgetting", "full")
+METHODS = ("random", "herding", "kcenter", "forgetting", "pds", "full")
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 
 
@@ -141,6 +146,33 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
     return per_image, info
 
 
+def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
+               text_model="auto", image_size: int = 224, cache=None, device="auto",
+               features: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """PDS's prototypes on any features: (image indices, their captions, info).
+
+    ``features``: (image features [n_images, d1], caption features [n_captions, d2]) in the
+    dataset's caption order; default the evaluation encoders' (cached)."""
+    from gitd.stages.prototypes import build_prototypes, select_nearest
+
+    owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
+    texts = [c for r in dataset for c in r.captions]
+    if features is None:
+        from gitd.evaluation.features import embed_images, embed_texts
+
+        features = (embed_images([r.image for r in dataset], image_model, image_size=image_size,
+                                 cache=cache, device=device),
+                    embed_texts(texts, text_model, cache=cache, device=device))
+    img, txt = _l2(features[0]), _l2(features[1])
+    protos = build_prototypes(img[owner], txt, k, seed=seed)
+    chosen = select_nearest(protos.image, img)
+    captions = [texts[int(i)] for i in protos.caption]
+    info = {"match_counts": protos.match_count.tolist(),
+            "members": [int(len(m)) for m in protos.members]}
+    return chosen, captions, info
+
+
 # -- the command ---------------------------------------------------------------------------------
 def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
     if policy == "all":
@@ -196,6 +228,10 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
             cache=cache, device=device)
         chosen = herding(feats, k) if method == "herding" else kcenter_greedy(feats, k, seed)
         extra["feature_dim"] = int(feats.shape[1])
+    elif method == "pds":
+        chosen, pds_captions, extra = pds_select(
+            dataset, k, seed=seed, image_model=image_model, text_model=text_model,
+            image_size=image_size, cache=cache, device=device)
     else:
         scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
                                           image_model=image_model, text_model=text_model,
@@ -207,12 +243,13 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     out_pairs = []
     for rank, i in enumerate(progress(chosen, desc="copy", unit="pair")):
         rec = dataset[int(i)]
+        caps = ([pds_captions[rank]] if method == "pds" and caption != "all"
+                else _captions_for(rec, caption, rng))
         info: dict[str, Any] = {"source_id": rec.id, "source_image": str(rec.image),
                                 "source_caption": rec.longest_caption, "selection_rank": rank}
         if scores is not None:
             info["scores"] = {"forgetting_events": float(scores[int(i)])}
-        out_pairs.append(OutputPair(image=rec.image, captions=_captions_for(rec, caption, rng),
-                                    info=info))
+        out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
     manifest = {
         "method": method,
         "preset": None,
