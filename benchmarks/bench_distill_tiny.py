@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batches", type=int, nargs="+", default=[0],
+                    help="medoids per img2img call and images per captioner call; 0 = the "
+                         "preset's (4 and 8); 1 = unbatched")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     setup_logging(quiet=True)
@@ -40,25 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         make_shapes(data, train=args.train, test=1, seed=args.seed)
-        for threads in args.threads:
+        for threads, batch in [(t, b) for t in args.threads for b in args.batches]:
             torch.set_num_threads(threads)
             runs = []
+            extra = {"generate_batch_size": batch, "caption_batch_size": batch} if batch else {}
             for r in range(args.repeat):
-                out = Path(tmp) / f"out-{threads}-{r}"
+                out = Path(tmp) / f"out-{threads}-{batch}-{r}"
                 t0 = time.perf_counter()
                 distill(data / "train.json", out,
                         DistillConfig.from_preset("tiny", pairs=args.pairs, seed=args.seed,
-                                                  device="cpu"))
+                                                  device="cpu", **extra))
                 total = time.perf_counter() - t0
                 timings = json.loads((out / "manifest.json").read_text())["timings"]
                 runs.append({**{s: timings.get(s, 0.0) for s in STAGES}, "total": total})
             med = {k: statistics.median(run[k] for run in runs) for k in (*STAGES, "total")}
-            rows.append((threads, med))
-    print(f"| torch threads | {' | '.join(STAGES)} | total (s) | per pair (s) |")
-    print("|---" * (len(STAGES) + 3) + "|")
-    for threads, med in rows:
+            rows.append((threads, batch or "preset (4 / 8)", med))
+    print(f"| torch threads | batch | {' | '.join(STAGES)} | total (s) | per pair (s) |")
+    print("|---" * (len(STAGES) + 4) + "|")
+    for threads, batch, med in rows:
         cells = " | ".join(f"{med[s]:.2f}" for s in STAGES)
-        print(f"| {threads} | {cells} | {med['total']:.2f} | {med['total'] / args.pairs:.2f} |")
+        print(f"| {threads} | {batch} | {cells} | {med['total']:.2f} | "
+              f"{med['total'] / args.pairs:.2f} |")
     print(f"\n{args.train} stand-in images, {args.pairs} pairs, tiny preset, median of "
           f"{args.repeat} runs each.\ncommand: python benchmarks/bench_distill_tiny.py "
           + " ".join(sys.argv[1:]))
