@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="medoids per img2img call and images per captioner call; 0 = the "
                          "preset's (4 and 8); 1 = unbatched")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", default="tiny", help="tiny (offline); paper or fast need the "
+                                                       "real weights on disk")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = ap.parse_args(argv)
     setup_logging(quiet=True)
     rows = []
@@ -51,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"out-{threads}-{batch}-{r}"
                 t0 = time.perf_counter()
                 distill(data / "train.json", out,
-                        DistillConfig.from_preset("tiny", pairs=args.pairs, seed=args.seed,
-                                                  device="cpu", **extra))
+                        DistillConfig.from_preset(args.preset, pairs=args.pairs,
+                                                  seed=args.seed, device=args.device, **extra))
                 total = time.perf_counter() - t0
                 timings = json.loads((out / "manifest.json").read_text())["timings"]
                 runs.append({**{s: timings.get(s, 0.0) for s in STAGES}, "total": total})
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {threads} | {batch} | {cells} | {med['total']:.2f} | "
               f"{med['total'] / args.pairs:.2f} |")
     print(f"\n{args.train} stand-in images, {args.pairs} pairs, tiny preset, median of "
-          f"{args.repeat} runs each.\ncommand: python benchmarks/bench_distill_tiny.py "
+          f"{args.repeat} runs each, preset {args.preset} on {args.device}.\ncommand: python benchmarks/bench_distill_tiny.py "
           + " ".join(sys.argv[1:]))
     return 0
 
