@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{med[s]:.2f}" for s in STAGES)
         print(f"| {threads} | {batch} | {cells} | {med['total']:.2f} | "
               f"{med['total'] / args.pairs:.2f} |")
-    print(f"\n{args.train} stand-in images, {args.pairs} pairs, tiny preset, median of "
+    print(f"\n{args.train} stand-in images, {args.pairs} pairs, median of "
           f"{args.repeat} runs each, preset {args.preset} on {args.device}.\ncommand: python benchmarks/bench_distill_tiny.py "
           + " ".join(sys.argv[1:]))
     return 0
