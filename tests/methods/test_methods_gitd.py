@@ -257,3 +257,26 @@ def test_full_disk_is_one_line_and_keeps_finished_work(reference, shapes, tmp_pa
     assert not list(out.glob("work/**/.*.tmp"))
     distill(shapes, out, tiny())
     assert output_files(out) == output_files(reference)
+
+
+def test_config_file_then_flags_and_saved_config(shapes, tmp_path):
+    from gitd.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("preset: tiny\nnum_candidates: 3\nnum_captions: 3\nseed: 5\n")
+    out = tmp_path / "cfg-out"
+    assert main(["distill", str(shapes), "--pairs", "2", "--out", str(out), "--config", str(cfg),
+                 "--num-captions", "1", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preset"] == "tiny" and manifest["seed"] == 5
+    assert manifest["config"]["num_candidates"] == 3      # from the file
+    assert manifest["config"]["num_captions"] == 1        # the flag beats the file
+    # The saved config reproduces the run.
+    again = tmp_path / "again"
+    assert main(["distill", str(shapes), "--pairs", "2", "--out", str(again), "--config",
+                 str(out / "config.json"), "--quiet"]) == 0
+    assert output_files(again) == output_files(out)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_candidate: 3\n")
+    assert main(["distill", str(shapes), "--pairs", "2", "--out", str(tmp_path / "b"),
+                 "--config", str(bad)]) == 2
