@@ -15,18 +15,10 @@ import pytest
 from gitd.config import DistillConfig
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
-from gitd.data.shapes import make_shapes
 from gitd.errors import GitdError
 from gitd.methods.gitd import distill
 
 PAIRS = 6
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes(root, train=40, test=8, size=64, seed=3, workers=1)
-    return root / "train.json"
 
 
 def tiny(**overrides) -> DistillConfig:

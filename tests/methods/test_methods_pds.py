@@ -14,17 +14,9 @@ import pytest
 
 from gitd.config import DistillConfig
 from gitd.data.check import check_dataset
-from gitd.data.shapes import make_shapes
 from gitd.methods import distill
 
 PAIRS = 8
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes(root, train=40, test=8, size=64, seed=3, workers=1)
-    return root / "train.json"
 
 
 def pds(**overrides) -> DistillConfig:

@@ -84,6 +84,16 @@ def clip_text_config(**extra):
                           bos_token_id=CLS_ID, eos_token_id=SEP_ID, pad_token_id=PAD_ID, **extra)
 
 
+def unet_kwargs(**extra) -> dict:
+    """A tiny SD-shaped UNet2DConditionModel (cross-attention on HIDDEN-wide text states) for
+    latents of 4 x 8 x 8 (64 px); ``extra`` adds e.g. unCLIP's class-embedding settings."""
+    return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                block_out_channels=(16, 32), norm_num_groups=8,
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                cross_attention_dim=HIDDEN, attention_head_dim=4, **extra)
+
+
 def build_tiny_vae(*, device, dtype, seed: int = 0):
     """SD-shaped VAE: 4 blocks (downsample 8), 4 latent channels, SD's scaling factor."""
     from diffusers import AutoencoderKL
@@ -108,12 +118,7 @@ def build_tiny_img2img(*, device, dtype, seed: int = 0, vae=None):
         vae = build_tiny_vae(device=device, dtype=dtype, seed=seed)
 
     def make_unet():
-        return UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(16, 32), norm_num_groups=8,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=HIDDEN, attention_head_dim=4)
+        return UNet2DConditionModel(**unet_kwargs())
 
     unet = _place(_seeded(seed + 1, make_unet), device, dtype)
     text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(clip_text_config())),

@@ -62,13 +62,8 @@ def _tiny_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
     def make_unet():
         # class_embed_type "projection": the noised image embedding ++ its noise-level
         # embedding (2 x dim) is projected and added to the time embedding, as in SD 2.1 unCLIP.
-        return UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(16, 32), norm_num_groups=8,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=tiny.HIDDEN, attention_head_dim=4,
-            class_embed_type="projection", projection_class_embeddings_input_dim=2 * dim)
+        return UNet2DConditionModel(**tiny.unet_kwargs(
+            class_embed_type="projection", projection_class_embeddings_input_dim=2 * dim))
 
     def make_image_encoder():
         return CLIPVisionModelWithProjection(CLIPVisionConfig(

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+import pytest
+
+from gitd.data.shapes import make_shapes
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory) -> Path:
+    """40 train images of the stand-in dataset at 64 px, shared by the method tests (read
+    only: a test that needs a broken variant writes its own annotation file beside it)."""
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, train=40, test=8, size=64, seed=3, workers=1)
+    return root / "train.json"
