@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "r_mean")
+NOTES_MARKER = "<!-- notes: kept when the table is regenerated -->"
 ALL_METHODS = ("random", "herding", "kcenter", "forgetting", "clara", "pds-select")
 
 
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
               "", "Recall in percent. TR@K: an image is hit if any of its 5 captions ranks in "
               "the top K; IR@K: a caption is hit if its image ranks in the top K."]
     table = "\n".join(lines) + "\n"
+    # A hand-written reading of the table, below NOTES_MARKER, survives a re-run.
+    old = args.doc.read_text() if args.doc.exists() else ""
+    if NOTES_MARKER in old:
+        table += "\n" + old[old.index(NOTES_MARKER):]
     args.doc.write_text(table)
     print(table)
     return 0
