@@ -36,6 +36,13 @@ def write_set(folder, names, *, captions_per_image=1, size=40, file="set.json", 
 
 
 @pytest.fixture
+def set_writer():
+    """``write_set`` for tests that build their own sets (a fixture, because ``import conftest``
+    is ambiguous when several test folders have one)."""
+    return write_set
+
+
+@pytest.fixture
 def tiny_sets(tmp_path):
     names = list(COLOURS)
     train = write_set(tmp_path / "data", names, file="train.json", prefix="tr")

@@ -109,9 +109,9 @@ def test_frozen_features_training_learns_pairs(tiny_sets, tiny_text, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
 
 
-def test_multi_caption_policy_one_random_caption_per_image(tmp_path, tiny_text, tiny_image):
-    from conftest import write_set
-    path = write_set(tmp_path, ["red", "blue", "green"], captions_per_image=3)
+def test_multi_caption_policy_one_random_caption_per_image(tmp_path, tiny_text, tiny_image,
+                                                           set_writer):
+    path = set_writer(tmp_path, ["red", "blue", "green"], captions_per_image=3)
     ds = load_dataset(path)
     prot = get_protocol("gitd", image_size=32, batch_size=2, epochs=1)
     pairs = prepare_pairs(ds, tiny_image, build_text_encoder(tiny_text), prot, cache=False)
