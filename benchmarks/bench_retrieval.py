@@ -22,7 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "r_mean")
 NOTES_MARKER = "<!-- notes: kept when the table is regenerated -->"
-ALL_METHODS = ("random", "herding", "kcenter", "forgetting", "clara", "pds-select")
+ALL_METHODS = ("random", "herding", "kcenter", "forgetting", "forgetting-train-set", "clara",
+               "pds-select")
+SELECT = {"random": {}, "herding": {}, "kcenter": {}, "pds-select": {"method": "pds"},
+          "forgetting": {"forgetting_learned": "batch"},
+          "forgetting-train-set": {"method": "forgetting", "forgetting_learned": "train-set"}}
 
 
 def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
@@ -34,9 +38,10 @@ def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
     if (out / "annotations.json").exists():
         return True
     common = dict(image_size=args.image_size, cache=args.cache, device="cpu")
-    if method in ("random", "herding", "kcenter", "forgetting", "pds-select"):
-        select_coreset(data, "pds" if method == "pds-select" else method, k, out, seed=0,
-                       forgetting_epochs=args.forgetting_epochs, **common)
+    if method in SELECT:
+        kw = dict(SELECT[method])
+        select_coreset(data, kw.pop("method", method), k, out, seed=0,
+                       forgetting_epochs=args.forgetting_epochs, **kw, **common)
     elif method == "clara":
         # GITD's selection step alone: CLARA on SD-VAE latents, medoid image + longest caption.
         # The tiny preset's VAE has random weights: the clustering space is a random projection
@@ -132,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-captioner`): CLARA medoids on the tiny preset's VAE latents. That VAE has random "
         "weights, so this clusters a random projection of the pixels, not SD's latent space.",
         "- herding / kcenter: L2(image feature) ++ L2(mean caption feature) of the evaluation "
-        "encoders; forgetting: forgetting events in a "
-        f"{args.forgetting_epochs}-epoch frozen-feature training on the full set "
+        "encoders; forgetting: forgetting events per image in a "
+        f"{args.forgetting_epochs}-epoch frozen-feature training on the full set, right = the "
+        "pair retrieves itself within its mini-batch when presented (Toneva et al.'s "
+        "presentation accuracy); forgetting-train-set: the strict test, each caption top-1 "
+        "among the whole training set both ways after each epoch, summed over captions "
         "(docs/coresets.md). Every selected image keeps its longest caption, except "
         "pds-select: PDS's matched image/text k-means prototypes on the same encoders' features "
         "(no cosine filter: the two encoders share no space), the real image nearest each image "

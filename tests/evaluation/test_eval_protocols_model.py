@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from gitd.errors import ConfigError
-from gitd.evaluation.losses import info_nce
+from gitd.evaluation.losses import in_batch_correct, info_nce
 from gitd.evaluation.model import ProjectionHead, RetrievalModel
 from gitd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 
@@ -50,6 +50,18 @@ def test_info_nce_is_symmetric_and_rewards_alignment():
     manual = nn.functional.cross_entropy(x @ y.T / 0.07, torch.arange(8))
     manual2 = nn.functional.cross_entropy(y @ x.T / 0.07, torch.arange(8))
     assert info_nce(x, y) == pytest.approx(((manual + manual2) / 2).item(), rel=1e-5)
+
+
+def test_in_batch_correct_needs_both_directions():
+    img = torch.eye(3)
+    # text 0 matches image 0 best both ways; text 1 is image 1's best match but image 2 matches
+    # text 1 better still (so IR fails for pair 1 and TR fails for pair 2); text 2 is
+    # closer to image 1 than to image 2.
+    txt = torch.tensor([[1.0, 0.0, 0.0],
+                        [0.0, 0.6, 0.8],
+                        [0.0, 0.5, 0.4]])
+    assert in_batch_correct(img, txt).tolist() == [True, False, False]
+    assert in_batch_correct(img, img).tolist() == [True, True, True]
 
 
 def test_projection_head_structure():

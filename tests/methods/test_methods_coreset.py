@@ -125,7 +125,23 @@ def test_select_with_the_real_offline_encoders(shapes, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     scores = [i["scores"]["forgetting_events"] for i in manifest["items"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
-    assert manifest["selection"]["epochs"] == 3
+    sel = manifest["selection"]
+    assert sel["epochs"] == 3 and sel["learned_test"] == "batch"
+    assert manifest["config"]["forgetting_learned"] == "batch"
+    # per image: 0 .. epochs - 1 events, or epochs when never right in its batch
+    assert all(s == int(s) and 0 <= s <= 3 for s in scores)
+    assert sel["images_never_learned"] + sel["images_learned_at_end"] <= 16
+
+    out = tmp_path / "forget-strict"
+    select_coreset(shapes, "forgetting", 4, out, image_size=64, cache=cache, device="cpu",
+                   forgetting_epochs=3, forgetting_learned="train-set")
+    manifest = json.loads((out / "manifest.json").read_text())
+    sel = manifest["selection"]
+    assert sel["learned_test"] == "train-set" and "captions_never_learned" in sel
+    # summed over 5 captions per image
+    assert all(0 <= i["scores"]["forgetting_events"] <= 15 for i in manifest["items"])
+    with pytest.raises(GitdError, match="forgetting_learned must be one of"):
+        select_coreset(shapes, "forgetting", 4, tmp_path / "z", forgetting_learned="top5")
 
 
 def test_cli_select(shapes, tmp_path):

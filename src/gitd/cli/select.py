@@ -31,6 +31,11 @@ def add_parser(sub):
     p.add_argument("--image-size", type=int, default=224, help="image size for features")
     p.add_argument("--forgetting-epochs", type=int, default=10,
                    help="epochs of the forgetting run (frozen image features)")
+    p.add_argument("--forgetting-learned", choices=("batch", "train-set"), default="batch",
+                   help="what counts as right for forgetting: 'batch' (default, Toneva et al.): "
+                        "the pair retrieves itself within its mini-batch when presented; "
+                        "'train-set': top-1 among the whole training set after each epoch, in "
+                        "both directions (strict)")
     p.add_argument("--cache", metavar="DIR", help="feature cache (default: $GITD_CACHE or "
                                                    "~/.cache/gitd)")
     p.add_argument("--device", default="auto")
@@ -45,6 +50,7 @@ def run(args) -> int:
                          allow_outside_root=args.allow_outside_root, seed=args.seed,
                          image_model=args.image_model, text_model=args.text_model,
                          image_size=args.image_size, cache=args.cache, device=args.device,
-                         caption=args.caption, forgetting_epochs=args.forgetting_epochs)
+                         caption=args.caption, forgetting_epochs=args.forgetting_epochs,
+                         forgetting_learned=args.forgetting_learned)
     print(out)
     return 0

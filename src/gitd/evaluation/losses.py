@@ -18,3 +18,12 @@ def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor,
     logits = image_emb @ text_emb.t() / temperature
     target = torch.arange(len(logits), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@torch.no_grad()
+def in_batch_correct(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """bool [n]: pair i is right within its batch when text i is image i's best match AND image
+    i is text i's best match (ties go to the lower index, as ``argmax``)."""
+    sim = image_emb @ text_emb.t()
+    own = torch.arange(len(sim), device=sim.device)
+    return (sim.argmax(1) == own) & (sim.argmax(0) == own)

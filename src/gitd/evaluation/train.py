@@ -6,7 +6,8 @@ Public API (also used by coreset selection's forgetting score):
   images (decoded uint8 tensors in RAM when they fit, else streamed from disk through a
   DataLoader with workers; frozen features with ``freeze_image``) and its frozen text features.
 * ``Trainer(model, pairs, protocol, seed=..)``: ``fit(on_epoch_end=callback(epoch, trainer))``,
-  ``embed(pairs)`` and ``learned()`` (which training pairs the current model gets right).
+  ``embed(pairs)``, ``learned()`` (which training pairs the current model gets right) and
+  ``batch_correct`` (which images were right within their mini-batch in the last epoch).
 * ``train(train, *, protocol, epochs, seed, image_model, text_model, ..., on_epoch_end)``: all
   of the above in one call, returning the fitted ``Trainer``.
 
@@ -30,7 +31,7 @@ from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_enc
                                       build_text_encoder, resolve_device)
 from gitd.evaluation.features import (embed_images, embed_texts, image_loader,
                                       image_preprocessing, load_images)
-from gitd.evaluation.losses import info_nce
+from gitd.evaluation.losses import in_batch_correct, info_nce
 from gitd.evaluation.model import RetrievalModel
 from gitd.evaluation.protocols import Protocol, get_protocol
 from gitd.log import get_logger
@@ -145,6 +146,9 @@ class Trainer:
         self.desc = desc
         self.epoch = 0
         self.losses: list[float] = []
+        # Per image, whether its pair was retrieved correctly, in both directions, within its
+        # mini-batch when it was last presented (Toneva et al.'s "presentation accuracy").
+        self.batch_correct = np.zeros(pairs.n_images, dtype=bool)
         params = model.trainable_parameters()
         if protocol.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=protocol.lr, momentum=protocol.momentum,
@@ -176,6 +180,7 @@ class Trainer:
             txt = self.model.encode_texts(
                 self.pairs.text_features[caption[idx.numpy()]].to(self.device))
             loss = info_nce(img, txt, p.temperature)
+            self.batch_correct[idx.numpy()] = in_batch_correct(img, txt).cpu().numpy()
             if not torch.isfinite(loss):
                 raise GitdError(f"training diverged (loss {loss.item()}) in epoch {self.epoch + 1}"
                                 f", seed {self.seed}; lower the learning rate (--lr, now {p.lr})")

@@ -9,10 +9,14 @@ docs/coresets.md):
   bring the running mean of the selected set closest to the mean of the whole set.
 * ``kcenter``: greedy farthest-point k-center (Sener & Savarese 2018), seeded first centre.
 * ``forgetting``: Toneva et al. (2019): a short training of the retrieval model on the full set
-  (frozen image features, so it runs on a CPU), counting per caption the forgetting events
-  (learned after one epoch, not after the next); an image scores the sum over its captions, a
-  caption never learned counts as ``epochs`` events (the paper ranks never-learned examples as
-  the most forgettable); the K highest-scoring images are kept, ties to the lower index.
+  (frozen image features, so it runs on a CPU), counting per image the forgetting events (right
+  at one presentation, wrong at the next). "Right" is, by default (``learned="batch"``, the
+  paper's presentation accuracy), that the image and the caption it was presented with retrieve
+  each other within their mini-batch; ``learned="train-set"`` asks instead, after every epoch,
+  that each caption and its image be top-1 among the whole training set (much stricter) and sums
+  over an image's captions. An example never right counts as ``epochs`` events (the paper ranks
+  never-learned examples as the most forgettable); the K highest-scoring images are kept, ties to
+  the lower index.
 * ``pds``: the selection step of prototype-guided synthesis without its generator: matched
   image/text k-means prototypes (``gitd.stages.prototypes``) over every (image, caption) pair,
   the real image nearest each image prototype and the real caption nearest its text centroid.
@@ -42,6 +46,7 @@ from gitd.log import get_logger, progress
 log = get_logger("methods.coreset")
 
 METHODS = ("random", "herding", "kcenter", "forgetting", "pds", "full")
+FORGETTING_TESTS = ("batch", "train-set")
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 
 
@@ -126,23 +131,39 @@ def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
 
 
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
-                      image_model="auto", text_model="auto", image_size: int = 224,
-                      cache=None, device="auto") -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-image forgetting score from a short frozen-image-feature training on the full set."""
+                      learned: str = "batch", image_model="auto", text_model="auto",
+                      image_size: int = 224, cache=None, device="auto"
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-image forgetting score from a short frozen-image-feature training on the full set;
+    ``learned`` picks what counts as right (module docstring)."""
     from gitd.evaluation.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
+    if learned not in FORGETTING_TESTS:
+        raise ConfigError(f"forgetting 'learned' test must be one of {', '.join(FORGETTING_TESTS)}"
+                          f"; got {learned!r}")
     history: list[np.ndarray] = []
+
+    def record(epoch, tr):
+        history.append(tr.batch_correct.copy() if learned == "batch" else tr.learned())
+
     trainer = train(dataset, epochs=epochs, seed=seed, image_model=image_model,
                     text_model=text_model, freeze_image=True, image_size=image_size,
-                    cache=cache, device=device,
-                    on_epoch_end=lambda epoch, tr: history.append(tr.learned()))
-    per_caption = forgetting_events(np.stack(history))
-    owner = np.asarray(trainer.pairs.text_to_image)
-    per_image = np.bincount(owner, weights=per_caption, minlength=len(dataset))
-    info = {"epochs": epochs, "frozen_image_features": True,
-            "captions_never_learned": int((~np.stack(history).any(0)).sum()),
-            "captions_learned_at_end": int(history[-1].sum())}
+                    cache=cache, device=device, on_epoch_end=record)
+    h = np.stack(history)
+    events = forgetting_events(h)
+    if learned == "batch":
+        per_image = events.astype(np.float64)
+        unit = "images"
+    else:
+        owner = np.asarray(trainer.pairs.text_to_image)
+        per_image = np.bincount(owner, weights=events, minlength=len(dataset))
+        unit = "captions"
+    info = {"epochs": epochs, "frozen_image_features": True, "learned_test": learned,
+            f"{unit}_never_learned": int((~h.any(0)).sum()),
+            f"{unit}_learned_at_end": int(h[-1].sum()),
+            f"{unit}_forgotten_at_least_once": int((events[h.any(0)] > 0).sum()),
+            "distinct_scores": int(len(np.unique(per_image)))}
     return per_image, info
 
 
@@ -189,6 +210,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
                    allow_outside_root: bool = False, seed: int = 0, image_model="auto",
                    text_model="auto", image_size: int = 224, cache=None, device="auto",
                    caption: str = "longest", forgetting_epochs: int = 10,
+                   forgetting_learned: str = "batch",
                    features_fn: Callable[[Dataset], np.ndarray] | None = None) -> Path:
     """Select ``pairs`` images of ``data`` with ``method`` and write them to ``out`` in gitd's
     output format (images copied byte for byte). ``caption`` picks which of an image's captions
@@ -199,6 +221,9 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     if caption not in CAPTION_POLICIES:
         raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
                           f"got {caption!r}")
+    if forgetting_learned not in FORGETTING_TESTS:
+        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
+                          f"got {forgetting_learned!r}")
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(
         data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
@@ -234,7 +259,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
             image_size=image_size, cache=cache, device=device)
     else:
         scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
-                                          image_model=image_model, text_model=text_model,
+                                          learned=forgetting_learned, image_model=image_model, text_model=text_model,
                                           image_size=image_size, cache=cache, device=device)
         chosen = top_k(scores, k)
     timings["select"] = round(time.perf_counter() - t1, 3)
@@ -258,6 +283,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
                    "image_model": str(image_model), "text_model": str(text_model),
                    "image_size": image_size, "forgetting_epochs": forgetting_epochs
                    if method == "forgetting" else None,
+                   "forgetting_learned": forgetting_learned if method == "forgetting" else None,
                    "features": ("custom" if features_fn else
                                 "L2(image) ++ L2(mean L2(captions)) of the evaluation encoders")
                    if method in ("herding", "kcenter") else None},
