@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Results on the stand-in dataset",
         "",
         f"Measured {date.today().isoformat()} on a {platform.machine()} CPU machine (2 cores, "
-        "no GPU), shared with other work while it ran. Every row trains the same retrieval "
+        "no GPU). Every row trains the same retrieval "
         "model the same way; only the training set differs.",
         "",
         f"- Data: `gitd shapes` with seed 0: {args.train} train / {args.test} test images of "
