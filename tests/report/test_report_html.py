@@ -15,6 +15,7 @@ from gitd.cli import main
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import GitdError
 from gitd.report import read_result, render_report, write_report
+from gitd.report.results import find_results
 
 EVIL = "a <script>alert('x')</script> & \"quotes\""
 METRICS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10")
@@ -155,7 +156,8 @@ def test_results_table_and_recall_plot(tmp_path):
     assert "1.5 ± 0.3" in table  # random 100 TR@1
     assert "efficientnet_lite0" in table and "minilm" in table and "last epoch" in table
     assert 'id="recall-plot"' in html
-    assert "Not plotted (number of pairs unknown)" in html and "mystery.json" in html
+    assert "Not plotted (number of pairs unknown, or untrained)" in html
+    assert "mystery.json" in html
 
 
 def test_validation_selected_and_best_on_test_are_labelled(tmp_path):
@@ -222,6 +224,58 @@ def test_cli_results_flags_and_bad_results(tmp_path, capsys):
     assert "results file not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_results_several_paths_per_flag_and_a_folder_of_run_folders(tmp_path, capsys):
+    out = make_out(tmp_path, n=2)
+    runs = tmp_path / "runs"  # the shape of benchmarks/bench_retrieval.py's work folder
+    for method, pairs in (("random", 50), ("random", 100), ("herding", 50)):
+        write_results(runs / f"{method}-{pairs}" / "results.json",
+                      config={"method": method, "pairs": pairs})
+    a = write_results(tmp_path / "a.json", config={"method": "kcenter", "pairs": 7})
+    b = write_results(tmp_path / "b.json", config={"method": "kcenter", "pairs": 9})
+    assert main(["report", str(out), "--results", str(a), str(b), "--results", str(runs),
+                 "-q"]) == 0
+    capsys.readouterr()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for label in ("kcenter, 7 pairs", "kcenter, 9 pairs", "random, 50 pairs",
+                  "random, 100 pairs", "herding, 50 pairs"):
+        assert label in html
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    with pytest.raises(GitdError, match="no results files"):
+        write_report(out, results=[empty])
+
+
+def test_runs_that_differ_in_settings_are_told_apart(tmp_path):
+    out = make_out(tmp_path, n=2)
+    runs = tmp_path / "runs"
+    for test in ("batch", "train-set"):
+        for pairs in (50, 100):
+            folder = runs / f"forgetting-{test}-{pairs}"
+            folder.mkdir(parents=True)
+            (folder / "manifest.json").write_text(json.dumps({
+                "method": "forgetting", "pairs": pairs,
+                "config": {"pairs": pairs, "seed": 0, "forgetting_learned": test}}))
+            write_results(folder / "results.json", train=str(folder / "annotations.json"))
+    clara = runs / "clara-50"
+    clara.mkdir()
+    (clara / "manifest.json").write_text(json.dumps({
+        "method": "gitd", "pairs": 50,
+        "ablations": {"cluster": True, "diffusion": False, "captioner": False, "score": True}}))
+    write_results(clara / "results.json", train=str(clara / "annotations.json"))
+    write_results(runs / "untrained" / "results.json", config={"epochs": 0}, n_train=2000)
+    write_results(runs / "full" / "results.json", n_train=2000)
+    results, _ = find_results(out, [runs])
+    labels = sorted(r.label for r in results)
+    assert "forgetting (forgetting_learned=batch), 50 pairs" in labels
+    assert "forgetting (forgetting_learned=train-set), 100 pairs" in labels
+    assert "gitd (no diffusion, no captioner), 50 pairs" in labels
+    assert "full, 2000 pairs" in labels
+    assert "untrained, 2000 pairs, untrained (0 epochs)" in labels
+    html = render_report(out, results=[runs])
+    assert 'id="recall-plot"' in html
+    assert re.search(r"Not plotted \(number of pairs unknown, or untrained\): [^<]*untrained", html)
 
 
 def test_empty_set_and_bare_manifest_still_render(tmp_path):

@@ -12,9 +12,10 @@ def add_parser(sub):
                     "OUT/results/*.json or --results), the retrieval table and a plot of recall "
                     "against the number of pairs. One file, images embedded, no network.")
     p.add_argument("out", metavar="OUT", help="output folder of gitd distill or gitd select")
-    p.add_argument("--results", metavar="PATH", action="append", default=[],
-                   help="a results file from 'gitd evaluate --out' (or a folder of them) to "
-                        "include; repeat for several methods and sizes")
+    p.add_argument("--results", metavar="PATH", action="extend", nargs="+", default=[],
+                   help="results files from 'gitd evaluate --out', or folders of them (a folder "
+                        "of run folders, each with a results.json, works too) to include in the "
+                        "table and plot; several paths or a shell glob, or repeat the flag")
     p.add_argument("--out", dest="dest", metavar="FILE", default=None,
                    help="where to write the report (default: OUT/report.html)")
     p.add_argument("--thumb-size", type=int, default=224, metavar="PX",

@@ -476,7 +476,7 @@ def _results_section(results: list[Result], warnings: list[str]) -> str:
         head = "".join(f"<th>{_e(m)}</th>" for m in METRICS)
         digits = _digits(r.summary for r in results)
         rows = []
-        for r in sorted(results, key=lambda r: (not r.is_this_set, r.method or "",
+        for r in sorted(results, key=lambda r: (not r.is_this_set, r.series,
                                                 r.pairs or 0, str(r.path))):
             cells = "".join(f'<td class="num">{_metric(r.summary.get(m), digits)}</td>'
                             for m in METRICS)
@@ -510,16 +510,16 @@ def _results_section(results: list[Result], warnings: list[str]) -> str:
                 "<details><summary>best epoch ON TEST (optimistic, for comparison with papers "
                 f"only)</summary><table><tr><th>training set</th>{head}</tr>{rows}</table>"
                 "</details>")
-        points = [{"method": r.method or r.path.stem, "pairs": r.pairs, "summary": r.summary}
-                  for r in results if r.pairs is not None]
+        points = [{"method": r.series, "pairs": r.pairs, "summary": r.summary}
+                  for r in results if r.pairs is not None and not r.untrained]
         distinct = {(p["method"], p["pairs"]) for p in points}
         if len(distinct) >= 2:
             uri = plots.recall_vs_pairs_chart(points)
             parts.append(f'<p><img class="plot" id="recall-plot" src="{uri}" '
                          'alt="recall at K against the number of pairs, per method"></p>')
-        unknown = [r for r in results if r.pairs is None]
+        unknown = [r for r in results if r.pairs is None or r.untrained]
         if unknown and len(results) > 1:
-            parts.append('<p class="muted">Not plotted (number of pairs unknown): '
+            parts.append('<p class="muted">Not plotted (number of pairs unknown, or untrained): '
                          + ", ".join(_e(r.path) for r in unknown) + "</p>")
     return "\n".join(parts)
 

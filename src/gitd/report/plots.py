@@ -96,8 +96,15 @@ def recall_vs_pairs_chart(points: Sequence[dict]) -> str:
         ax.set_title("text retrieval (TR)" if direction == "TR" else "image retrieval (IR)")
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        axes[1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                       frameon=False)
+    if by_method:
+        # One entry per method (colour) and one per K (line style), not methods x K entries:
+        # a benchmark with 8 methods would otherwise need 24 and outgrow the figure.
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colours[mi % len(colours)], marker="o", markersize=4,
+                          label=method) for mi, method in enumerate(sorted(by_method))]
+        handles += [Line2D([], [], color="0.35", linestyle=_LINESTYLES[k], label=f"R@{k}")
+                    for k in KS]
+        axes[1].legend(handles=handles, fontsize=7, loc="center left",
+                       bbox_to_anchor=(1.02, 0.5), frameon=False)
     return _to_data_uri(fig)

@@ -41,12 +41,33 @@ class Result:
     selection: str = "last epoch"
     best_on_test: dict[str, dict[str, float]] | None = None
     notes: list[str] = field(default_factory=list)
+    variant: str | None = None  # what sets this run apart from others of its method
+    config: dict[str, Any] = field(default_factory=dict)  # the training set's manifest config
+
+    @property
+    def name(self) -> str:
+        """Method (or, without one, the file's name; ``results.json`` goes by its folder)."""
+        if self.method:
+            return self.method
+        return self.path.parent.name if self.path.stem == "results" and self.path.parent.name \
+            else self.path.stem
+
+    @property
+    def series(self) -> str:
+        """The curve this result belongs to in the recall plot."""
+        return f"{self.name} ({self.variant})" if self.variant else self.name
+
+    @property
+    def untrained(self) -> bool:
+        return _as_int(self.epochs) == 0
 
     @property
     def label(self) -> str:
-        parts = [self.method or self.path.stem]
+        parts = [self.series]
         if self.pairs is not None:
             parts.append(f"{self.pairs} pairs")
+        if self.untrained:
+            parts.append("untrained (0 epochs)")
         return ", ".join(parts)
 
 
@@ -155,6 +176,12 @@ def read_result(path: str | Path, *, this_out: Path | None = None) -> Result:
         except (OSError, ValueError):
             res.notes.append(f"{res.train_manifest}: unreadable, method and pairs unknown")
 
+    ablations = manifest.get("ablations")
+    if isinstance(ablations, dict):
+        off = [f"no {k}" for k, on in ablations.items() if on is False]
+        res.variant = ", ".join(off) or None
+    if isinstance(manifest.get("config"), dict):
+        res.config = manifest["config"]
     res.method = _first(data.get("method"), config.get("method"), manifest.get("method"))
     res.method = str(res.method) if res.method is not None else None
     res.pairs = _as_int(_first(data.get("pairs"), config.get("pairs"), manifest.get("pairs"),
@@ -213,6 +240,8 @@ def find_results(out: Path, extra: list[str | Path] | None = None) -> tuple[list
         files += sorted(q for q in (p / "results").glob("*.json") if q.is_file())
         files = files or sorted(q for q in p.glob("*.json")
                                 if q.is_file() and q.name not in _NOT_RESULTS)
+        # A folder of run folders (e.g. benchmarks/bench_retrieval.py's work folder).
+        files = files or sorted(q for q in p.glob("*/results.json") if q.is_file())
         usable = 0
         for q in files:
             if q.resolve() in seen:
@@ -227,4 +256,29 @@ def find_results(out: Path, extra: list[str | Path] | None = None) -> tuple[list
                 warnings.append(f"skipped {exc}")
         if not usable:
             raise GitdError(f"{p}: no results files (with a \"summary\") in this folder")
+    _tell_apart(results)
     return results, warnings
+
+
+# Settings that differ between runs of one method without making them different variants.
+_NOT_VARIANT = {"pairs", "seed", "work", "out", "device", "dtype", "cache", "data", "source"}
+
+
+def _tell_apart(results: list[Result]) -> None:
+    """Runs of one method that share a number of pairs but differ in their settings (e.g. the
+    two forgetting tests) get those settings as their variant, so that neither the table nor
+    the plot merges them."""
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(r.series, []).append(r)
+    for members in groups.values():
+        pairs = [m.pairs for m in members]
+        if len(set(pairs)) == len(pairs):
+            continue
+        keys = sorted({k for m in members for k in m.config} - _NOT_VARIANT)
+        differ = [k for k in keys
+                  if len({json.dumps(m.config.get(k), sort_keys=True) for m in members}) > 1]
+        for m in members:
+            extra = ", ".join(f"{k}={m.config.get(k)}" for k in differ)
+            if extra:
+                m.variant = f"{m.variant}, {extra}" if m.variant else extra
