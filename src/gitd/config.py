@@ -86,6 +86,11 @@ class DistillConfig:
             raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
         values = {**PRESETS[name], "preset": name}
         _check_keys(overrides, "override")
+        method = overrides.get("method", "gitd")
+        if name.startswith("random-") and method != "gitd":
+            raise ConfigError(f"preset {name!r} builds GITD's models only (there is no "
+                              f"full-size random-weight unCLIP); for --method {method} use "
+                              "--preset tiny, fast or paper")
         # A method may differ from GITD in a preset's settings (PDS: unCLIP steps, CFG, CLIP
         # ViT-L/14); explicit overrides still win.
         values.update(METHOD_PRESETS.get(overrides.get("method", "gitd"), {}).get(name, {}))
@@ -198,6 +203,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "generate_batch_size": 4, "caption_batch_size": 8,
     },
 }
+# The real presets' architectures and settings with random weights (gitd.models.fullsize): they
+# cost what the real runs cost, offline, so a machine without the checkpoints can time them.
+# BLIP-2 OPT-6.7B is not built (31 GB in float32); both use BLIP base as the captioner.
+_RANDOM_MODELS = {"diffusion_model": "random-sd15", "score_model": "random-clip-b32",
+                  "captioner": "random-blip-base"}
+PRESETS["random-paper"] = {**PRESETS["paper"], **_RANDOM_MODELS}
+PRESETS["random-fast"] = {**PRESETS["fast"], **_RANDOM_MODELS}
 
 # Per-method preset differences, applied over PRESETS when ``method`` is given.
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {

@@ -10,3 +10,4 @@ __all__ = ["KINDS", "build", "build_captioner", "build_img2img", "build_score_mo
            "list_models", "load_pretrained", "register", "register_loader", "resolve_device",
            "resolve_dtype"]
 from gitd.models import unclip as _unclip  # noqa: E402,F401  (registers the unclip kind)
+from gitd.models import fullsize as _fullsize  # noqa: E402,F401  (registers the random-* models)
