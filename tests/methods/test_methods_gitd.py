@@ -272,3 +272,19 @@ def test_config_file_then_flags_and_saved_config(shapes, tmp_path):
     bad.write_text("num_candidate: 3\n")
     assert main(["distill", str(shapes), "--pairs", "2", "--out", str(tmp_path / "b"),
                  "--config", str(bad)]) == 2
+
+
+def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
+    # The CLARA selection with SD 1.5's full-size random-weight VAE (at 64 px, cheap): the
+    # manifest must flag the output as untrained whatever the model's name.
+    out = tmp_path / "clara"
+    distill(shapes, out, DistillConfig.from_preset(
+        "random-fast", pairs=2, seed=0, device="cpu", resolution=64, diffusion=False,
+        captioner_on=False))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["vae"]["name"] == "random-sd15"
+    assert manifest["untrained"] is True
+    # the same selection with no model at all is not flagged
+    out = tmp_path / "none"
+    distill(shapes, out, tiny(pairs=2, cluster=False, diffusion=False, captioner_on=False))
+    assert json.loads((out / "manifest.json").read_text())["untrained"] is False

@@ -143,13 +143,15 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         }
         pairs.append(OutputPair(image=image, captions=[captions_out[j]["caption"]], info=info))
 
+    models = describe_models(config, ablations=run.ablations())
     manifest = {
         "method": "gitd",
         "preset": config.preset,
         "seed": config.seed,
         "config": config.to_dict(),
-        "models": describe_models(config, ablations=run.ablations()),
-        "untrained": any(str(n).startswith("tiny") for n in run.models_used()),
+        "models": models,
+        # The registry marks random-weight builders (tiny and full-size alike).
+        "untrained": any(m.get("untrained") and m.get("used") for m in models.values()),
         "ablations": run.ablations(),
         "source": {
             "path": str(Path(data).resolve()), "format": dataset.format, "split": dataset.split,
@@ -198,16 +200,6 @@ class _Run:
         c = self.cfg
         return {"cluster": c.cluster, "diffusion": c.diffusion, "captioner": c.captioner_on,
                 "score": c.score}
-
-    def models_used(self) -> list[str]:
-        c, used = self.cfg, []
-        if c.cluster or c.diffusion:
-            used.append(c.diffusion_model)
-        if c.diffusion or c.captioner_on:
-            used.append(c.score_model)
-        if c.captioner_on:
-            used.append(c.captioner)
-        return used
 
     def prompt_of(self, rec) -> str:
         # The paper prompts with the longest of the medoid's captions.

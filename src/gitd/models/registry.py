@@ -363,8 +363,11 @@ def describe_models(config, ablations: dict[str, bool] | None = None) -> dict[st
         "vae": ("vae", config.diffusion_model, config.diffusion_revision, diffusion_used),
         "img2img": ("img2img", config.diffusion_model, config.diffusion_revision,
                     bool(ab.get("diffusion", True))),
+        # The score model picks among candidates (images or captions): with neither generated,
+        # it is never built.
         "score": ("score", config.score_model, getattr(config, "score_revision", None),
-                  bool(ab.get("score", True))),
+                  bool(ab.get("score", True)) and bool(ab.get("diffusion", True)
+                                                       or ab.get("captioner", True))),
         "captioner": ("captioner", config.captioner, getattr(config, "captioner_revision", None),
                       bool(ab.get("captioner", True))),
     }
