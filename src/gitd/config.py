@@ -93,7 +93,7 @@ class DistillConfig:
                               "--preset tiny, fast or paper")
         # A method may differ from GITD in a preset's settings (PDS: unCLIP steps, CFG, CLIP
         # ViT-L/14); explicit overrides still win.
-        values.update(METHOD_PRESETS.get(overrides.get("method", "gitd"), {}).get(name, {}))
+        values.update(METHOD_PRESETS.get(method, {}).get(name, {}))
         values.update(overrides)
         return cls(**values)
 

@@ -47,6 +47,12 @@ log = get_logger("methods.coreset")
 
 METHODS = ("random", "herding", "kcenter", "forgetting", "pds", "full")
 FORGETTING_TESTS = ("batch", "train-set")
+
+
+def _check_forgetting_test(learned: str) -> None:
+    if learned not in FORGETTING_TESTS:
+        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
+                          f"got {learned!r}")
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 
 
@@ -139,9 +145,7 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
     from gitd.evaluation.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
-    if learned not in FORGETTING_TESTS:
-        raise ConfigError(f"forgetting 'learned' test must be one of {', '.join(FORGETTING_TESTS)}"
-                          f"; got {learned!r}")
+    _check_forgetting_test(learned)
     history: list[np.ndarray] = []
 
     def record(epoch, tr):
@@ -221,9 +225,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     if caption not in CAPTION_POLICIES:
         raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
                           f"got {caption!r}")
-    if forgetting_learned not in FORGETTING_TESTS:
-        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
-                          f"got {forgetting_learned!r}")
+    _check_forgetting_test(forgetting_learned)  # before any loading or training
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(
         data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
@@ -259,8 +261,9 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
             image_size=image_size, cache=cache, device=device)
     else:
         scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
-                                          learned=forgetting_learned, image_model=image_model, text_model=text_model,
-                                          image_size=image_size, cache=cache, device=device)
+                                          learned=forgetting_learned, image_model=image_model,
+                                          text_model=text_model, image_size=image_size,
+                                          cache=cache, device=device)
         chosen = top_k(scores, k)
     timings["select"] = round(time.perf_counter() - t1, 3)
 
