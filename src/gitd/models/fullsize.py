@@ -23,7 +23,7 @@ import torch
 
 from gitd.models.registry import register
 from gitd.models.tiny import (BERT_VOCAB, BLIP_VOCAB, CLS_ID, PAD_ID, SEP_ID, TEXT_MAX_LENGTH,
-                              _place, _seeded, bert_tokenizer)
+                              _place, _seeded, bert_tokenizer, random_img2img)
 
 
 # -- configs (plain kwargs, so tests can count parameters on the meta device) -----------------
@@ -92,24 +92,10 @@ def build_vae(name="random-sd15", *, device="cpu", dtype=torch.float32, seed=0, 
 @register("img2img", "random-sd15", untrained=True)
 def build_img2img(name="random-sd15", *, device="cpu", dtype=torch.float32, seed=0,
                   revision=None, vae=None, **extra):
-    from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     if vae is None:
         vae = build_vae(device=device, dtype=dtype, seed=seed)
-    unet = _place(_seeded(seed + 1, lambda: UNet2DConditionModel(**sd15_unet_kwargs())),
-                  device, dtype)
-    text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(clip_l14_text_config())),
-                          device, dtype)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=bert_tokenizer(), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return random_img2img(vae, sd15_unet_kwargs(), clip_l14_text_config(), device=device,
+                          dtype=dtype, seed=seed)
 
 
 @register("score", "random-clip-b32", untrained=True)

@@ -108,21 +108,15 @@ def build_tiny_vae(*, device, dtype, seed: int = 0):
     return _place(_seeded(seed, make), device, dtype)
 
 
-def build_tiny_img2img(*, device, dtype, seed: int = 0, vae=None):
-    """StableDiffusionImg2ImgPipeline with a tiny cross-attention UNet and CLIP text encoder and
-    SD 1.5's PNDM scheduler settings."""
+def random_img2img(vae, unet_config: dict, text_config, *, device, dtype, seed: int = 0):
+    """StableDiffusionImg2ImgPipeline around ``vae`` with a random-weight UNet (seed + 1) and CLIP
+    text encoder (seed + 2) built from these configs, the BERT tokenizer and SD 1.5's PNDM
+    scheduler settings; shared by the tiny and the full-size random models."""
     from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    if vae is None:
-        vae = build_tiny_vae(device=device, dtype=dtype, seed=seed)
-
-    def make_unet():
-        return UNet2DConditionModel(**unet_kwargs())
-
-    unet = _place(_seeded(seed + 1, make_unet), device, dtype)
-    text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(clip_text_config())),
-                          device, dtype)
+    unet = _place(_seeded(seed + 1, lambda: UNet2DConditionModel(**unet_config)), device, dtype)
+    text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(text_config)), device, dtype)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True,
                               set_alpha_to_one=False, steps_offset=1)
@@ -132,6 +126,15 @@ def build_tiny_img2img(*, device, dtype, seed: int = 0, vae=None):
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_tiny_img2img(*, device, dtype, seed: int = 0, vae=None):
+    """StableDiffusionImg2ImgPipeline with a tiny cross-attention UNet and CLIP text encoder and
+    SD 1.5's PNDM scheduler settings."""
+    if vae is None:
+        vae = build_tiny_vae(device=device, dtype=dtype, seed=seed)
+    return random_img2img(vae, unet_kwargs(), clip_text_config(), device=device, dtype=dtype,
+                          seed=seed)
 
 
 def build_tiny_score_model(*, device, dtype, seed: int = 0, name: str = "tiny-clip"):
