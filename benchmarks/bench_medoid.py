@@ -156,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((b, gen_s / b, score_s / b, cap_s / b, n_tokens))
 
     # FLOPs per medoid, counted once at batch 1 (the same per medoid at any batch).
-    latents = latent.repeat(1, 1, 1, 1)
     n = cfg.num_candidates
     with torch.no_grad():
         text = pipe.encode_prompt(prompt, device, n, True, cfg.negative_prompt)
