@@ -1,0 +1,114 @@
+"""`gitd finetune DATA --out RUN`: EDGE's fine-tuning of SD's UNet (bias and norm parameters)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+
+from gitd.stages.finetune.settings import PRESETS, FinetuneSettings
+
+# Environment variables any torch/accelerate launcher sets in the processes it starts.
+_LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "finetune", help="fine-tune Stable Diffusion for image-text alignment and diversity "
+                         "(EDGE)",
+        description="Fine-tune the bias and normalisation parameters of Stable Diffusion's "
+                    "UNet on DATA with EDGE's objective (contrastive + diversity on CLIP "
+                    "features of the decoded x0 prediction). RUN gets trained.safetensors "
+                    "(only the trained parameters), settings.json, curves.jsonl (loss terms per "
+                    "step, written as they go) and checkpoint.safetensors; re-running the same "
+                    "command resumes from the last checkpoint. Uses every visible GPU (one "
+                    "process each, launched through Hugging Face accelerate); 'accelerate "
+                    "launch -m gitd finetune ...' works too.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    p.add_argument("data", help="annotation file or folder (any format gitd reads)")
+    p.add_argument("--out", "-o", required=True, metavar="RUN", help="run folder")
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="settings preset (default paper = EDGE's released hyperparameters; tiny "
+                        "runs offline on a CPU in seconds; random-paper times the paper setting "
+                        "with random weights)")
+    p.add_argument("--images", metavar="ROOT", help="image root (default: the annotation "
+                                                    "file's folder)")
+    p.add_argument("--split", help="split of a Karpathy file (default train)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="follow image paths that resolve outside the image root")
+    p.add_argument("--num-processes", type=int, metavar="N",
+                   help="data-parallel processes (default: one per visible GPU, else 1); with "
+                        "--device cpu, N > 1 runs N CPU processes (for testing)")
+    for field in dataclasses.fields(FinetuneSettings):
+        if field.name == "preset":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_ = field.metadata.get("help", field.name)
+        check = field.metadata.get("check", ())
+        if check and check[0] == "bool":
+            p.add_argument(flag, dest=field.name, action="store_true", help=help_)
+            continue
+        kind = {"int": int, "float": float}.get(check[0] if check else "", str)
+        extra = {"choices": check[1]} if check and check[0] == "choice" else {}
+        p.add_argument(flag, dest=field.name, type=kind, help=help_, **extra)
+    return p
+
+
+_LOADING = {"data", "out", "images", "split", "strict", "allow_outside_root", "num_processes",
+            "command", "quiet", "verbose", "_run", "_argv", "preset"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes(given: dict, device: str) -> int:
+    n = given.get("num_processes")
+    if n is not None:
+        if n < 1:
+            from gitd.errors import ConfigError
+
+            raise ConfigError(f"--num-processes must be >= 1, got {n}")
+        return n
+    if device == "cpu":
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def relaunch(argv: list[str], processes: int) -> int:
+    """Run this same command in ``processes`` processes through ``accelerate launch``."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "gitd", *argv]
+    return subprocess.call(cmd)
+
+
+def run(args) -> int:
+    from gitd.stages.finetune import finetune
+
+    given = vars(args)
+    overrides = {k: v for k, v in given.items() if k not in _LOADING}
+    settings = FinetuneSettings.from_preset(given.get("preset") or "paper", **overrides)
+    settings.validate()
+    launched = any(v in os.environ for v in _LAUNCHED)
+    n = _processes(given, settings.device)
+    if n > 1 and not launched:
+        # accelerate decides mixed precision per Accelerator; gitd passes its own, so the
+        # launcher's is only a default that gitd overrides.
+        return relaunch(list(given["_argv"]), n)
+    out = finetune(args.data, args.out, settings, images=given.get("images"),
+                   split=given.get("split", "train"), strict=given.get("strict", False),
+                   allow_outside_root=given.get("allow_outside_root", False))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(out)
+    return 0

@@ -1,0 +1,56 @@
+"""`gitd finetune`: the tiny preset end to end, flags from the settings, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gitd.cli import main
+from gitd.data.shapes import make_shapes
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-ft")
+    make_shapes(root, train=8, test=2, size=64, seed=1, workers=1)
+    return root / "train.json"
+
+
+def test_tiny_run_writes_a_resumable_run(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["finetune", str(data), "--out", str(run), "--preset", "tiny", "--epochs", "1",
+                 "--device", "cpu", "--gradient-accumulation-steps", "2", "-q"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(run)
+    for name in ("trained.safetensors", "settings.json", "curves.jsonl", "run.json",
+                 "checkpoint.safetensors"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "run.json").read_text())
+    # 8 images x 5 captions = 40 pairs, batch 8: 5 steps.
+    assert summary["steps"] == 5 and summary["data"]["pairs"] == 40
+    assert summary["settings"]["gradient_accumulation_steps"] == 2
+    assert summary["base"]["model"] == "tiny-sd"
+    assert len((run / "curves.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "1"], "batch_size must be >= 2"),
+    (["--lr", "0"], "lr must be in (0, inf)"),
+    (["--mixed-precision", "fp16", "--device", "cpu"], "fp16 needs CUDA"),
+])
+def test_bad_settings_are_one_line_errors(data, tmp_path, capsys, flags, message):
+    code = main(["finetune", str(data), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                 *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_help_lists_every_setting(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--diversity-weight", "--denoise-weight", "--gradient-checkpointing",
+                 "--mixed-precision", "--num-processes", "--checkpoint-every"):
+        assert flag in out
