@@ -14,7 +14,8 @@ from gitd.errors import GitdError
 from gitd.log import setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "finetune")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "finetune",
+            "caption")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    # A command may re-run itself in several processes (finetune on several GPUs).
-    args._argv = argv
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -60,7 +60,7 @@ def add_parser(sub):
 
 
 _LOADING = {"data", "out", "images", "split", "strict", "allow_outside_root", "num_processes",
-            "command", "quiet", "verbose", "_run", "_argv", "preset"}
+            "command", "quiet", "verbose", "_run", "preset"}
 
 
 def _free_port() -> int:
@@ -84,6 +84,17 @@ def _processes(given: dict, device: str) -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
+def command_line(given: dict) -> list[str]:
+    """``gitd finetune`` arguments that give ``given`` (the parsed flags, defaults unset)."""
+    argv = ["finetune", str(given["data"])]
+    for key, value in given.items():
+        if key in ("data", "command", "_run") or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
 def relaunch(argv: list[str], processes: int) -> int:
     """Run this same command in ``processes`` processes through ``accelerate launch``."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
@@ -105,7 +116,7 @@ def run(args) -> int:
     if n > 1 and not launched:
         # accelerate decides mixed precision per Accelerator; gitd passes its own, so the
         # launcher's is only a default that gitd overrides.
-        return relaunch(list(given["_argv"]), n)
+        return relaunch(command_line(given), n)
     out = finetune(args.data, args.out, settings, images=given.get("images"),
                    split=given.get("split", "train"), strict=given.get("strict", False),
                    allow_outside_root=given.get("allow_outside_root", False))

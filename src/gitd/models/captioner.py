@@ -31,8 +31,10 @@ def clean_caption(text: str) -> str:
 
 
 class Captioner:
-    """``model`` is a transformers image-to-text model with ``generate`` (BLIP, BLIP-2, ...);
-    ``processor`` its processor (image processor + tokenizer)."""
+    """``model`` is a transformers image-to-text model with ``generate`` (BLIP, BLIP-2, LLaVA,
+    ...); ``processor`` its processor (image processor + tokenizer). With a ``prompt`` and a
+    processor that has a chat template (LLaVA and other chat VLMs), the prompt is sent as one
+    user turn holding the image and the prompt text; otherwise as plain text (BLIP-2)."""
 
     def __init__(self, model, processor, *, name: str, prompt: str | None = None):
         self.model = model
@@ -56,7 +58,7 @@ class Captioner:
     def _inputs(self, image) -> dict:
         kwargs = {"images": [image.convert("RGB")], "return_tensors": "pt"}
         if self.prompt:
-            kwargs["text"] = [self.prompt]
+            kwargs["text"] = [self._prompt_text()]
         enc = self.processor(**kwargs)
         out = {}
         for key, value in enc.items():
@@ -65,6 +67,13 @@ class Captioner:
             value = value.to(self.device)
             out[key] = value.to(self.dtype) if value.is_floating_point() else value
         return out
+
+    def _prompt_text(self) -> str:
+        if getattr(self.processor, "chat_template", None):
+            turn = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": self.prompt}]}]
+            return self.processor.apply_chat_template(turn, add_generation_prompt=True)
+        return self.prompt
 
     @torch.inference_mode()
     def _sample(self, image, *, num_captions, temperature, top_p, max_new_tokens, seed) -> list[str]:

@@ -307,6 +307,13 @@ def _tiny_captioner(name, *, device, dtype, seed=0, revision=None, **extra):
     return tiny.build_tiny_captioner(device=device, dtype=dtype, seed=seed, name=name)
 
 
+@register("captioner", "tiny-llava", untrained=True)
+def _tiny_llava(name, *, device, dtype, seed=0, revision=None, prompt=None, **extra):
+    from gitd.models import tiny
+
+    return tiny.build_tiny_llava(device=device, dtype=dtype, seed=seed, name=name, prompt=prompt)
+
+
 # -- public builders ---------------------------------------------------------------------------
 def build_vae(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0,
               revision: str | None = None):

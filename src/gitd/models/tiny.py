@@ -180,3 +180,51 @@ def build_tiny_captioner(*, device, dtype, seed: int = 0, name: str = "tiny-blip
         image_processor=BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer)
     return Captioner(model, processor, name=name)
+
+
+# LLaVA-1.5's conversation format (one user turn: the image, then the text).
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n{% endif %}"
+    "{% endfor %}{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %} ASSISTANT:"
+    "{% endif %}")
+
+
+def build_tiny_llava(*, device, dtype, seed: int = 0, name: str = "tiny-llava",
+                     prompt: str | None = None):
+    """``LlavaForConditionalGeneration`` (CLIP vision tower, Llama decoder, MLP projector) with
+    a ``LlavaProcessor`` built here: the BERT tokenizer plus an ``<image>`` token, CLIP's image
+    processor, LLaVA-1.5's chat template. Same classes and code path as llava-hf checkpoints."""
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    from gitd.models.captioner import Captioner
+
+    tokenizer = bert_tokenizer(max_length=512)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    # A Llama decoder takes no token_type_ids (BERT's tokenizer would send them).
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    patch = 8
+
+    def make():
+        vision = CLIPVisionConfig(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=patch,
+                                  projection_dim=HIDDEN)
+        text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                           max_position_embeddings=256, bos_token_id=CLS_ID,
+                           eos_token_id=SEP_ID, pad_token_id=PAD_ID)
+        return LlavaForConditionalGeneration(LlavaConfig(
+            vision_config=vision.to_dict(), text_config=text.to_dict(),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            image_seq_length=(IMAGE_SIZE // patch) ** 2, vision_feature_layer=-2,
+            vision_feature_select_strategy="default"))
+
+    model = _place(_seeded(seed, make), device, dtype)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+        chat_template=LLAVA_CHAT_TEMPLATE, num_additional_image_tokens=1)
+    return Captioner(model, processor, name=name, prompt=prompt)

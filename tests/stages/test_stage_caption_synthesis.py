@@ -1,0 +1,116 @@
+"""Caption synthesis with the tiny random-weight LLaVA: N extra captions per image, the
+original first, per-image resume, and ``gitd caption`` on an existing output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gitd.data import load_dataset
+from gitd.data.output import OutputPair, write_output
+from gitd.errors import ConfigError, GitdError
+from gitd.models import build_captioner
+from gitd.stages.caption_synthesis import (EDGE_PROMPT, caption_output, settings_for,
+                                           synthesize_captions)
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return build_captioner("tiny-llava", seed=0, prompt=EDGE_PROMPT)
+
+
+def images(n=3):
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture
+def output(tmp_path):
+    out = tmp_path / "out"
+    pairs = [OutputPair(image=im, captions=[f"original caption {i}"],
+                        info={"source_id": f"src{i}", "scores": {"s": i}})
+             for i, im in enumerate(images())]
+    write_output(out, pairs, {"method": "gitd", "seed": 0, "untrained": False,
+                              "models": {}, "config": {}})
+    return out
+
+
+def test_tiny_llava_is_the_real_class_and_prompts_through_its_chat_template(vlm):
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    assert isinstance(vlm.model, LlavaForConditionalGeneration)
+    assert isinstance(vlm.processor, LlavaProcessor)
+    assert vlm._prompt_text() == f"USER: <image>\n{EDGE_PROMPT} ASSISTANT:"
+    caps = vlm.generate(images(2), num_captions=3, temperature=0.7, top_p=0.9, max_new_tokens=6,
+                        seeds=[4, 5])
+    assert [len(c) for c in caps] == [3, 3] and all(x.strip() for c in caps for x in c)
+    # The prompt is not echoed back into the caption.
+    assert not any("ASSISTANT" in x or "Describe" in x for c in caps for x in c)
+    again = vlm.generate(images(2)[1:], num_captions=3, temperature=0.7, top_p=0.9,
+                         max_new_tokens=6, seeds=[5])
+    assert again[0] == caps[1]
+
+
+def test_caption_output_keeps_the_original_first(output, vlm, tmp_path):
+    s = settings_for("tiny", extra=2)
+    dest = caption_output(output, s, dest=tmp_path / "more", vlm=vlm)
+    ds = load_dataset(dest)
+    assert [r.captions[0] for r in ds.records] == [f"original caption {i}" for i in range(3)]
+    assert all(len(r.captions) == 3 for r in ds.records)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    syn = manifest["caption_synthesis"]
+    assert syn["extra"] == 2 and syn["vlm"] == "tiny-llava" and syn["prompt"] == EDGE_PROMPT
+    assert syn["original_captions"] == [[f"original caption {i}"] for i in range(3)]
+    assert manifest["untrained"] is True and manifest["method"] == "gitd"
+    assert manifest["items"][1]["source_id"] == "src1"
+    # Images are copied byte for byte.
+    for a, b in zip(sorted((output / "images").iterdir()), sorted((dest / "images").iterdir())):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_in_place_rerun_starts_from_the_originals(output, vlm):
+    caption_output(output, settings_for("tiny", extra=2), vlm=vlm)
+    caption_output(output, settings_for("tiny", extra=1), vlm=vlm)
+    ds = load_dataset(output)
+    assert all(len(r.captions) == 2 for r in ds.records)
+    assert [r.captions[0] for r in ds.records] == [f"original caption {i}" for i in range(3)]
+
+
+class _Counting:
+    def __init__(self, vlm):
+        self.vlm, self.calls = vlm, 0
+
+    def generate(self, imgs, **kw):
+        self.calls += len(imgs)
+        return self.vlm.generate(imgs, **kw)
+
+
+def test_resumes_per_image_after_a_crash(output, vlm, tmp_path):
+    s = settings_for("tiny", extra=2, batch_size=1)
+    paths = sorted((output / "images").iterdir())
+    whole, _ = synthesize_captions(tmp_path / "w1", s, paths, "up", lambda: vlm)
+
+    def crash(name, j):
+        if j == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_captions(tmp_path / "w2", s, paths, "up", lambda: vlm, on_unit=crash)
+    counting = _Counting(vlm)
+    resumed, _ = synthesize_captions(tmp_path / "w2", s, paths, "up", lambda: counting)
+    assert counting.calls == 1  # images 0 and 1 were finished before the crash
+    assert resumed == whole
+
+
+def test_not_a_gitd_output_and_overlap_are_one_line_errors(output, tmp_path, vlm):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "annotations.json").write_text("[]")
+    with pytest.raises(GitdError, match="not a gitd output"):
+        caption_output(tmp_path / "plain", settings_for("tiny"), vlm=vlm)
+    with pytest.raises(ConfigError, match="overlaps"):
+        caption_output(output, settings_for("tiny"), dest=output / "inner", vlm=vlm)
+    with pytest.raises(ConfigError, match="extra must be >= 0"):
+        caption_output(output, settings_for("tiny", extra=-1), vlm=vlm)
