@@ -1,0 +1,67 @@
+"""sample: text-to-image generation, one image per prompt, each from its own seed (EDGE).
+
+``text2img(pipe)`` turns any Stable Diffusion pipeline gitd built (the registry's img2img pipeline)
+into a ``StableDiffusionPipeline`` over the same components, so the fine-tuned UNet
+(``gitd.stages.finetune.apply_trained``) is loaded once and serves both. ``sample_images`` makes
+one image per prompt in ONE pipeline call; image i's initial noise comes from its own generator
+seeded by ``seeds[i]``, so it does not depend on the other prompts of the batch (up to the
+low-order bits batch composition may change, which the resumable stage keeps fixed).
+
+``random_prompts`` is EDGE's prompt choice: training captions drawn uniformly without
+replacement (seeded here; EDGE's script draws unseeded).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gitd.errors import ConfigError, check_positive_int
+
+
+def text2img(pipe):
+    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
+    scheduler (no safety checker, as EDGE samples)."""
+    from diffusers import StableDiffusionPipeline
+
+    if isinstance(pipe, StableDiffusionPipeline):
+        return pipe
+    out = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+def sample_images(pipe, prompts: Sequence[str], *, seeds: Sequence[int], guidance_scale: float,
+                  num_inference_steps: int, resolution: int,
+                  negative_prompt: str | None = None) -> list:
+    """One PIL image per prompt from one ``pipe`` call (a ``StableDiffusionPipeline``)."""
+    check_positive_int("num_inference_steps", num_inference_steps)
+    if len(prompts) != len(seeds):
+        raise ValueError(f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
+    if not prompts:
+        return []
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    out = pipe(prompt=list(prompts), negative_prompt=[negative_prompt] * len(prompts)
+               if negative_prompt else None, num_inference_steps=int(num_inference_steps),
+               guidance_scale=float(guidance_scale), height=int(resolution),
+               width=int(resolution), generator=generators, output_type="pil")
+    return list(out.images)
+
+
+def random_prompts(captions_per_record: Sequence[Sequence[str]], k: int,
+                   seed: int) -> list[tuple[int, int]]:
+    """EDGE's prompts: ``k`` (record, caption) positions drawn uniformly without replacement
+    from every caption of every record, in the order drawn."""
+    flat = [(r, c) for r, caps in enumerate(captions_per_record) for c in range(len(caps))]
+    if k > len(flat):
+        raise ConfigError(f"asked for {k} prompts but the data has only {len(flat)} captions")
+    order = np.random.default_rng(seed).choice(len(flat), size=k, replace=False)
+    return [flat[int(i)] for i in order]
+
+
+__all__ = ["random_prompts", "sample_images", "text2img"]
