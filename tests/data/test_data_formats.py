@@ -86,6 +86,30 @@ def test_duplicates_are_merged_without_repeating_captions(tmp_path):
     assert ds[0].captions == ("x", "y", "w")
 
 
+def test_training_rows_group_by_image_id_wherever_they_stand(tmp_path):
+    """BLIP's training layout (gitd's own annotations.json): a row per caption, rows of one
+    image sharing an image_id, possibly interleaved: one record per image, no duplicate noise."""
+    from gitd.data.check import check_dataset
+
+    for n in ("images/0000.png", "images/0001.png", "c.png"):
+        img(tmp_path / n)
+    ann = write_json(tmp_path / "annotations.json", [
+        {"image": "images/0000.png", "caption": "a red one", "image_id": 0},
+        {"image": "images/0001.png", "caption": "a blue one", "image_id": 1},
+        {"image": "images/0000.png", "caption": "a red one", "image_id": 0},  # COCO repeats
+        {"image": "images/0000.png", "caption": "crimson", "image_id": 0},
+        {"image": "images/0001.png", "caption": "navy", "image_id": 1},
+        {"image": "c.png", "caption": "c", "image_id": 1},  # id 1 names another image
+    ])
+    ds = load_dataset(ann, strict=True)
+    assert [r.id for r in ds] == ["images/0000.png", "images/0001.png", "c.png"]
+    assert ds[0].captions == ("a red one", "a red one", "crimson")
+    assert ds[1].captions == ("a blue one", "navy")
+    report = check_dataset(ann)
+    assert [(p["row"], p["kind"]) for p in report.to_dict()["problems"]] == [(5, "duplicate-id")]
+    assert load_dataset(tmp_path).source == ann  # the folder finds annotations.json
+
+
 def test_missing_and_directory_images_are_skipped_without_decoding(tmp_path):
     img(tmp_path / "a.png")
     (tmp_path / "dir.png").mkdir()

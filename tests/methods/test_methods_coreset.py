@@ -85,12 +85,14 @@ def fake_features(dataset):
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter", "full"])
-def test_select_writes_a_clean_dataset(shapes, tmp_path, method):
+def test_select_writes_a_clean_dataset(shapes, tmp_path, method, field_loaders):
     out = tmp_path / method
     select_coreset(shapes, method, 5, out, seed=1, features_fn=fake_features)
     anns = json.loads((out / "annotations.json").read_text())
     expected = 16 if method == "full" else 5
-    assert len(anns) == expected and all(len(a["caption"]) == 1 for a in anns)
+    assert len(anns) == expected  # one caption per image: one row per image
+    assert [a["image_id"] for a in anns] == list(range(expected))
+    assert len(field_loaders.check_output(out)) == expected
     assert check_dataset(out / "annotations.json").exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == method and manifest["pairs"] == expected
@@ -105,7 +107,9 @@ def test_select_writes_a_clean_dataset(shapes, tmp_path, method):
 def test_select_caption_all_and_errors(shapes, tmp_path):
     out = tmp_path / "all"
     select_coreset(shapes, "random", 3, out, caption="all")
-    assert all(len(a["caption"]) == 5 for a in json.loads((out / "annotations.json").read_text()))
+    rows = json.loads((out / "annotations.json").read_text())
+    assert [r["image_id"] for r in rows] == [0] * 5 + [1] * 5 + [2] * 5  # a row per caption
+    assert [len(r.captions) for r in load_dataset(out)] == [5, 5, 5]  # grouped back per image
     with pytest.raises(GitdError, match="asked for 17 pairs but .* only 16"):
         select_coreset(shapes, "random", 17, tmp_path / "x")
     with pytest.raises(GitdError, match="pairs"):
@@ -211,7 +215,7 @@ def few_distinct(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter", "forgetting", "pds", "full"])
-def test_no_selection_repeats_a_pair(few_distinct, tmp_path, method):
+def test_no_selection_repeats_a_pair(few_distinct, tmp_path, method, field_loaders):
     """k = 8 > 3 distinct rows: every method still returns 8 (full: 12) different images."""
     out = tmp_path / method
     select_coreset(few_distinct, method, 8, out, seed=0, image_size=32, device="cpu",
@@ -222,3 +226,4 @@ def test_no_selection_repeats_a_pair(few_distinct, tmp_path, method):
     assert len(ids) == expected and len(set(ids)) == expected, ids
     images = {item["image"] for item in manifest["items"]}
     assert len(images) == expected
+    field_loaders.check_output(out)

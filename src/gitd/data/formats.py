@@ -2,8 +2,10 @@
 
 ``load_dataset`` detects the format from the file's content (not its name):
 
-* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...]}, ...]``; this is also
-  gitd's own output (``OUT/annotations.json``).
+* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...], "image_id"?}, ...]``:
+  the training layout (one row per caption, rows of one image sharing an ``image_id``; gitd's own
+  ``OUT/annotations.json``) and the test layout (a caption list per image) both group into one
+  record per image.
 * Karpathy split files: ``{"images": [{"filename", "filepath"?, "split", "sentences": [...]}]}``.
 * COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 * Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
@@ -54,6 +56,7 @@ class _Group:
     row: int | None
     captions: list[str] = field(default_factory=list)
     rows: list[int | None] = field(default_factory=list)  # rows that named this image
+    image_id: Any = None  # BLIP training rows: the image_id its first row gave
 
 
 class _Builder:
@@ -159,8 +162,10 @@ class _Builder:
 
     # -- grouping ---------------------------------------------------------------------------
     def add(self, row: int | None, image: Any, raw_captions: Any, *, image_field: str = "image",
-            caption_field: str = "caption", grouped: bool = False) -> None:
-        """Add one entry. ``grouped``: entries of one image are expected apart (COCO)."""
+            caption_field: str = "caption", grouped: bool = False, image_id: Any = None) -> None:
+        """Add one entry. ``grouped``: entries of one image are expected apart (COCO).
+        ``image_id``: a BLIP training row's id; rows of one image with the same id are one
+        image's captions wherever they stand, not a duplicate listing."""
         resolved = self.resolve(image, row, image_field)
         if resolved is None:
             self._last_id = None
@@ -169,7 +174,9 @@ class _Builder:
         caps, is_list = self.captions(raw_captions, row, caption_field)
         group = self.groups.get(rid)
         if group is None:
-            group = self.groups[rid] = _Group(rid, full, row)
+            group = self.groups[rid] = _Group(rid, full, row, image_id=image_id)
+        elif image_id is not None and image_id == group.image_id:
+            pass
         elif not grouped and (self._last_id != rid or is_list or self._last_was_list):
             first = group.rows[0] if group.rows else group.row
             where = f"row {first}" if first is not None else "an earlier entry"
@@ -208,6 +215,7 @@ def _describe(value: Any) -> str:
 
 
 def _parse_blip(data: list, b: _Builder) -> None:
+    owners: dict[Any, tuple[int, Any]] = {}  # image_id -> (first row, its image string)
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             b.problem(f"row must be an object with 'image' and 'caption', got {_describe(row)}",
@@ -219,7 +227,25 @@ def _parse_blip(data: list, b: _Builder) -> None:
             b.problem(f"row has no {' or '.join(repr(k) for k in missing)} key", i, "missing-field")
             b._last_id = None
             continue
-        b.add(i, row["image"], row["caption"])
+        image_id = row.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            image_id = None
+        elif image_id in owners:
+            first_row, first_image = owners[image_id]
+            if _same_path_string(first_image, row["image"]) is False:
+                b.duplicates.append(Problem(
+                    b.file, f"image_id {image_id!r} already names image {first_image!r} (row "
+                    f"{first_row}); training loaders would treat the two as one image",
+                    i, "duplicate-id"))
+        else:
+            owners[image_id] = (i, row["image"])
+        b.add(i, row["image"], row["caption"], image_id=image_id)
+
+
+def _same_path_string(a: Any, b: Any) -> bool | None:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return None
+    return posixpath.normpath(a) == posixpath.normpath(b)
 
 
 def _karpathy_wanted(entry_split: Any, split: str) -> bool:
