@@ -280,6 +280,51 @@ def test_imagefolder_jsonl(tmp_path):
     assert len(load_dataset(tmp_path / "metadata.jsonl")) == 2
 
 
+def test_hugging_face_split_layout(tmp_path, caplog):
+    """DATA/train/metadata.jsonl, DATA/test/metadata.csv, DATA/validation/...: --split picks the
+    sub-folder (its own image root); a missing split names the folders that exist."""
+    from gitd.data.check import check_dataset
+
+    for split, names in (("train", ["a.png", "b.png"]), ("test", ["c.png"]),
+                         ("validation", ["d.png"])):
+        for n in names:
+            img(tmp_path / split / n)
+    (tmp_path / "train" / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": n, "text": f"train {n}"}) + "\n"
+                for n in ("a.png", "b.png")))
+    (tmp_path / "test" / "metadata.csv").write_text("file_name,text\nc.png,test c\n")
+    (tmp_path / "validation" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "d.png", "text": "val d"}) + "\n")
+    (tmp_path / "notes").mkdir()
+    ds = load_dataset(tmp_path)  # default: train
+    assert ds.split == "train" and [r.id for r in ds] == ["a.png", "b.png"]
+    assert ds.image_root == (tmp_path / "train").resolve()
+    test = load_dataset(tmp_path, split="test")
+    assert test.split == "test" and test[0].captions == ("test c",)
+    assert load_dataset(tmp_path, split="val").split == "validation"  # HF's name for val
+    assert load_dataset(tmp_path, split=None, default_split="test").split == "test"
+    with pytest.raises(DataError, match=r"no split folder 'dev' \(split folders with "
+                                        r"annotations: test, train, validation\)"):
+        load_dataset(tmp_path, split="dev")
+    assert check_dataset(tmp_path, split="test").summary["split"] == "test"
+    # different splits, different fingerprints (the stages' cache keys)
+    assert dataset_fingerprint(ds) != dataset_fingerprint(test)
+    # a file without splits given a default split: no warning; given one explicitly: a warning
+    caplog.clear()
+    load_dataset(tmp_path / "train" / "metadata.jsonl", split=None, default_split="test")
+    assert "ignored" not in caplog.text
+    load_dataset(tmp_path / "train" / "metadata.jsonl", split="test")
+    assert "split='test' is ignored" in caplog.text
+
+
+def test_folder_without_annotations_names_its_sub_folders(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "captions").mkdir()
+    with pytest.raises(DataError, match=r"no split sub-folder holding one \(sub-folders: "
+                                        r"captions, photos\)"):
+        load_dataset(tmp_path)
+
+
 def test_imagefolder_csv_with_other_column_and_json_lists(tmp_path):
     img(tmp_path / "a.png")
     img(tmp_path / "b.png")
