@@ -288,7 +288,6 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
         out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
     manifest = {
         "method": method,
-        "preset": None,
         "seed": seed,
         "config": {"method": method, "pairs": k, "seed": seed, "caption": caption,
                    "image_model": str(image_model), "text_model": str(text_model),
