@@ -36,7 +36,7 @@ def test_not_a_terminal_gives_log_lines_not_carriage_returns(stderr, monkeypatch
     text = err.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    assert len(lines) == 5  # one per update, and where it ended
+    assert len(lines) == 4  # one per update; the last already says where it ended
     assert lines[0].startswith("gitd: seed 0: 10/40 img (25%), ")
     assert "img/s" in lines[0] and "left" in lines[0] and lines[0].endswith(
         "[epoch 1/2, loss 0.500]")
@@ -56,10 +56,14 @@ def test_log_lines_come_every_interval_only(stderr):
     assert [line.split(": ", 2)[2].split(",")[0] for line in err.getvalue().splitlines()] == [
         "5/100 batch (5%)", "10/100 batch (10%)"]
     assert "1 batch/s" in err.getvalue()
+    now[0] += 1.0
+    bar.update(1)
+    bar.close()  # where it ended: 13 batches
+    assert err.getvalue().splitlines()[-1].split(": ", 2)[2].startswith("13/100 batch (13%)")
     short = log.LogProgress(total=3, interval=5.0, clock=lambda: 0.0)
     short.update(3)
     short.close()  # finished before the first interval: silent
-    assert len(err.getvalue().splitlines()) == 2
+    assert len(err.getvalue().splitlines()) == 3
 
 
 def test_terminal_gets_a_tqdm_bar(stderr):

@@ -98,6 +98,7 @@ class LogProgress:
         self.postfix = ""
         self.start = self.last = clock()
         self.lines = 0
+        self.shown = -1  # self.n when the last line was written
         self.closed = False
 
     def __iter__(self) -> Iterator[T]:
@@ -143,11 +144,13 @@ class LogProgress:
 
     def _emit(self, now: float) -> None:
         self.lines += 1
+        self.shown = self.n
         logger.info("%s", self.line(now))
 
     def close(self) -> None:
-        # A run that logged progress also logs where it ended; a short one stays silent.
-        if not self.closed and self.lines:
+        # A run that logged progress also logs where it ended (unless its last line said so);
+        # a short one stays silent.
+        if not self.closed and self.lines and self.shown != self.n:
             self._emit(self.clock())
         self.closed = True
 

@@ -135,7 +135,7 @@ def test_progress_within_epochs_as_log_lines(tiny_sets, tiny_text, tmp_path, mon
     training = [line for line in err.splitlines() if "seed 0: training:" in line]
     # 8 images in batches of 4: a line per batch, two epochs, then where it ended
     assert [line.split("training: ")[1].split(" img")[0] for line in training] == [
-        "4/16", "8/16", "12/16", "16/16", "16/16"]
+        "4/16", "8/16", "12/16", "16/16"]
     assert "img/s" in training[0] and "[epoch 1/2]" in training[0]
     assert "[epoch 2/2, loss " in training[2]
     assert any("seed 0: scoring test: 6/6 img" in line for line in err.splitlines())
