@@ -110,6 +110,8 @@ def test_select_caption_all_and_errors(shapes, tmp_path):
     rows = json.loads((out / "annotations.json").read_text())
     assert [r["image_id"] for r in rows] == [0] * 5 + [1] * 5 + [2] * 5  # a row per caption
     assert [len(r.captions) for r in load_dataset(out)] == [5, 5, 5]  # grouped back per image
+    again = select_coreset(out, "random", 2, tmp_path / "again", caption="all")  # reads OUT
+    assert [len(r.captions) for r in load_dataset(again)] == [5, 5]
     with pytest.raises(GitdError, match="asked for 17 pairs but .* only 16"):
         select_coreset(shapes, "random", 17, tmp_path / "x")
     with pytest.raises(GitdError, match="pairs"):
