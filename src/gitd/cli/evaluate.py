@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(sub):
+    from gitd.cli._splits import add_split_options
     from gitd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
     p = sub.add_parser(
         "evaluate", help="train a retrieval model on a (distilled) set and score it on a test set",
@@ -21,13 +22,7 @@ def add_parser(sub):
                    help="training set: annotation file or folder (e.g. gitd's OUT/annotations.json)")
     p.add_argument("--test", required=True, metavar="S", help="test set annotation file or folder")
     p.add_argument("--val", metavar="V", help="validation set: picks the reported epoch")
-    p.add_argument("--train-split", metavar="SPLIT",
-                   help="split of --train where it holds several (Karpathy file, Hugging Face "
-                        "split folders; default: train)")
-    p.add_argument("--test-split", metavar="SPLIT",
-                   help="split of --test where it holds several (default: test)")
-    p.add_argument("--val-split", metavar="SPLIT",
-                   help="split of --val where it holds several (default: val)")
+    add_split_options(p, ("train", "test", "val"))
     p.add_argument("--allow-test-overlap", action="store_true",
                    help="evaluate even when the test set shares images with the training pairs' "
                         "source split or with --val (refused otherwise); the results say so")

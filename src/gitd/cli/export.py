@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gitd.cli._splits import add_split_options
 from gitd.data.export import NAMES, TARGETS
 
 
@@ -22,13 +23,10 @@ def add_parser(sub):
                    help="which dataset's file names to use (default: flickr30k)")
     p.add_argument("--test", metavar="S", help="also write this test set as the script's test "
                    "file (lors, mtt-vl, blip; absolute image paths)")
-    p.add_argument("--test-split", metavar="SPLIT",
-                   help="split of --test where it holds several (default: test)")
     p.add_argument("--test-images", metavar="ROOT", help="image root of --test")
     p.add_argument("--val", metavar="V", help="also write this set as the script's val file")
-    p.add_argument("--val-split", metavar="SPLIT",
-                   help="split of --val where it holds several (default: val)")
     p.add_argument("--val-images", metavar="ROOT", help="image root of --val")
+    add_split_options(p, ("test", "val"))
     return p
 
 
