@@ -39,10 +39,14 @@ class FieldLoaders:
 
     @staticmethod
     def pre_caption(caption, max_words=30):
+        # the strictest variant in use: ALBEF-style code raises on text left empty
         import re
         caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
         caption = re.sub(r"\s{2,}", " ", caption).rstrip("\n").strip(" ")
-        return " ".join(caption.split(" ")[:max_words])
+        caption = " ".join(caption.split(" ")[:max_words])
+        if not caption:
+            raise ValueError("pre_caption yields invalid text")
+        return caption
 
     def train_items(self, ann_file, image_root):
         """[(image path, caption, image index)] exactly as the loaders' __getitem__ yields them
