@@ -14,8 +14,8 @@ from gitd.errors import GitdError
 from gitd.log import setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "finetune",
-            "caption")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export",
+            "finetune", "caption")
 
 
 def build_parser() -> argparse.ArgumentParser:
