@@ -54,9 +54,12 @@ def test_tiny_llava_is_the_real_class_and_prompts_through_its_chat_template(vlm)
     assert again[0] == caps[1]
 
 
-def test_caption_output_keeps_the_original_first(output, vlm, tmp_path):
+def test_caption_output_keeps_the_original_first(output, vlm, tmp_path, field_loaders):
     s = settings_for("tiny", extra=2)
     dest = caption_output(output, s, dest=tmp_path / "more", vlm=vlm)
+    # The field's training loaders read one item per caption, three per image.
+    items = field_loaders.check_output(dest)
+    assert len(items) == 9 and sorted(i for _, _, i in items) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     ds = load_dataset(dest)
     assert [r.captions[0] for r in ds.records] == [f"original caption {i}" for i in range(3)]
     assert all(len(r.captions) == 3 for r in ds.records)
