@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +46,12 @@ def fingerprint(obj: Any, length: int = 16) -> str:
     """A short stable hash of a JSON-able object (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed for one unit of work, independent of which other units run beside it."""
+    blob = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def file_fingerprint(path: str | Path, length: int = 16) -> str:
@@ -244,3 +250,98 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
     finally:
         bar.close()
     return written
+
+
+# -- stages of a run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a method's plan: its frozen settings object and the stage it reads from
+    (``"data"`` for the dataset itself)."""
+
+    settings: Any
+    upstream: str = "data"
+
+
+def stage_payload(settings: Any, upstream_key: str) -> dict[str, Any]:
+    """What a stage's key hashes: every field of its settings (``gitd.settings.key_dict``: all
+    but those declared ``affects_results=False``) and the key of the stage before it."""
+    from gitd.settings import key_dict
+
+    return {**key_dict(settings), "upstream": upstream_key}
+
+
+def plan_keys(plan: dict[str, StagePlan], data_key: str) -> dict[str, str]:
+    """The key of every planned stage, without running anything."""
+    keys = {"data": data_key}
+    for name, step in plan.items():
+        keys[name] = fingerprint(stage_payload(step.settings, keys[step.upstream]))
+    del keys["data"]
+    return keys
+
+
+class StageRunner:
+    """Runs the stages of one method run in a work folder, the same way for every stage of
+    every method: open the fingerprinted folder, skip what is done, time it (across resumed
+    runs), resume per unit, mark it done, and record its key and seconds for the manifest."""
+
+    def __init__(self, work: str | Path, plan: dict[str, StagePlan], data_key: str, *,
+                 on_unit: Callable[[str, int], None] | None = None):
+        self.work = Path(work)
+        self.plan = plan
+        self.keys: dict[str, str] = {"data": data_key}
+        self.timings: dict[str, float] = {}
+        self.on_unit = on_unit
+
+    @property
+    def stage_keys(self) -> dict[str, str]:
+        """Keys of the stages opened so far (the manifest's ``stages``)."""
+        return {k: v for k, v in self.keys.items() if k != "data"}
+
+    def open(self, name: str) -> Stage:
+        step = self.plan[name]
+        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]))
+        self.keys[name] = stage.key
+        return stage
+
+    def whole(self, name: str, compute: Callable[[Stage], Any], *,
+              complete: Callable[[Stage], bool] | None = None) -> Stage:
+        """A stage computed in one piece: ``compute(stage)`` writes its files into
+        ``stage.path`` (atomically, resuming itself where it can). Skipped when marked done
+        (and ``complete(stage)`` agrees)."""
+        stage = self.open(name)
+        if stage.done and (complete is None or complete(stage)):
+            log.info("%s: cached (%s)", name, stage.path.name)
+        else:
+            clock = StageTimer(stage)
+            compute(stage)
+            clock.save()
+            stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings[name] = float(stage.summary().get("seconds", 0.0))
+        return stage
+
+    def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
+              write: Callable[[Stage, int, Any], None], *, noun: str = "unit",
+              before: Callable[[], None] | None = None) -> Stage:
+        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``):
+        ``compute(chunk)`` returns one result per index, ``write(stage, j, result)`` writes
+        unit ``j``. ``before()`` runs first when some unit is still missing (a check that must
+        fail before any work)."""
+        stage = self.open(name)
+        clock = StageTimer(stage)
+
+        def written(j: int) -> None:
+            clock.save()
+            if self.on_unit:
+                self.on_unit(name, j)
+
+        if before is not None and not all(unit_path(stage, j).exists() for j in range(n)):
+            before()
+        run_units(stage, n, batch_size, compute, lambda j, r: write(stage, j, r), noun=noun,
+                  on_written=written)
+        stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings[name] = round(clock.total(), 3)
+        return stage
+
+    def skip(self, name: str) -> None:
+        """A stage these settings do not run (an ablation): zero seconds in the manifest."""
+        self.timings[name] = 0.0

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
 from gitd.errors import GitdError
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 
 PAIRS = 6
 
 
-def tiny(**overrides) -> DistillConfig:
+def tiny(**overrides):
     overrides.setdefault("pairs", PAIRS)
     overrides.setdefault("seed", 0)
     overrides.setdefault("device", "cpu")
-    return DistillConfig.from_preset("tiny", **overrides)
+    return make_config("tiny", **overrides)
 
 
 def output_files(out: Path) -> dict[str, bytes]:
@@ -278,7 +278,7 @@ def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
     # The CLARA selection with SD 1.5's full-size random-weight VAE (at 64 px, cheap): the
     # manifest must flag the output as untrained whatever the model's name.
     out = tmp_path / "clara"
-    distill(shapes, out, DistillConfig.from_preset(
+    distill(shapes, out, make_config(
         "random-fast", pairs=2, seed=0, device="cpu", resolution=64, diffusion=False,
         captioner_on=False))
     manifest = json.loads((out / "manifest.json").read_text())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from gitd.errors import ConfigError, check_positive_int
 from gitd.models.captioner import FALLBACK_CAPTION
+from gitd.models.roles import ModelRef
 
 
 @dataclass
@@ -64,3 +65,62 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
         results.append(CaptionResult(best=caps[index], candidates=list(caps), scores=scores,
                                      index=index, fallback=FALLBACK_CAPTION in caps))
     return results
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaptionSettings:
+    """Everything an image's caption depends on besides the image (the ``caption`` key)."""
+
+    captioner: ModelRef
+    score: ModelRef | None  # None: keep the first sample (the /S ablation)
+    num_captions: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    # Images per captioner call: batch composition can change low-order bits.
+    batch_size: int
+    seed: int
+    dtype: str
+    device: str
+
+
+def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
+                  get_captioner: Callable[[], Any],
+                  get_scorer: Callable[[], Any] | None) -> list[dict[str, Any]]:
+    """Run (or finish) the caption stage over ``images`` (PIL images or paths), one unit per
+    image. Returns per unit ``caption`` and its ``scores`` (the candidates and their cosines)."""
+    from pathlib import Path
+
+    from gitd.data.images import open_rgb
+    from gitd.store import atomic_write_json, derive_seed, read_json, unit_path
+
+    models: dict[str, Any] = {}
+
+    def compute(chunk: range) -> list:
+        if not models:
+            models["captioner"] = get_captioner()
+            models["scorer"] = get_scorer() if get_scorer is not None else None
+        imgs = [open_rgb(images[j]) if isinstance(images[j], (str, Path)) else images[j]
+                for j in chunk]
+        seeds = [derive_seed(st.seed, "caption", j) for j in chunk]
+        results = caption_images(
+            models["captioner"], models["scorer"], imgs, num_captions=st.num_captions,
+            temperature=st.temperature, top_p=st.top_p, max_new_tokens=st.max_new_tokens,
+            seeds=seeds, use_score=models["scorer"] is not None)
+        return list(zip(seeds, results))
+
+    def write(stage, j: int, result) -> None:
+        seed, res = result
+        atomic_write_json(unit_path(stage, j), {
+            "caption": res.best, "candidates": list(res.candidates),
+            "scores": [float(x) for x in res.scores], "seed": seed})
+
+    stage = runner.units(name, len(images), st.batch_size, compute, write, noun="image")
+    out = []
+    for j in range(len(images)):
+        meta = read_json(unit_path(stage, j), {})
+        out.append({"caption": meta["caption"], "scores": {
+            "caption_candidates": meta.get("candidates", []),
+            "caption_scores": meta.get("scores", [])}})
+    return out
