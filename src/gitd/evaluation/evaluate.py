@@ -19,11 +19,11 @@ import numpy as np
 
 from gitd import __version__
 from gitd.errors import ConfigError, GitdError, check_positive_int
-from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
+from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
-from gitd.evaluation.metrics import METRIC_NAMES
-from gitd.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from gitd.evaluation.train import Trainer, build_model, prepare_pairs
+from gitd.retrieval.metrics import METRIC_NAMES
+from gitd.retrieval.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from gitd.retrieval.train import Trainer, build_model, prepare_pairs
 from gitd.log import get_logger
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
 
@@ -91,10 +91,10 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
 
     ``train``/``test``/``val``: annotation paths (any format ``gitd.data.load_dataset`` reads;
     ``images``/``test_images``/``val_images`` override their image roots) or ``Dataset``s.
-    ``protocol``: ``gitd`` or ``lors`` (``gitd.evaluation.protocols``), with ``epochs``,
+    ``protocol``: ``gitd`` or ``lors`` (``gitd.retrieval.protocols``), with ``epochs``,
     ``image_size``, ``batch_size`` and ``lr`` overriding it; ``epochs=0`` scores the untrained
     model. ``seeds``: number of seeds (``first_seed`` .. ``first_seed + seeds - 1``).
-    ``image_model``/``text_model``: names (``gitd.evaluation.encoders``) or built encoders.
+    ``image_model``/``text_model``: names (``gitd.models.encoders``) or built encoders.
     With ``out``, each finished seed is kept beside it (``OUT.partial/``) and a re-run with the
     same settings resumes after the seeds already done.
     """

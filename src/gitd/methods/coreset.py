@@ -124,7 +124,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
 def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
                   image_size: int = 224, cache=None, device="auto") -> np.ndarray:
     """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features))."""
-    from gitd.evaluation.features import embed_images, embed_texts
+    from gitd.stages.features import embed_images, embed_texts
 
     img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
                            cache=cache, device=device))
@@ -142,7 +142,7 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image forgetting score from a short frozen-image-feature training on the full set;
     ``learned`` picks what counts as right (module docstring)."""
-    from gitd.evaluation.train import train
+    from gitd.retrieval.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
     _check_forgetting_test(learned)
@@ -184,7 +184,7 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     texts = [c for r in dataset for c in r.captions]
     if features is None:
-        from gitd.evaluation.features import embed_images, embed_texts
+        from gitd.stages.features import embed_images, embed_texts
 
         features = (embed_images([r.image for r in dataset], image_model, image_size=image_size,
                                  cache=cache, device=device),

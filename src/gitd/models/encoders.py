@@ -43,6 +43,8 @@ OFFLINE_TEXT_MODEL = "minilm"
 _LITE0_ALIASES = ("efficientnet_lite0", "efficientnet-lite0", "lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
