@@ -50,8 +50,10 @@ class MethodSettings:
                                 optional=True, flags=("--pairs", "-k"), cli=False)
     seed: int = setting(0, Interval(int, 0, 2**32 - 1),
                         "seed of the whole run; same seed, machine and device: same output")
+    # Results depend on the device only through its resolved type, which every model stage's
+    # settings record (``gitd.models.roles.Runtime``).
     device: str = setting("auto", Text(), "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N "
-                          "or mps; the resolved device type is part of every model stage's key")
+                          "or mps")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,8 +198,25 @@ def get_method(name: str, kind: str = "distill") -> type[Method]:
 
 
 def all_methods() -> list[type[Method]]:
+    """Every registered method class, distillations first."""
     discover()
     return [cls for kind in KINDS for cls in _METHODS[kind].values()]
+
+
+def summary_of(name: str, kind: str = "distill") -> str | None:
+    """A registered method's one-line description, or None for a name not registered (an
+    output written by another version or by hand); never raises."""
+    discover()
+    cls = _METHODS.get(kind, {}).get(name)
+    return cls.summary() if cls is not None else None
+
+
+def neutral_fields() -> set[str]:
+    """Every settings field that some method declares as not affecting results."""
+    from gitd.settings import declared
+
+    return {f.name for cls in all_methods() for f, d in declared(cls.Settings)
+            if not d.affects_results}
 
 
 def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
@@ -210,4 +229,4 @@ def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
 
 
 __all__ = ["KINDS", "Method", "MethodSettings", "all_methods", "check_keys", "discover",
-           "get_method", "list_methods", "register_method"]
+           "get_method", "list_methods", "neutral_fields", "register_method", "summary_of"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -170,6 +171,21 @@ class Text(Constraint):
         return None
 
 
+@dataclass(frozen=True)
+class PathText(Constraint):
+    """A file or folder path: a non-empty string or an ``os.PathLike``."""
+
+    metavar: str | None = "DIR"
+
+    def describe(self) -> str:
+        return "a path"
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()):
+            return None
+        return f"must be a path, got {value!r}"
+
+
 # -- declaring fields ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
@@ -242,10 +258,6 @@ def key_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
 def field_names(cls_or_obj: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls_or_obj))
 
@@ -306,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser,
     return {k: list(v) for k, v in decls.items()}
 
 
-__all__ = ["Boolean", "Constraint", "Interval", "Options", "Setting", "Text", "add_arguments",
-           "declaration", "declared", "field_names", "flags_of", "key_dict", "key_fields",
-           "setting", "to_dict", "validate"]
+__all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
+           "add_arguments", "declaration", "declared", "field_names", "flags_of", "key_dict", "key_fields",
+           "setting", "validate"]
 

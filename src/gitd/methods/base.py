@@ -22,7 +22,7 @@ from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
 from gitd.registry import Method, MethodSettings
-from gitd.settings import Interval, Options, Text, setting
+from gitd.settings import Interval, Options, PathText, Text, setting
 from gitd.store import StageRunner, atomic_write_json, read_json
 
 log = get_logger("methods")
@@ -39,7 +39,7 @@ class DistillSettings(MethodSettings):
     pairs: int = setting(100, Interval(int, 1, None), "number of pairs to produce", cli=False)
     dtype: str = setting("auto", Options(*DTYPES), "auto (float16 on CUDA, float32 "
                          "elsewhere), float32, float16 or bfloat16")
-    work: str | None = setting(None, Text(), "work folder of cached stages (default OUT/work); "
+    work: str | None = setting(None, PathText(), "work folder of cached stages (default OUT/work); "
                                "where results are kept, not what they are",
                                optional=True, affects_results=False)
 
@@ -82,7 +82,7 @@ class DistillMethod(Method):
         pairs, extra = self.distill(dataset)
         models = describe_roles(self.roles, s)
         manifest = {
-            "method": self.name, "preset": s.preset, "seed": s.seed, "config": s.to_dict(),
+            "method": self.name, "kind": self.kind, "preset": s.preset, "seed": s.seed, "config": s.to_dict(),
             "models": models, "untrained": untrained(models),
             **{k: v for k, v in extra.items() if k not in ("n_valid", "problems")},
             "source": source_block(dataset, n_valid=extra.get("n_valid")),
