@@ -288,3 +288,28 @@ def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
     out = tmp_path / "none"
     distill(shapes, out, tiny(pairs=2, cluster=False, diffusion=False, captioner_on=False))
     assert json.loads((out / "manifest.json").read_text())["untrained"] is False
+
+
+def test_changed_revisions_recompute_the_stages_that_use_the_model(shapes, tmp_path):
+    # Regression: the caption key left out captioner_revision, and the generate and caption keys
+    # left out score_revision, so a changed revision reused the old captions.
+    from gitd.cli import main
+
+    out = tmp_path / "rev"
+    base = ["distill", str(shapes), "--pairs", "2", "--preset", "tiny", "--out", str(out),
+            "--device", "cpu", "--quiet"]
+
+    def stages(*flags):
+        assert main([*base, *flags]) == 0
+        return json.loads((out / "manifest.json").read_text())["stages"]
+
+    first = stages()
+    caption = stages("--captioner-revision", "v2")
+    assert {k for k in first if first[k] != caption[k]} == {"caption"}
+    score = stages("--captioner-revision", "v2", "--score-revision", "v2")
+    assert {k for k in caption if caption[k] != score[k]} == {"generate", "caption"}
+    # Each changed stage was computed anew in its own folder; the old ones are untouched.
+    for key in (first["caption"], caption["caption"], score["caption"]):
+        assert len(list((out / "work" / f"caption-{key}").glob("0*.json"))) == 2
+    assert len(list((out / "work").glob("generate-*"))) == 2
+    assert len(list((out / "work").glob("encode-*"))) == 1
