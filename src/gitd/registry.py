@@ -44,8 +44,9 @@ METHODS_PACKAGE = "gitd.methods"
 class MethodSettings:
     """What every method has. ``method`` names the registered method; the rest is shared."""
 
-    method: str = setting("gitd", Text(), "the method these settings belong to",
-                          affects_results=False, cli=False)
+    # Set by ``Method.configure`` (the registered name); a selection's one stage key includes it.
+    method: str | None = setting(None, Text(), "the method these settings belong to",
+                                 optional=True, flags=("--method",), cli=False)
     pairs: int | None = setting(None, Interval(int, 1, None), "number of pairs to produce",
                                 optional=True, flags=("--pairs", "-k"), cli=False)
     seed: int = setting(0, Interval(int, 0, 2**32 - 1),
@@ -119,6 +120,9 @@ class Method:
         if not isinstance(settings, cls.Settings):
             raise ConfigError(f"method {cls.name} needs {cls.Settings.__name__}, got "
                               f"{type(settings).__name__}")
+        if settings.method is None:
+            raise ConfigError(f"method must be {cls.name!r} for {cls.Settings.__name__}, got None "
+                              f"(make settings with {cls.__name__}.configure)")
         validate(settings)
         if settings.method != cls.name:
             raise ConfigError(f"method must be {cls.name!r} for {cls.Settings.__name__}, got "
@@ -219,6 +223,38 @@ def neutral_fields() -> set[str]:
             if not d.affects_results}
 
 
+def describe(kind: str | None = None, name: str | None = None) -> str:
+    """Every registered method (or one), as text: summary, presets, model roles and every
+    setting with its flag, rule, default and help. ``gitd methods`` prints this; it is the
+    documentation that cannot fall behind the code."""
+    from gitd.settings import declared, flags_of
+
+    lines: list[str] = []
+    for cls in all_methods():
+        if (kind and cls.kind != kind) or (name and cls.name != name):
+            continue
+        lines.append(f"{cls.kind} {cls.name}: {cls.summary()}")
+        if cls.presets:
+            default = f" (default {cls.default_preset})" if cls.default_preset else ""
+            lines.append(f"  presets: {', '.join(cls.presets)}{default}")
+        if cls.roles:
+            lines.append("  models: " + ", ".join(
+                f"{role} ({spec.kind}, --{spec.model.replace('_', '-')})"
+                for role, spec in cls.roles.items()))
+        lines.append("  settings:")
+        for f, d in declared(cls.Settings):
+            flag = ("/".join(flags_of(f.name, d)) if d.cli or d.flags
+                    else "(set by the command)")
+            rule = d.constraint.describe() + (" or unset" if d.optional else "")
+            neutral = "; not part of any cache key" if not d.affects_results else ""
+            lines.append(f"    {f.name} = {f.default!r}  [{flag}; {rule}{neutral}]")
+            lines.append(f"        {d.help}")
+        lines.append("")
+    if not lines:
+        raise ConfigError(f"no registered method {name!r}" + (f" of kind {kind}" if kind else ""))
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
     """A key that is no field of ``settings_cls`` is a ``ConfigError`` listing the known ones."""
     known = field_names(settings_cls)
@@ -228,5 +264,5 @@ def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
                           f"{', '.join(known)}")
 
 
-__all__ = ["KINDS", "Method", "MethodSettings", "all_methods", "check_keys", "discover",
+__all__ = ["KINDS", "Method", "MethodSettings", "all_methods", "check_keys", "describe", "discover",
            "get_method", "list_methods", "neutral_fields", "register_method", "summary_of"]

@@ -36,7 +36,7 @@ from gitd.retrieval.model import RetrievalModel
 from gitd.retrieval.protocols import Protocol, get_protocol
 from gitd.log import get_logger
 
-log = get_logger("evaluation.train")
+log = get_logger("retrieval.train")
 
 PRELOAD_BYTES = 2 << 30  # decoded images kept in RAM up to this size, else streamed
 

@@ -32,7 +32,7 @@ from gitd.errors import GitdError
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, fingerprint
 
-log = get_logger("evaluation.features")
+log = get_logger("stages.features")
 
 _INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
            "nearest": Image.Resampling.NEAREST}
