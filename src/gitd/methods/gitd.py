@@ -27,7 +27,7 @@ from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
 from gitd.settings import Boolean, Interval, Options, Text, setting
-from gitd.stages.caption import CaptionSettings, caption_stage
+from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
 from gitd.stages.generate import GenerateSettings, generate_stage
@@ -39,8 +39,9 @@ _POSITIVE = Interval(int, 1, None)
 
 
 @dataclass(frozen=True)
-class GitdSettings(DistillSettings):
-    """GITD's settings; the defaults are the ``paper`` preset."""
+class GitdSettings(CaptionerFields, DistillSettings):
+    """GITD's settings (the captioner's from ``CaptionerFields``); the defaults are the
+    ``paper`` preset."""
 
     resolution: int = setting(512, Interval(int, 8, None, multiple_of=8),
                               "image side in pixels for encoding and generation (the VAE "
@@ -56,10 +57,6 @@ class GitdSettings(DistillSettings):
                                "tiny-clip")
     score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
                                          "model", optional=True, metavar="REV")
-    captioner: str = setting("Salesforce/blip2-opt-6.7b-coco", Text(),
-                             "image-to-text model id or folder (BLIP, BLIP-2, ...), or tiny-blip")
-    captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
-                                             "captioner", optional=True, metavar="REV")
     # Image generation (img2img from each medoid's latent).
     strength: float = setting(0.7, Interval(float, 0, 1, closed="right"),
                               "img2img strength: fraction of the schedule run from the "
@@ -74,14 +71,6 @@ class GitdSettings(DistillSettings):
                                    "negative prompt for generation")
     prompt: str = setting("longest", Options("longest", "first"),
                           "which of the medoid's captions prompts the generator")
-    # Captioning.
-    num_captions: int = setting(5, _POSITIVE, "captions sampled per synthetic image; the "
-                                "score model keeps one")
-    temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
-                                 "captioner sampling temperature")
-    top_p: float = setting(0.9, Interval(float, 0, 1, closed="right"),
-                           "captioner nucleus sampling top_p")
-    max_new_tokens: int = setting(30, _POSITIVE, "longest caption, in tokens")
     # Encoding and clustering.
     encode_batch_size: int = setting(16, _POSITIVE, "images per VAE batch")
     encode_workers: int = setting(2, Interval(int, 0, None), "DataLoader processes that decode "
@@ -93,10 +82,9 @@ class GitdSettings(DistillSettings):
                                         "(default 5)", optional=True)
     clara_sample_size: int | None = setting(None, _POSITIVE, "CLARA: rows per sample (default "
                                             "max(80 + 4k, 1000))", optional=True)
-    # Batching: medoids per img2img call, images per captioner call. Part of the cache key,
-    # because batch composition can change low-order bits of GPU results.
+    # Medoids per img2img call. Part of the cache key, because batch composition can change
+    # low-order bits of GPU results.
     generate_batch_size: int = setting(2, _POSITIVE, "medoids per img2img call")
-    caption_batch_size: int = setting(8, _POSITIVE, "images per captioner call")
     # Ablation switches (the paper's /C, /D, /T, /S when False).
     cluster: bool = setting(True, Boolean(), "CLARA medoids; --no-cluster: random medoids (the "
                             "paper's /C ablation)", flags=("--cluster", "--no-cluster"))
@@ -183,11 +171,8 @@ class Gitd(DistillMethod):
                 batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
                 device=rt.device_type), upstream="cluster")
         if s.captioner_on:
-            plan["caption"] = StagePlan(CaptionSettings(
-                captioner=ref("captioner"), score=score, num_captions=s.num_captions,
-                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                batch_size=s.caption_batch_size, seed=s.seed, dtype=rt.dtype_name,
-                device=rt.device_type), upstream="generate" if s.diffusion else "cluster")
+            plan["caption"] = StagePlan(s.caption_settings(ref("captioner"), score, rt),
+                                        upstream="generate" if s.diffusion else "cluster")
         return plan
 
     def prompt_of(self, rec) -> str:

@@ -27,7 +27,7 @@ from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
 from gitd.settings import Boolean, Interval, Text, setting
-from gitd.stages.caption import CaptionSettings, caption_stage
+from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.embed import EmbedSettings, embed_stage, filter_lowest
 from gitd.stages.prototypes import PrototypeSettings, build_prototypes, select_nearest
 from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
@@ -39,8 +39,9 @@ _POSITIVE = Interval(int, 1, None)
 
 
 @dataclass(frozen=True)
-class PdsSettings(DistillSettings):
-    """PDS's settings; the defaults are the ``paper`` preset."""
+class PdsSettings(CaptionerFields, DistillSettings):
+    """PDS's settings (the captioner's, used with ``recaption``, from ``CaptionerFields``); the
+    defaults are the ``paper`` preset."""
 
     resolution: int = setting(768, Interval(int, 8, None, multiple_of=8),
                               "side of the synthesised images in pixels")
@@ -72,18 +73,6 @@ class PdsSettings(DistillSettings):
     # Optional re-captioning of each synthetic image, the score model keeping the best.
     recaption: bool = setting(False, Boolean(), "re-caption each image with the captioner, the "
                               "score model keeping the best (as GITD does)")
-    captioner: str = setting("Salesforce/blip2-opt-6.7b-coco", Text(),
-                             "image-to-text model id or folder (with --recaption), or tiny-blip")
-    captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
-                                             "captioner", optional=True, metavar="REV")
-    num_captions: int = setting(5, _POSITIVE, "captions sampled per image (with --recaption)")
-    temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
-                                 "captioner sampling temperature")
-    top_p: float = setting(0.9, Interval(float, 0, 1, closed="right"),
-                           "captioner nucleus sampling top_p")
-    max_new_tokens: int = setting(30, _POSITIVE, "longest caption, in tokens")
-    caption_batch_size: int = setting(8, _POSITIVE, "images per captioner call")
-
 
 _CAPTION = {"num_captions": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 30,
             "caption_batch_size": 8}
@@ -136,11 +125,8 @@ class Pds(DistillMethod):
                 batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
                 device=rt.device_type), upstream="prototypes")
         if s.recaption:
-            plan["caption"] = StagePlan(CaptionSettings(
-                captioner=cls.roles["captioner"].ref(s), score=cls.roles["score"].ref(s),
-                num_captions=s.num_captions, temperature=s.temperature, top_p=s.top_p,
-                max_new_tokens=s.max_new_tokens, batch_size=s.caption_batch_size, seed=s.seed,
-                dtype=rt.dtype_name, device=rt.device_type),
+            plan["caption"] = StagePlan(
+                s.caption_settings(cls.roles["captioner"].ref(s), cls.roles["score"].ref(s), rt),
                 upstream="synthesize" if s.diffusion else "prototypes")
         return plan
 

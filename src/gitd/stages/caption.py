@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 from gitd.errors import ConfigError, check_positive_int
 from gitd.models.captioner import FALLBACK_CAPTION
 from gitd.models.roles import ModelRef
+from gitd.settings import Interval, Text, setting
 
 
 @dataclass
@@ -68,6 +69,39 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
 
 
 # -- as a stage of a method run ------------------------------------------------------------------
+_POSITIVE = Interval(int, 1, None)
+
+
+@dataclass(frozen=True)
+class CaptionerFields:
+    """The caption stage's settings as a method declares them (a mixin for methods that
+    caption: ``class MySettings(CaptionerFields, DistillSettings)``)."""
+
+    captioner: str = setting("Salesforce/blip2-opt-6.7b-coco", Text(),
+                             "image-to-text model id or folder (BLIP, BLIP-2, ...), or tiny-blip")
+    captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
+                                             "captioner", optional=True, metavar="REV")
+    num_captions: int = setting(5, _POSITIVE, "captions sampled per synthetic image; the "
+                                "score model keeps one")
+    temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
+                                 "captioner sampling temperature")
+    top_p: float = setting(0.9, Interval(float, 0, 1, closed="right"),
+                           "captioner nucleus sampling top_p")
+    max_new_tokens: int = setting(30, _POSITIVE, "longest caption, in tokens")
+    # Part of the cache key: batch composition can change low-order bits of the captions.
+    caption_batch_size: int = setting(8, _POSITIVE, "images per captioner call")
+
+    def caption_settings(self, captioner: ModelRef, score: ModelRef | None,
+                         runtime) -> "CaptionSettings":
+        """The caption stage's settings for these fields (``runtime``: a
+        ``gitd.models.roles.Runtime``)."""
+        return CaptionSettings(captioner=captioner, score=score, num_captions=self.num_captions,
+                               temperature=self.temperature, top_p=self.top_p,
+                               max_new_tokens=self.max_new_tokens,
+                               batch_size=self.caption_batch_size, seed=self.seed,
+                               dtype=runtime.dtype_name, device=runtime.device_type)
+
+
 @dataclass(frozen=True)
 class CaptionSettings:
     """Everything an image's caption depends on besides the image (the ``caption`` key)."""
