@@ -192,6 +192,16 @@ def test_gitd_fields_change_exactly_these_stages(field, stages):
     assert {k for k in before if before[k] != after[k]} == stages
 
 
+def test_the_seed_reaches_the_latents_only_through_random_weights():
+    # The posterior mean does not depend on the seed, but a random-weight VAE does.
+    cls = get_method("gitd")
+    for preset, encode_changes in (("tiny", True), ("paper", False)):
+        s = dataclasses.replace(cls.configure(preset, pairs=4), device="cpu")
+        before, after = keys(cls, s), keys(cls, dataclasses.replace(s, seed=1))
+        assert (before["encode"] != after["encode"]) is encode_changes, preset
+        assert before["cluster"] != after["cluster"]
+
+
 def test_pds_revisions_change_their_stages():
     cls = get_method("pds")
     s = base_settings(cls)

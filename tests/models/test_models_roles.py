@@ -40,7 +40,10 @@ def test_given_models_are_used_as_they_are():
 
 def test_refs_and_description_follow_the_settings():
     s = S(sd_rev="abc", diffusion=False)
-    assert ROLES["img2img"].ref(s) == ModelRef("img2img", "tiny-sd", "abc")
+    # Random-weight models are built from the seed: it is part of what a key sees of them.
+    assert ROLES["img2img"].ref(s) == ModelRef("img2img", "tiny-sd", "abc", seed=0)
+    real = S(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", seed=7)
+    assert ROLES["vae"].ref(real).seed is None
     d = describe_roles(ROLES, s)
     assert d["img2img"]["used"] is False and d["vae"]["used"] is True
     assert d["vae"] == {"kind": "vae", "name": "tiny-sd", "revision": "abc", "source": "registry",

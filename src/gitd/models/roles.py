@@ -14,16 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gitd.models.registry import build, describe_model
+from gitd.models.registry import build, describe_model, is_untrained
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model as cache keys see it."""
+    """A model as cache keys see it. ``seed``: what a random-weight model (tiny, full-size
+    random) is built from, so that its weights are part of the key; None for trained weights."""
 
     kind: str
     name: str
     revision: str | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class Role:
 
     def ref(self, settings: Any) -> ModelRef:
         rev = getattr(settings, self.revision) if self.revision else None
-        return ModelRef(self.kind, getattr(settings, self.model), rev)
+        name = getattr(settings, self.model)
+        seed = settings.seed if is_untrained(self.kind, name) else None
+        return ModelRef(self.kind, name, rev, seed)
 
     def is_used(self, settings: Any) -> bool:
         return True if self.used is None else bool(self.used(settings))
