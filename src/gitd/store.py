@@ -303,29 +303,36 @@ class StageRunner:
         self.keys[name] = stage.key
         return stage
 
-    def whole(self, name: str, compute: Callable[[Stage], Any], *,
-              complete: Callable[[Stage], bool] | None = None) -> Stage:
-        """A stage computed in one piece: ``compute(stage)`` writes its files into
-        ``stage.path`` (atomically, resuming itself where it can). Skipped when marked done
-        (and ``complete(stage)`` agrees)."""
+    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any]):
+        """A stage computed in one piece; returns ``load(stage)``. ``compute(stage)`` writes its
+        files into ``stage.path`` (atomically, resuming itself where it can); a stage marked
+        done is only loaded."""
         stage = self.open(name)
-        if stage.done and (complete is None or complete(stage)):
-            log.info("%s: cached (%s)", name, stage.path.name)
-        else:
+        if stage.done:
+            try:
+                value = load(stage)
+            except (GitdError, OSError, ValueError, KeyError) as exc:
+                log.warning("%s: the cached stage in %s cannot be read (%s); recomputing it",
+                            name, stage.path, " ".join(str(exc).split()))
+                (stage.path / "DONE").unlink(missing_ok=True)
+            else:
+                log.info("%s: cached (%s)", name, stage.path.name)
+        if not stage.done:
             clock = StageTimer(stage)
             compute(stage)
+            value = load(stage)  # what compute just wrote must load
             clock.save()
             stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings[name] = float(stage.summary().get("seconds", 0.0))
-        return stage
+        return value
 
     def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
-              write: Callable[[Stage, int, Any], None], *, noun: str = "unit",
-              before: Callable[[], None] | None = None) -> Stage:
-        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``):
-        ``compute(chunk)`` returns one result per index, ``write(stage, j, result)`` writes
-        unit ``j``. ``before()`` runs first when some unit is still missing (a check that must
-        fail before any work)."""
+              write: Callable[[Stage, int, Any], None], load: Callable[[Stage, int], Any], *,
+              noun: str = "unit", before: Callable[[], None] | None = None) -> list:
+        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``);
+        returns ``load(stage, j)`` for every unit. ``compute(chunk)`` returns one result per
+        index, ``write(stage, j, result)`` writes unit ``j`` (its ``.json`` last). ``before()``
+        runs first when some unit is still missing (a check that must fail before any work)."""
         stage = self.open(name)
         clock = StageTimer(stage)
 
@@ -340,7 +347,7 @@ class StageRunner:
                   on_written=written)
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings[name] = round(clock.total(), 3)
-        return stage
+        return [load(stage, j) for j in range(n)]
 
     def skip(self, name: str) -> None:
         """A stage these settings do not run (an ablation): zero seconds in the manifest."""

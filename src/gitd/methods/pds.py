@@ -161,11 +161,10 @@ class Pds(DistillMethod):
                 "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
                 "prototypes": table})
 
-        stage = runner.whole("prototypes", prototypes,
-                             complete=lambda st: (st.path / "prototypes.json").exists())
-        info = read_json(stage.path / "prototypes.json")
+        info, proto_image = runner.whole(
+            "prototypes", prototypes, lambda stage: (read_json(stage.path / "prototypes.json"),
+                                                     np.load(stage.path / "image.npy")))
         table = info["prototypes"]
-        proto_image = np.load(stage.path / "image.npy")
         prompts = [texts[row["caption_index"]] for row in table]
 
         # -- synthesize ------------------------------------------------------------------

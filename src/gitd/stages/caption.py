@@ -150,11 +150,10 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
             "caption": res.best, "candidates": list(res.candidates),
             "scores": [float(x) for x in res.scores], "seed": seed})
 
-    stage = runner.units(name, len(images), st.batch_size, compute, write, noun="image")
-    out = []
-    for j in range(len(images)):
+    def load(stage, j: int) -> dict[str, Any]:
         meta = read_json(unit_path(stage, j), {})
-        out.append({"caption": meta["caption"], "scores": {
+        return {"caption": meta["caption"], "scores": {
             "caption_candidates": meta.get("candidates", []),
-            "caption_scores": meta.get("scores", [])}})
-    return out
+            "caption_scores": meta.get("scores", [])}}
+
+    return runner.units(name, len(images), st.batch_size, compute, write, load, noun="image")

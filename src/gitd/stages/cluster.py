@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
+from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, read_json
 
@@ -446,5 +446,11 @@ def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndar
             "sample_costs": [float(c) for c in (res.sample_costs or [])],
         })
 
-    stage = runner.whole(name, compute, complete=lambda s: bool(read_json(result_path(s))))
-    return read_json(result_path(stage))
+    def load(stage) -> dict[str, Any]:
+        result = read_json(result_path(stage))
+        if not result:
+            raise DataError(f"{result_path(stage)}: missing or unreadable; delete "
+                            f"{stage.path} to recompute it")
+        return result
+
+    return runner.whole(name, compute, load)

@@ -141,5 +141,5 @@ class EmbedSettings:
 def embed_stage(runner, name: str, st: EmbedSettings, records: Sequence[Record],
                 get_score_model) -> EmbedStore:
     """Run (or reuse) the embed stage of ``runner`` (``gitd.store.StageRunner``)."""
-    stage = runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path))
-    return EmbedStore.open(stage.path)
+    return runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path),
+                        lambda stage: EmbedStore.open(stage.path))

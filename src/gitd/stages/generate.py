@@ -141,11 +141,10 @@ def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[l
             "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
             "chosen_candidate": int(best)})
 
-    stage = runner.units(name, len(prompts), st.batch_size, compute, write, noun="medoid")
-    out = []
-    for j in range(len(prompts)):
+    def load(stage, j: int) -> dict[str, Any]:
         meta = read_json(unit_path(stage, j), {})
-        out.append({"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
+        return {"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
             "image_prompt_scores": meta.get("candidate_scores", []),
-            "chosen_candidate": meta.get("chosen_candidate", 0)}})
-    return out
+            "chosen_candidate": meta.get("chosen_candidate", 0)}}
+
+    return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid")

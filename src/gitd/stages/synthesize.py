@@ -85,6 +85,6 @@ def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarr
         atomic_save_image(unit_path(stage, j, ".png"), image)
         atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
 
-    stage = runner.units(name, len(prompts), st.batch_size, compute, write, noun="prototype",
-                         before=before)
-    return [open_rgb(unit_path(stage, j, ".png")) for j in range(len(prompts))]
+    return runner.units(name, len(prompts), st.batch_size, compute, write,
+                        lambda stage, j: open_rgb(unit_path(stage, j, ".png")),
+                        noun="prototype", before=before)
