@@ -276,7 +276,7 @@ def test_a_registered_method_is_everywhere_at_once(toy_method):
     assert args.wiggle == 0.3
     assert "toy-test: toy: a method" in " ".join(build_parser()._subparsers._group_actions[0]
                                                 .choices["distill"].description.split())
-    with pytest.raises(ConfigError, match="wiggle must be in \\[0, 1\\], got 2"):
+    with pytest.raises(ConfigError, match="wiggle must be in \\[0, 1\\], got 2.0"):
         make_config(method="toy-test", wiggle=2.0).validate()
 
 

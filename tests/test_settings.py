@@ -87,3 +87,19 @@ def test_a_field_several_classes_share_is_one_flag_naming_its_owners():
     assert owners["steps"] == ["toy", "other"] and owners["only"] == ["other"]
     text = " ".join(p.format_help().split())
     assert "toy: steps; other: other steps" in text and "(other) only here" in text
+
+
+def test_bounded_integers_are_checked_while_parsing_and_huge_values_stay_one_line():
+    @dataclass(frozen=True)
+    class Seeded:
+        seed: int = setting(0, Interval(int, 0, 2**32 - 1), "seed")
+
+    p = argparse.ArgumentParser(argument_default=argparse.SUPPRESS)
+    add_arguments(p, [("s", Seeded)])
+    assert "[0..4294967295]" in p.format_help()
+    action = next(a for a in p._actions if a.dest == "seed")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer in \[0, 4294967295"):
+        action.type(str(2**80))
+    with pytest.raises(ConfigError) as err:
+        validate(Seeded(seed=10**5000))
+    assert str(err.value) == "seed must be <= 4294967295, got a huge-digit number"

@@ -35,6 +35,10 @@ from gitd.errors import ConfigError
 from gitd.settings import Interval, Text, field_names, setting, validate
 
 KINDS = ("distill", "select")
+# Seeds feed numpy and torch generators; numpy takes at most 32 bits.
+MAX_SEED = 2**32 - 1
+# Far beyond any sensible run; an upper bound turns a typo into one line naming the setting.
+MAX_PAIRS = 10_000_000
 _METHODS: dict[str, dict[str, type["Method"]]] = {kind: {} for kind in KINDS}
 _DISCOVERED = False
 METHODS_PACKAGE = "gitd.methods"
@@ -47,9 +51,9 @@ class MethodSettings:
     # Set by ``Method.configure`` (the registered name); a selection's one stage key includes it.
     method: str | None = setting(None, Text(), "the method these settings belong to",
                                  optional=True, flags=("--method",), cli=False)
-    pairs: int | None = setting(None, Interval(int, 1, None), "number of pairs to produce",
+    pairs: int | None = setting(None, Interval(int, 1, MAX_PAIRS), "number of pairs to produce",
                                 optional=True, flags=("--pairs", "-k"), cli=False)
-    seed: int = setting(0, Interval(int, 0, 2**32 - 1),
+    seed: int = setting(0, Interval(int, 0, MAX_SEED),
                         "seed of the whole run; same seed, machine and device: same output")
     # Results depend on the device only through its resolved type, which every model stage's
     # settings record (``gitd.models.roles.Runtime``).

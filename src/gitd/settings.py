@@ -53,6 +53,15 @@ class Constraint:
         raise NotImplementedError
 
 
+def _short(value: Any) -> str:
+    """A value for a one-line message (a 5000-digit number is not one line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        digits = len(str(abs(value))) if abs(value) < 10**4000 else "huge"
+        return f"a {digits}-digit number"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _fmt(x: float) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return str(x)
@@ -87,10 +96,31 @@ class Interval(Constraint):
             return self.kind(text)
         except ValueError:
             what = "an integer" if self.kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {what}, got {_short(text)}") from None
+
+    def arg_type(self):
+        """The argparse ``type``: an integer with both bounds is checked while parsing, so
+        ``--seed 2**80`` is a usage error, not an overflow deep inside numpy."""
+        if self.kind is not int or self.low is None or self.high is None:
+            return self.parse
+        low, high = int(self.low), int(self.high)
+
+        def integer(text: str) -> int:
+            try:
+                value = int(text, 10)
+            except ValueError:
+                value = None
+            if value is None or not low <= value <= high:
+                raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got "
+                                                 f"{_short(text)}")
+            return value
+
+        return integer
 
     def describe(self) -> str:
-        if self.low is not None and self.high is None:
+        if self.kind is int and self.low is not None and self.high is not None:
+            text = f"[{_fmt(self.low)}..{_fmt(self.high)}]"
+        elif self.low is not None and self.high is None:
             op = ">=" if self.closed in ("both", "left") else ">"
             text = f"{op} {_fmt(self.low)}"
         elif self.high is not None and self.low is None:
@@ -103,24 +133,35 @@ class Interval(Constraint):
             hi = "]" if self.closed in ("both", "right") else ")"
             text = f"in {lo}{_fmt(self.low)}, {_fmt(self.high)}{hi}"
         if self.multiple_of:
-            text += f" and a multiple of {self.multiple_of}"
+            text += f", a multiple of {self.multiple_of}"
         return text
 
     def problem(self, value: Any) -> str | None:
         if self.kind is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                return f"must be an integer, got {value!r}"
+                return f"must be an integer, got {_short(value)}"
         elif (isinstance(value, bool) or not isinstance(value, (int, float))
               or math.isnan(value)):
-            return f"must be a number, got {value!r}"
+            return f"must be a number, got {_short(value)}"
         low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left")
                                       else value > self.low)
         high_ok = self.high is None or (value <= self.high if self.closed in ("both", "right")
                                         else value < self.high)
-        if not (low_ok and high_ok):
-            return f"must be {self.describe().split(' and a multiple')[0]}, got {value!r}"
+        if self.kind is float and self.low is not None and self.high is not None \
+                and not (low_ok and high_ok):
+            return f"must be {self.describe()}, got {_short(value)}"
+        if self.low is not None:
+            if self.closed in ("both", "left") and value < self.low:
+                return f"must be >= {_fmt(self.low)}, got {_short(value)}"
+            if self.closed in ("right", "neither") and value <= self.low:
+                return f"must be > {_fmt(self.low)}, got {_short(value)}"
+        if self.high is not None:
+            if self.closed in ("both", "right") and value > self.high:
+                return f"must be <= {_fmt(self.high)}, got {_short(value)}"
+            if self.closed in ("left", "neither") and value >= self.high:
+                return f"must be < {_fmt(self.high)}, got {_short(value)}"
         if self.multiple_of and value % self.multiple_of:
-            return f"must be a multiple of {self.multiple_of}, got {value!r}"
+            return f"must be a multiple of {self.multiple_of}, got {_short(value)}"
         return None
 
 
@@ -272,6 +313,38 @@ def flags_of(name: str, decl: Setting) -> tuple[str, ...]:
     return (flag,)
 
 
+def add_argument_for(parser: argparse.ArgumentParser, cls: type, name: str, **extra: Any):
+    """The flag of one declared field of ``cls``, with extra ``add_argument`` keywords (for a
+    command that handles the field itself, e.g. a required ``--pairs``)."""
+    decl = next(d for f, d in declared(cls) if f.name == name)
+    _add_flag(parser, name, decl, extra.pop("help", decl.help), **extra)
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, decl: Setting, text: str,
+              **extra: Any) -> None:
+    flags = flags_of(name, decl)
+    c = decl.constraint
+    if isinstance(c, Boolean):
+        if len(flags) == 2:
+            parser.add_argument(flags[0], dest=name, action="store_true",
+                                default=argparse.SUPPRESS, help=text)
+            parser.add_argument(flags[1], dest=name, action="store_false",
+                                default=argparse.SUPPRESS, help=f"the opposite of {flags[0]}")
+        else:
+            action = "store_false" if flags[0].startswith("--no-") else "store_true"
+            parser.add_argument(*flags, dest=name, action=action, default=argparse.SUPPRESS,
+                                help=text)
+        return
+    if isinstance(c, Interval):
+        rule = c.describe()
+        text += f" {rule}" if rule.startswith("[") else f" ({rule})"
+    parser.add_argument(*flags, dest=name,
+                        type=c.arg_type() if isinstance(c, Interval) else c.parse,
+                        choices=c.choices,
+                        metavar=decl.metavar or (None if c.choices else c.metavar),
+                        **{"default": argparse.SUPPRESS, "help": text, **extra})
+
+
 def add_arguments(parser: argparse.ArgumentParser,
                   classes: Iterable[tuple[str, type]], *, skip: Iterable[str] = ()) -> dict:
     """Add one flag per declared field of the given settings classes (``(owner, cls)`` pairs,
@@ -297,28 +370,11 @@ def add_arguments(parser: argparse.ArgumentParser,
             text = f"({', '.join(by_owner)}) {helps[0]}"
         else:
             text = helps[0]
-        flags = flags_of(name, decl)
-        c = decl.constraint
-        if isinstance(c, Boolean):
-            if len(flags) == 2:
-                parser.add_argument(flags[0], dest=name, action="store_true",
-                                    default=argparse.SUPPRESS, help=text)
-                parser.add_argument(flags[1], dest=name, action="store_false",
-                                    default=argparse.SUPPRESS, help=f"the opposite of {flags[0]}")
-            else:
-                action = "store_false" if flags[0].startswith("--no-") else "store_true"
-                parser.add_argument(*flags, dest=name, action=action,
-                                    default=argparse.SUPPRESS, help=text)
-            continue
-        if isinstance(c, Interval):
-            text += f" ({c.describe()})"
-        parser.add_argument(*flags, dest=name, type=c.parse, choices=c.choices,
-                            metavar=decl.metavar or (None if c.choices else c.metavar),
-                            default=argparse.SUPPRESS, help=text)
+        _add_flag(parser, name, decl, text)
     return {k: list(v) for k, v in decls.items()}
 
 
 __all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
-           "add_arguments", "declaration", "declared", "field_names", "flags_of", "key_dict", "key_fields",
+           "add_argument_for", "add_arguments", "declaration", "declared", "field_names", "flags_of", "key_dict", "key_fields",
            "setting", "validate"]
 

@@ -12,10 +12,11 @@ import argparse
 def add_parser(sub):
     from gitd.config import DEFAULT_METHOD, distill_presets
     from gitd.registry import get_method, list_methods
-    from gitd.settings import add_arguments
+    from gitd.methods.base import DistillSettings
+    from gitd.settings import add_argument_for, add_arguments
 
     methods = list_methods("distill")
-    listing = "; ".join(f"{m}: {get_method(m).summary()}" for m in methods)
+    listing = "; ".join(f"{m}: {get_method(m).summary().rstrip('.')}" for m in methods)
     p = sub.add_parser(
         "distill", help="distil a dataset into a few synthetic image-caption pairs",
         description="Distil DATA into K image-caption pairs written to OUT (images/, "
@@ -26,7 +27,7 @@ def add_parser(sub):
         argument_default=argparse.SUPPRESS)
     p.add_argument("data", help="annotation file or folder (BLIP JSON, Karpathy, COCO captions, "
                                 "imagefolder metadata)")
-    p.add_argument("--pairs", "-k", type=int, required=True, help="number of pairs to produce")
+    add_argument_for(p, DistillSettings, "pairs", required=True)
     p.add_argument("--out", "-o", required=True, help="output folder")
     # Not argparse choices: an unknown method is the registry's one-line error (exit 2).
     p.add_argument("--method", metavar="{" + ",".join(methods) + "}",

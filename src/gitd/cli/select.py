@@ -10,10 +10,11 @@ import argparse
 
 def add_parser(sub):
     from gitd.registry import get_method, list_methods
-    from gitd.settings import add_arguments
+    from gitd.methods.coreset import SelectSettings
+    from gitd.settings import add_argument_for, add_arguments
 
     methods = list_methods("select")
-    listing = "; ".join(get_method(m, "select").summary() for m in methods)
+    listing = "; ".join(get_method(m, "select").summary().rstrip(".") for m in methods)
     p = sub.add_parser(
         "select", help="pick K real pairs with a coreset baseline (random, herding, ...)",
         description="Select K real image-caption pairs of DATA and write them to OUT in the same "
@@ -25,7 +26,7 @@ def add_parser(sub):
     # Not argparse choices: an unknown method is the registry's one-line error (exit 2).
     p.add_argument("--method", "-m", required=True, metavar="{" + ",".join(methods) + "}",
                    help="selection method")
-    p.add_argument("--pairs", "-k", type=int, help="number of pairs (not needed for full)")
+    add_argument_for(p, SelectSettings, "pairs", help="number of pairs (not needed for full)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths")
     p.add_argument("--split", help="split of a Karpathy file (default train)")

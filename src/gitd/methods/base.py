@@ -21,7 +21,7 @@ from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
-from gitd.registry import Method, MethodSettings
+from gitd.registry import MAX_PAIRS, Method, MethodSettings
 from gitd.settings import Interval, Options, PathText, Text, setting
 from gitd.store import StageRunner, atomic_write_json, read_json
 
@@ -36,7 +36,8 @@ class DistillSettings(MethodSettings):
 
     preset: str | None = setting(None, Text(), "the preset these settings started from",
                                  optional=True, affects_results=False, cli=False)
-    pairs: int = setting(100, Interval(int, 1, None), "number of pairs to produce", cli=False)
+    pairs: int = setting(100, Interval(int, 1, MAX_PAIRS), "number of pairs to produce",
+                        cli=False)
     dtype: str = setting("auto", Options(*DTYPES), "auto (float16 on CUDA, float32 "
                          "elsewhere), float32, float16 or bfloat16")
     work: str | None = setting(None, PathText(), "work folder of cached stages (default OUT/work); "

@@ -223,7 +223,7 @@ class FeatureSettings(SelectSettings):
 
     image_model: str = setting("auto", Text(), "evaluation image encoder for features")
     text_model: str = setting("auto", Text(), "evaluation text encoder for features")
-    image_size: int = setting(224, Interval(int, 8, None), "image size for features, in pixels")
+    image_size: int = setting(224, Interval(int, 16, 4096), "image size for features, in pixels")
     cache: str | None = setting(None, PathText(), "feature cache (default: $GITD_CACHE or "
                                 "~/.cache/gitd); features are keyed by what made them",
                                 optional=True, affects_results=False, metavar="DIR")
@@ -231,7 +231,7 @@ class FeatureSettings(SelectSettings):
 
 @dataclass(frozen=True)
 class ForgettingSettings(FeatureSettings):
-    forgetting_epochs: int = setting(10, Interval(int, 2, None),
+    forgetting_epochs: int = setting(10, Interval(int, 2, 100_000),
                                      "epochs of the forgetting run (frozen image features)")
     forgetting_learned: str = setting(
         "batch", Options(*FORGETTING_TESTS),

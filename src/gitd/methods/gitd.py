@@ -35,15 +35,13 @@ from gitd.store import StagePlan
 
 log = get_logger("gitd")
 
-_POSITIVE = Interval(int, 1, None)
-
 
 @dataclass(frozen=True)
 class GitdSettings(CaptionerFields, DistillSettings):
     """GITD's settings (the captioner's from ``CaptionerFields``); the defaults are the
     ``paper`` preset."""
 
-    resolution: int = setting(512, Interval(int, 8, None, multiple_of=8),
+    resolution: int = setting(512, Interval(int, 8, 4096, multiple_of=8),
                               "image side in pixels for encoding and generation (the VAE "
                               "downsamples by 8)")
     # Models, by registry name or Hugging Face id; a revision pins a commit/tag of a real id.
@@ -63,28 +61,28 @@ class GitdSettings(CaptionerFields, DistillSettings):
                               "medoid's latent")
     guidance_scale: float = setting(8.0, Interval(float, 0, None),
                                     "classifier-free guidance scale")
-    num_inference_steps: int = setting(50, _POSITIVE, "scheduler steps (about strength x "
+    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps (about strength x "
                                        "steps are run)")
-    num_candidates: int = setting(4, _POSITIVE, "images generated per medoid; the score model "
+    num_candidates: int = setting(4, Interval(int, 1, 64), "images generated per medoid; the score model "
                                   "keeps one")
     negative_prompt: str = setting("cartoon, anime, painting", Text(empty=True),
                                    "negative prompt for generation")
     prompt: str = setting("longest", Options("longest", "first"),
                           "which of the medoid's captions prompts the generator")
     # Encoding and clustering.
-    encode_batch_size: int = setting(16, _POSITIVE, "images per VAE batch")
-    encode_workers: int = setting(2, Interval(int, 0, None), "DataLoader processes that decode "
+    encode_batch_size: int = setting(16, Interval(int, 1, 4096), "images per VAE batch")
+    encode_workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
                                   "images for encoding (decoding is exact, so not part of any "
                                   "key)", affects_results=False)
     sample_latents: bool = setting(False, Boolean(), "sample VAE latents instead of taking "
                                    "their mean")
-    clara_samples: int | None = setting(None, _POSITIVE, "CLARA: number of random samples "
+    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random samples "
                                         "(default 5)", optional=True)
-    clara_sample_size: int | None = setting(None, _POSITIVE, "CLARA: rows per sample (default "
+    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000), "CLARA: rows per sample (default "
                                             "max(80 + 4k, 1000))", optional=True)
     # Medoids per img2img call. Part of the cache key, because batch composition can change
     # low-order bits of GPU results.
-    generate_batch_size: int = setting(2, _POSITIVE, "medoids per img2img call")
+    generate_batch_size: int = setting(2, Interval(int, 1, 1024), "medoids per img2img call")
     # Ablation switches (the paper's /C, /D, /T, /S when False).
     cluster: bool = setting(True, Boolean(), "CLARA medoids; --no-cluster: random medoids (the "
                             "paper's /C ablation)", flags=("--cluster", "--no-cluster"))

@@ -35,7 +35,6 @@ from gitd.store import StagePlan, atomic_write_bytes, atomic_write_json, read_js
 
 log = get_logger("pds")
 
-_POSITIVE = Interval(int, 1, None)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class PdsSettings(CaptionerFields, DistillSettings):
     """PDS's settings (the captioner's, used with ``recaption``, from ``CaptionerFields``); the
     defaults are the ``paper`` preset."""
 
-    resolution: int = setting(768, Interval(int, 8, None, multiple_of=8),
+    resolution: int = setting(768, Interval(int, 8, 4096, multiple_of=8),
                               "side of the synthesised images in pixels")
     # unCLIP-small is conditioned on CLIP ViT-L/14 image embeddings, so the score model that
     # embeds the data must be ViT-L/14.
@@ -56,17 +55,17 @@ class PdsSettings(CaptionerFields, DistillSettings):
                                 "Stable unCLIP id or folder, or tiny-unclip")
     unclip_revision: str | None = setting(None, Text(), "revision (commit/tag) of the unCLIP "
                                           "model", optional=True, metavar="REV")
-    num_inference_steps: int = setting(100, _POSITIVE, "unCLIP scheduler steps")
+    num_inference_steps: int = setting(100, Interval(int, 1, 1000), "unCLIP scheduler steps")
     guidance_scale: float = setting(5.0, Interval(float, 0, None),
                                     "classifier-free guidance scale")
-    noise_level: int = setting(10, Interval(int, 0, None),
+    noise_level: int = setting(10, Interval(int, 0, 1000),
                                "unCLIP noise level added to the image embedding")
     negative_prompt: str = setting("text, watermark", Text(empty=True),
                                    "negative prompt for synthesis")
     filter_fraction: float = setting(0.2, Interval(float, 0, 1, closed="left"),
                                      "fraction of pairs with the lowest image-text cosine "
                                      "dropped before clustering")
-    generate_batch_size: int = setting(2, _POSITIVE, "prototypes per unCLIP call")
+    generate_batch_size: int = setting(2, Interval(int, 1, 1024), "prototypes per unCLIP call")
     diffusion: bool = setting(True, Boolean(), "unCLIP synthesis; --no-diffusion: the real "
                               "image nearest each prototype", flags=("--diffusion",
                                                                       "--no-diffusion"))

@@ -69,8 +69,6 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
 
 
 # -- as a stage of a method run ------------------------------------------------------------------
-_POSITIVE = Interval(int, 1, None)
-
 
 @dataclass(frozen=True)
 class CaptionerFields:
@@ -81,15 +79,15 @@ class CaptionerFields:
                              "image-to-text model id or folder (BLIP, BLIP-2, ...), or tiny-blip")
     captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
                                              "captioner", optional=True, metavar="REV")
-    num_captions: int = setting(5, _POSITIVE, "captions sampled per synthetic image; the "
+    num_captions: int = setting(5, Interval(int, 1, 64), "captions sampled per synthetic image; the "
                                 "score model keeps one")
     temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
                                  "captioner sampling temperature")
     top_p: float = setting(0.9, Interval(float, 0, 1, closed="right"),
                            "captioner nucleus sampling top_p")
-    max_new_tokens: int = setting(30, _POSITIVE, "longest caption, in tokens")
+    max_new_tokens: int = setting(30, Interval(int, 1, 512), "longest caption, in tokens")
     # Part of the cache key: batch composition can change low-order bits of the captions.
-    caption_batch_size: int = setting(8, _POSITIVE, "images per captioner call")
+    caption_batch_size: int = setting(8, Interval(int, 1, 1024), "images per captioner call")
 
     def caption_settings(self, captioner: ModelRef, score: ModelRef | None,
                          runtime) -> "CaptionSettings":

@@ -320,7 +320,7 @@ class EncodeSettings:
     batch_size: int
     dtype: str
     device: str
-    workers: int = setting(2, Interval(int, 0, None), "DataLoader processes that decode "
+    workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
                            "images; decoding is exact, whatever the number",
                            affects_results=False)
 
