@@ -375,6 +375,7 @@ def add_arguments(parser: argparse.ArgumentParser,
 
 
 __all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
-           "add_argument_for", "add_arguments", "declaration", "declared", "field_names", "flags_of", "key_dict", "key_fields",
+           "add_argument_for", "add_arguments", "declaration", "declared", "field_names",
+           "flags_of", "key_dict", "key_fields",
            "setting", "validate"]
 

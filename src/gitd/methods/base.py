@@ -83,7 +83,8 @@ class DistillMethod(Method):
         pairs, extra = self.distill(dataset)
         models = describe_roles(self.roles, s)
         manifest = {
-            "method": self.name, "kind": self.kind, "preset": s.preset, "seed": s.seed, "config": s.to_dict(),
+            "method": self.name, "kind": self.kind, "preset": s.preset, "seed": s.seed,
+            "config": s.to_dict(),
             "models": models, "untrained": untrained(models),
             **{k: v for k, v in extra.items() if k not in ("n_valid", "problems")},
             "source": source_block(dataset, n_valid=extra.get("n_valid")),

@@ -61,10 +61,10 @@ class GitdSettings(CaptionerFields, DistillSettings):
                               "medoid's latent")
     guidance_scale: float = setting(8.0, Interval(float, 0, None),
                                     "classifier-free guidance scale")
-    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps (about strength x "
-                                       "steps are run)")
-    num_candidates: int = setting(4, Interval(int, 1, 64), "images generated per medoid; the score model "
-                                  "keeps one")
+    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps (about "
+                                       "strength x steps are run)")
+    num_candidates: int = setting(4, Interval(int, 1, 64), "images generated per medoid; the "
+                                  "score model keeps one")
     negative_prompt: str = setting("cartoon, anime, painting", Text(empty=True),
                                    "negative prompt for generation")
     prompt: str = setting("longest", Options("longest", "first"),
@@ -76,10 +76,11 @@ class GitdSettings(CaptionerFields, DistillSettings):
                                   "key)", affects_results=False)
     sample_latents: bool = setting(False, Boolean(), "sample VAE latents instead of taking "
                                    "their mean")
-    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random samples "
-                                        "(default 5)", optional=True)
-    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000), "CLARA: rows per sample (default "
-                                            "max(80 + 4k, 1000))", optional=True)
+    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random "
+                                        "samples (default 5)", optional=True)
+    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
+                                            "CLARA: rows per sample (default max(80 + 4k, 1000))",
+                                            optional=True)
     # Medoids per img2img call. Part of the cache key, because batch composition can change
     # low-order bits of GPU results.
     generate_batch_size: int = setting(2, Interval(int, 1, 1024), "medoids per img2img call")
@@ -124,7 +125,7 @@ _RANDOM_MODELS = {"diffusion_model": "random-sd15", "score_model": "random-clip-
 
 @register_method("gitd")
 class Gitd(DistillMethod):
-    """GITD: VAE latents, CLARA medoids, img2img per medoid, captioner, CLIP picks (training-free)."""
+    """GITD: VAE latents, CLARA medoids, img2img per medoid, captioner, CLIP picks (no training)."""
 
     Settings = GitdSettings
     presets = {"paper": _PAPER, "fast": _FAST, "tiny": _TINY,

@@ -79,8 +79,8 @@ class CaptionerFields:
                              "image-to-text model id or folder (BLIP, BLIP-2, ...), or tiny-blip")
     captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
                                              "captioner", optional=True, metavar="REV")
-    num_captions: int = setting(5, Interval(int, 1, 64), "captions sampled per synthetic image; the "
-                                "score model keeps one")
+    num_captions: int = setting(5, Interval(int, 1, 64), "captions sampled per synthetic image; "
+                                "the score model keeps one")
     temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
                                  "captioner sampling temperature")
     top_p: float = setting(0.9, Interval(float, 0, 1, closed="right"),
