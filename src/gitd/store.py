@@ -159,8 +159,14 @@ class Stage:
         self.path = self.work / f"{name}-{self.key}"
 
     @classmethod
-    def open(cls, work: str | Path, name: str, settings: dict[str, Any]) -> "Stage":
+    def open(cls, work: str | Path, name: str, settings: dict[str, Any], *,
+             prepare: Callable[[], Any] | None = None) -> "Stage":
+        """The stage's folder, created (with its ``settings.json``) if new. ``prepare`` (the
+        models the stage needs) runs first unless the stage is done, so a model that cannot
+        be had fails before anything is created on disk."""
         stage = cls(work, name, settings)
+        if prepare is not None and not stage.done:
+            prepare()
         pointer = stage.work / f"{name}.current"
         previous = pointer.read_text().strip() if pointer.exists() else None
         if previous and previous != stage.key:
@@ -297,17 +303,21 @@ class StageRunner:
         """Keys of the stages opened so far (the manifest's ``stages``)."""
         return {k: v for k, v in self.keys.items() if k != "data"}
 
-    def open(self, name: str) -> Stage:
+    def open(self, name: str, prepare: Callable[[], Any] | None = None) -> Stage:
+        """The stage's folder (``Stage.open``; ``prepare`` builds its models first)."""
         step = self.plan[name]
-        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]))
+        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]),
+                           prepare=prepare)
         self.keys[name] = stage.key
         return stage
 
-    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any]):
+    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any], *,
+              prepare: Callable[[], Any] | None = None):
         """A stage computed in one piece; returns ``load(stage)``. ``compute(stage)`` writes its
         files into ``stage.path`` (atomically, resuming itself where it can); a stage marked
-        done is only loaded."""
-        stage = self.open(name)
+        done is only loaded. ``prepare()`` (building the models it needs) runs before anything
+        is created on disk, unless the stage is done."""
+        stage = self.open(name, prepare)
         if stage.done:
             try:
                 value = load(stage)
@@ -328,12 +338,14 @@ class StageRunner:
 
     def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
               write: Callable[[Stage, int, Any], None], load: Callable[[Stage, int], Any], *,
-              noun: str = "unit", before: Callable[[], None] | None = None) -> list:
+              noun: str = "unit", before: Callable[[], None] | None = None,
+              prepare: Callable[[], Any] | None = None) -> list:
         """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``);
         returns ``load(stage, j)`` for every unit. ``compute(chunk)`` returns one result per
         index, ``write(stage, j, result)`` writes unit ``j`` (its ``.json`` last). ``before()``
-        runs first when some unit is still missing (a check that must fail before any work)."""
-        stage = self.open(name)
+        runs first when some unit is still missing (a check that must fail before any work);
+        ``prepare()`` as for ``whole``."""
+        stage = self.open(name, prepare)
         clock = StageTimer(stage)
 
         def written(j: int) -> None:

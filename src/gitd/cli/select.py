@@ -29,7 +29,9 @@ def add_parser(sub):
     add_argument_for(p, SelectSettings, "pairs", help="number of pairs (not needed for full)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths")
-    p.add_argument("--split", help="split of a Karpathy file (default train)")
+    p.add_argument("--split", help="split of a Karpathy file (default train, which includes "
+                                   "restval) or sub-folder of a Hugging Face split layout "
+                                   "(DATA/train/metadata.jsonl)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")

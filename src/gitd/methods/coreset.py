@@ -80,16 +80,22 @@ def herding(features: np.ndarray, k: int) -> np.ndarray:
 
 def kcenter_greedy(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Greedy k-center: a seeded random first centre, then always the point farthest from the
-    centres chosen so far. Indices in selection order."""
+    centres chosen so far. Indices in selection order, all distinct: chosen centres are masked,
+    so once every point is covered (duplicate feature rows) the remaining picks go to the
+    lowest-index points not yet chosen instead of repeating a centre."""
     X = np.asarray(features, dtype=np.float64)
     n = len(X)
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
     first = int(np.random.default_rng(seed).integers(n))
     chosen = [first]
     nearest = np.linalg.norm(X - X[first], axis=1)
+    nearest[first] = -np.inf
     for _ in range(1, k):
         i = int(np.argmax(nearest))
         chosen.append(i)
         nearest = np.minimum(nearest, np.linalg.norm(X - X[i], axis=1))
+        nearest[chosen] = -np.inf
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -300,6 +306,9 @@ class SelectMethod(Method):
         t1 = time.perf_counter()
         sel = self.select(dataset, k)
         timings["select"] = round(time.perf_counter() - t1, 3)
+        if len(np.unique(sel.chosen)) != len(sel.chosen):  # a bug, not bad input
+            raise RuntimeError(f"{self.name} selected an image more than once: "
+                               f"{sel.chosen.tolist()}")
 
         rng = np.random.default_rng(s.seed)
         out_pairs = []
@@ -315,7 +324,7 @@ class SelectMethod(Method):
             out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
         config = {**s.to_dict(), "pairs": k}
         manifest = {
-            "method": self.name, "kind": self.kind, "preset": None, "seed": s.seed,
+            "method": self.name, "kind": self.kind, "seed": s.seed,
             "config": config, "untrained": False, "selection": sel.info,
             "source": source_block(dataset),
             "stages": plan_keys(self.stages(s), dataset_fingerprint(dataset)),

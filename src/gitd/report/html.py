@@ -278,7 +278,7 @@ def _header(manifest: dict, out: Path, n_items: int) -> str:
     about = summary_of(str(method), "select" if manifest.get("kind") == "select" else "distill")
     facts = [("method", _e(method) + (f' <span class="muted">({_e(about)})</span>'
                                       if about else "")),
-             ("preset", _e(manifest.get("preset", "–"))),
+             ("preset", _e(manifest.get("preset") or "–")),
              ("pairs", _e(manifest.get("pairs", n_items))),
              ("seed", _e(manifest.get("seed", "–")))]
     if source:

@@ -154,4 +154,5 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
             "caption_candidates": meta.get("candidates", []),
             "caption_scores": meta.get("scores", [])}}
 
-    return runner.units(name, len(images), st.batch_size, compute, write, load, noun="image")
+    return runner.units(name, len(images), st.batch_size, compute, write, load, noun="image",
+                        prepare=lambda: (get_captioner(), get_scorer and get_scorer()))

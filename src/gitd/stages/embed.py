@@ -142,4 +142,4 @@ def embed_stage(runner, name: str, st: EmbedSettings, records: Sequence[Record],
                 get_score_model) -> EmbedStore:
     """Run (or reuse) the embed stage of ``runner`` (``gitd.store.StageRunner``)."""
     return runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path),
-                        lambda stage: EmbedStore.open(stage.path))
+                        lambda stage: EmbedStore.open(stage.path), prepare=get_score_model)

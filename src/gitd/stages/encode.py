@@ -333,4 +333,5 @@ def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record
                        batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
                        seed=st.seed or 0, device=device, dtype=dtype)
 
-    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path))
+    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path),
+                        prepare=get_vae)

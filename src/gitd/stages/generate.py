@@ -147,4 +147,5 @@ def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[l
             "image_prompt_scores": meta.get("candidate_scores", []),
             "chosen_candidate": meta.get("chosen_candidate", 0)}}
 
-    return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid")
+    return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid",
+                        prepare=lambda: (get_img2img(), get_scorer and get_scorer()))

@@ -87,4 +87,4 @@ def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarr
 
     return runner.units(name, len(prompts), st.batch_size, compute, write,
                         lambda stage, j: open_rgb(unit_path(stage, j, ".png")),
-                        noun="prototype", before=before)
+                        noun="prototype", before=before, prepare=get_unclip)
