@@ -121,7 +121,8 @@ def test_field_names_are_cli_friendly():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown distill method 'magic'; known: gitd, pds"):
+    with pytest.raises(ConfigError,
+                       match="unknown distill method 'magic'; known: edge, gitd, pds"):
         make_config("tiny", method="magic")
 
 

@@ -32,12 +32,43 @@ IDENTITY = ("method",)  # which class the settings belong to: the registry's bus
 
 
 def base_settings(cls: type[Method]) -> MethodSettings:
-    """The tiny preset where there is one, with every switch on, so that every stage runs and
-    every field is used."""
+    """The tiny preset where there is one, with every switch on (and extra captions asked
+    for), so that every stage runs and every field is used."""
     preset = "tiny" if "tiny" in cls.presets else None
     s = cls.configure(preset, pairs=4) if cls.needs_pairs_or_default() else cls.configure(preset)
     switches = {f.name: True for f, d in declared(s) if isinstance(d.constraint, Boolean)}
+    if "extra_captions" in {f.name for f in dataclasses.fields(s)}:
+        switches["extra_captions"] = 1
     return dataclasses.replace(s, **switches, device="cpu")
+
+
+def variants(cls: type[Method]) -> list[MethodSettings]:
+    """The base settings, then one variant per other value of each option field that picks a
+    strategy (EDGE's ``prompts``): a field that only one strategy uses is keyed there."""
+    s = base_settings(cls)
+    out = [s]
+    for f, d in declared(s):
+        if isinstance(d.constraint, Options) and f.name not in ("dtype", "device"):
+            out += [dataclasses.replace(s, **{f.name: v}) for v in d.constraint.values
+                    if v != getattr(s, f.name)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def finetuned_runs(tmp_path_factory):
+    """Trained-parameter files (no tensors needed for keys) for a settings' base model."""
+    from gitd.stages.finetune.state import TRAINED, save_trained
+
+    root = tmp_path_factory.mktemp("runs")
+
+    def make(s) -> str:
+        run = root / f"{s.diffusion_model}-{s.seed}"
+        if not run.exists():
+            run.mkdir()
+            save_trained(run / TRAINED, {}, {"model": s.diffusion_model,
+                                             "revision": s.diffusion_revision, "seed": s.seed})
+        return str(run)
+    return make
 
 
 def runtime_of(s) -> Runtime:
@@ -72,7 +103,7 @@ def other_value(name: str, c, value, cls=None):
     if isinstance(c, PathText):
         return "another-folder"
     if isinstance(c, Text):
-        return "other" if value is None else value + "-other"
+        return "other" if not value else value + "-other"
     if isinstance(c, Interval):
         start = value if value is not None else (c.low if c.low is not None else 1)
         step = c.multiple_of or (1 if c.kind is int else 0.05)
@@ -129,8 +160,9 @@ def _needs_pairs_helper():
 
 
 @pytest.mark.parametrize("cls,name,decl", list(fields_of_every_method()))
-def test_every_field_validated_keyed_and_a_flag(cls, name, decl):
-    s = base_settings(cls)
+def test_every_field_validated_keyed_and_a_flag(cls, name, decl, finetuned_runs):
+    candidates = variants(cls)
+    s = candidates[0]
     cls.validate(s)
     value = getattr(s, name)
 
@@ -142,11 +174,18 @@ def test_every_field_validated_keyed_and_a_flag(cls, name, decl):
         assert msg.startswith(f"{name} ") and "\n" not in msg, msg
 
     # A different valid value: the keys of exactly the stages that use the field (and those
-    # after them) change; none if the field is declared as not affecting results.
-    other = dataclasses.replace(s, **{name: other_value(name, decl.constraint, value, cls)})
-    cls.validate(other)
-    before, after = keys(cls, s), keys(cls, other)
-    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    # after them) change; none if the field is declared as not affecting results. A field that
+    # one strategy alone uses is checked in the first variant where it changes a key.
+    for s in candidates:
+        new = (finetuned_runs(s) if name == "finetuned"
+               else other_value(name, decl.constraint, getattr(s, name), cls))
+        other = dataclasses.replace(s, **{name: new})
+        cls.validate(other)
+        before, after = keys(cls, s), keys(cls, other)
+        changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        if changed:
+            break
+    value = getattr(s, name)
     if not decl.affects_results:
         assert not changed, f"{name} is declared neutral but changes {changed}"
     else:
@@ -189,7 +228,9 @@ def test_gitd_fields_change_exactly_these_stages(field, stages):
     other = dataclasses.replace(s, **{field: other_value(field, decl.constraint,
                                                           getattr(s, field), cls)})
     before, after = keys(cls, s), keys(cls, other)
-    assert {k for k in before if before[k] != after[k]} == stages
+    # The extra captions (base_settings asks for them) come after every stage.
+    assert {k for k in before if before[k] != after[k]} == (
+        stages | {"caption_synthesis"} if stages else set())
 
 
 def test_the_seed_reaches_the_latents_only_through_random_weights():
@@ -210,15 +251,16 @@ def test_pds_revisions_change_their_stages():
                           ("captioner_revision", {"caption"})):
         after = keys(cls, dataclasses.replace(s, **{field: "abc"}))
         before = keys(cls, s)
-        assert {k for k in before if before[k] != after[k]} == stages, field
+        assert {k for k in before if before[k] != after[k]} == stages | {"caption_synthesis"}, \
+            field
 
 
 def test_lookup_and_unknown_names():
-    assert list_methods("distill")[:2] == ["gitd", "pds"]
+    assert {"gitd", "pds", "edge"} <= set(list_methods("distill"))
     assert {"random", "herding", "kcenter", "forgetting", "pds", "full"} <= set(
         list_methods("select"))
     assert get_method("pds").kind == "distill" and get_method("pds", "select").kind == "select"
-    with pytest.raises(ConfigError, match=r"unknown distill method 'nosuch'; known: gitd, pds"):
+    with pytest.raises(ConfigError, match=r"unknown distill method 'nosuch'; known: .*gitd"):
         get_method("nosuch")
     with pytest.raises(ConfigError, match=r"unknown select method 'nosuch'; known: random"):
         get_method("nosuch", "select")
@@ -232,7 +274,7 @@ def test_cli_unknown_method_is_one_line_exit_2(tmp_path):
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "unknown" in lines[0] and "known: " in lines[0], lines
-    assert "gitd, pds" in lines[0] or "random" in lines[0]
+    assert "gitd" in lines[0] or "random" in lines[0]
 
 
 def test_settings_belong_to_their_method():

@@ -23,7 +23,9 @@ from gitd.log import get_logger
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
 from gitd.registry import MAX_PAIRS, Method, MethodSettings
 from gitd.settings import Interval, Options, PathText, Text, setting
-from gitd.store import StageRunner, atomic_write_json, read_json
+from gitd.stages.caption_synthesis import (ROLE as VLM_ROLE, CaptionSynthesisFields,
+                                           caption_synthesis_stage, describe)
+from gitd.store import StagePlan, StageRunner, atomic_write_json, read_json
 
 log = get_logger("methods")
 
@@ -31,8 +33,10 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
-class DistillSettings(MethodSettings):
-    """What every distillation method has besides ``MethodSettings``."""
+class DistillSettings(CaptionSynthesisFields, MethodSettings):
+    """What every distillation method has besides ``MethodSettings``: the output size, the
+    dtype, the work folder, and the optional caption synthesis after the method's own stages
+    (``--extra-captions N``)."""
 
     preset: str | None = setting(None, Text(), "the preset these settings started from",
                                  optional=True, affects_results=False, cli=False)
@@ -50,6 +54,20 @@ class DistillMethod(Method):
 
     Settings = DistillSettings
     default_preset = "paper"
+
+    @classmethod
+    def with_caption_synthesis(cls, plan: dict[str, StagePlan], s: DistillSettings,
+                               rt: Runtime) -> dict[str, StagePlan]:
+        """``plan`` plus the caption synthesis stage when ``s.extra_captions`` asks for it, after
+        the plan's last stage (every method's ``stages`` ends with this)."""
+        if s.extra_captions:
+            plan["caption_synthesis"] = StagePlan(s.caption_synthesis_settings(rt),
+                                                  upstream=next(reversed(plan), "data"))
+        return plan
+
+    @property
+    def all_roles(self) -> dict[str, Any]:
+        return {**self.roles, "vlm": VLM_ROLE}
 
     def run(self, data: str | Path, out: str | Path, *, images: str | Path | None = None,
             split: str = "train", strict: bool = False, allow_outside_root: bool = False,
@@ -76,12 +94,15 @@ class DistillMethod(Method):
                         "run 'gitd check' for details, or --strict to stop on them)",
                         len(dataset.problems))
         runtime = Runtime.resolve(s.device, s.dtype)
-        self.models = Models(self.roles, s, runtime.device, runtime.dtype, self.given_models)
+        self.runtime = runtime
+        self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
         self.runner = StageRunner(work, self.stages(s, runtime), dataset_fingerprint(dataset),
                                   on_unit=on_unit)
         self.runner.timings["load"] = round(time.perf_counter() - t0, 3)
         pairs, extra = self.distill(dataset)
-        models = describe_roles(self.roles, s)
+        if "caption_synthesis" in self.runner.plan:
+            pairs, extra["caption_synthesis"] = self._synthesize_captions(pairs)
+        models = describe_roles(self.all_roles, s)
         manifest = {
             "method": self.name, "kind": self.kind, "preset": s.preset, "seed": s.seed,
             "config": s.to_dict(),
@@ -103,6 +124,24 @@ class DistillMethod(Method):
                                                   "timings": self.runner.timings})
         log.info("wrote %d pairs to %s", len(pairs), out)
         return out
+
+    def _synthesize_captions(self, pairs: list[OutputPair]) -> tuple[list[OutputPair], dict]:
+        """Each pair's captions, then ``extra_captions`` more from the vision-language model."""
+        s, runner = self.settings, self.runner
+        built = [self.given_models["vlm"]] if "vlm" in self.given_models else []
+
+        def get_vlm():
+            if not built:
+                built.append(s.build_vlm(self.runtime))
+            return built[0]
+
+        extra = caption_synthesis_stage(runner, "caption_synthesis",
+                                        runner.plan["caption_synthesis"].settings,
+                                        [p.image for p in pairs], get_vlm)
+        originals = [list(p.captions) for p in pairs]
+        out = [OutputPair(image=p.image, captions=o + e, info=p.info)
+               for p, o, e in zip(pairs, originals, extra)]
+        return out, describe(s, originals, runner.stage_keys["caption_synthesis"])
 
     def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
         """Run the stages; return the pairs and the manifest entries of this method (plus,

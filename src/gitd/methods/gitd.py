@@ -27,6 +27,7 @@ from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
 from gitd.settings import Boolean, Interval, Options, Text, setting
+from gitd.stages.caption_synthesis import TINY as VLM_TINY
 from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
@@ -115,7 +116,7 @@ _FAST = {**_PAPER, "resolution": 384, "captioner": "Salesforce/blip-image-captio
 _TINY = {**_PAPER, "resolution": 64, "diffusion_model": "tiny-sd", "score_model": "tiny-clip",
          "captioner": "tiny-blip", "num_inference_steps": 4, "num_candidates": 2,
          "num_captions": 2, "max_new_tokens": 8, "encode_batch_size": 8, "encode_workers": 0,
-         "generate_batch_size": 4}
+         "generate_batch_size": 4, **VLM_TINY}
 # The real presets' architectures and settings with random weights (gitd.models.fullsize): they
 # cost what the real runs cost, offline. BLIP-2 OPT-6.7B is not built (31 GB in float32); both
 # caption with BLIP base.
@@ -172,7 +173,7 @@ class Gitd(DistillMethod):
         if s.captioner_on:
             plan["caption"] = StagePlan(s.caption_settings(ref("captioner"), score, rt),
                                         upstream="generate" if s.diffusion else "cluster")
-        return plan
+        return cls.with_caption_synthesis(plan, s, rt)
 
     def prompt_of(self, rec) -> str:
         # The paper prompts with the longest of the medoid's captions.

@@ -12,26 +12,22 @@ the prototype's caption.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from gitd.data import Dataset
 from gitd.data.output import OutputPair
-from gitd.errors import ConfigError
 from gitd.log import get_logger
 from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
 from gitd.settings import Boolean, Interval, Text, setting
+from gitd.stages.caption_synthesis import TINY as VLM_TINY
 from gitd.stages.caption import CaptionerFields, caption_stage
-from gitd.stages.embed import EmbedSettings, embed_stage, filter_lowest
-from gitd.stages.prototypes import PrototypeSettings, build_prototypes, select_nearest
+from gitd.stages.embed import EmbedSettings, embed_stage
+from gitd.stages.prototypes import PrototypeSettings, prototype_stage
 from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
-from gitd.store import StagePlan, atomic_write_bytes, atomic_write_json, read_json
+from gitd.store import StagePlan
 
 log = get_logger("pds")
 
@@ -85,13 +81,7 @@ _FAST = {**_PAPER, "resolution": 512, "num_inference_steps": 30, "num_captions":
          "captioner": "Salesforce/blip-image-captioning-base", "generate_batch_size": 4}
 _TINY = {**_PAPER, "unclip_model": "tiny-unclip", "score_model": "tiny-clip", "resolution": 64,
          "num_inference_steps": 4, "captioner": "tiny-blip", "num_captions": 2,
-         "max_new_tokens": 8, "generate_batch_size": 4}
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+         "max_new_tokens": 8, "generate_batch_size": 4, **VLM_TINY}
 
 
 @register_method("pds")
@@ -127,7 +117,7 @@ class Pds(DistillMethod):
             plan["caption"] = StagePlan(
                 s.caption_settings(cls.roles["captioner"].ref(s), cls.roles["score"].ref(s), rt),
                 upstream="synthesize" if s.diffusion else "prototypes")
-        return plan
+        return cls.with_caption_synthesis(plan, s, rt)
 
     def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
         s, runner, models = self.settings, self.runner, self.models
@@ -137,32 +127,8 @@ class Pds(DistillMethod):
         texts = [cap for r in dataset for cap in r.captions]
 
         # -- filter + prototypes ---------------------------------------------------------
-        cap_idx, rec_idx = store.pairs()
-        keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, s.filter_fraction)
-        cap_idx, rec_idx = cap_idx[keep], rec_idx[keep]
-        if s.pairs > len(np.unique(rec_idx)):
-            raise ConfigError(f"asked for {s.pairs} pairs but only {len(np.unique(rec_idx))} "
-                              f"images remain after dropping {s.filter_fraction:.0%} of pairs")
-
-        def prototypes(stage) -> None:
-            protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], s.pairs,
-                                      seed=s.seed)
-            valid_rows = np.flatnonzero(store.valid)
-            nearest = valid_rows[select_nearest(protos.image, store.image_emb[valid_rows])]
-            _save_npy(stage.path / "image.npy", protos.image)
-            table = protos.to_dict()
-            for j, row in enumerate(table):
-                row.update({"caption_index": int(cap_idx[int(protos.caption[j])]),
-                            "nearest_record": int(nearest[j]),
-                            "member_ids": [dataset[int(rec_idx[m])].id
-                                           for m in protos.members[j][:50]]})
-            atomic_write_json(stage.path / "prototypes.json", {
-                "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
-                "prototypes": table})
-
-        info, proto_image = runner.whole(
-            "prototypes", prototypes, lambda stage: (read_json(stage.path / "prototypes.json"),
-                                                     np.load(stage.path / "image.npy")))
+        info, proto_image = prototype_stage(runner, "prototypes", plan["prototypes"].settings,
+                                            store, dataset.records)
         table = info["prototypes"]
         prompts = [texts[row["caption_index"]] for row in table]
 
