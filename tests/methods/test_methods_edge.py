@@ -28,14 +28,6 @@ def edge(**overrides):
     return make_config("tiny", method="edge", **overrides)
 
 
-def output_files(out: Path) -> dict[str, bytes]:
-    files = {p.relative_to(out).as_posix(): p.read_bytes()
-             for p in sorted((out / "images").iterdir())}
-    for name in ("annotations.json", "metadata.jsonl"):
-        files[name] = (out / name).read_bytes()
-    return files
-
-
 @pytest.fixture(scope="module")
 def run(shapes, tmp_path_factory) -> Path:
     s = FinetuneSettings.from_preset("tiny", device="cpu", epochs=1, batch_size=20)
@@ -84,7 +76,8 @@ def test_no_finetuned_run_samples_the_base_model(reference, shapes, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_while_sampling_then_resume_gives_identical_bytes(shapes, run, tmp_path):
+def test_sigkill_while_sampling_then_resume_gives_identical_bytes(shapes, run, tmp_path,
+                                                                  output_files):
     out = tmp_path / "killed"
     script = (
         "import os, signal\n"
