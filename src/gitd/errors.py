@@ -38,18 +38,3 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
-
-
-def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0,
-                   low_inclusive: bool = True, high_inclusive: bool = True) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    ok_low = v >= low if low_inclusive else v > low
-    ok_high = v <= high if high_inclusive else v < high
-    if not (ok_low and ok_high):
-        lb = "[" if low_inclusive else "("
-        hb = "]" if high_inclusive else ")"
-        raise ConfigError(f"{name} must be in {lb}{low}, {high}{hb}, got {value!r}")
-    return v

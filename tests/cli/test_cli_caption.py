@@ -17,9 +17,9 @@ def test_caption_command_adds_captions(tmp_path, capsys):
                         captions=[f"caption {i}"]) for i in range(2)]
     write_output(tmp_path / "out", pairs, {"method": "random", "seed": 0})
     code = main(["caption", str(tmp_path / "out"), "--extra", "1", "--preset", "tiny",
-                 "--out", str(tmp_path / "more"), "--max-new-tokens", "5", "-q"])
+                 "--out", str(tmp_path / "more"), "--vlm-max-new-tokens", "5", "-q"])
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "more")
     manifest = json.loads((tmp_path / "more" / "manifest.json").read_text())
-    assert manifest["caption_synthesis"]["max_new_tokens"] == 5
+    assert manifest["caption_synthesis"]["vlm_max_new_tokens"] == 5
     assert main(["caption", str(tmp_path / "nowhere"), "--extra", "1", "--preset", "tiny"]) == 2
     assert "not a gitd output" in capsys.readouterr().err

@@ -12,3 +12,16 @@ def shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     make_shapes(root, train=40, test=8, size=64, seed=3, workers=1)
     return root / "train.json"
+
+
+@pytest.fixture(scope="session")
+def output_files():
+    """What must be identical between an interrupted-and-resumed run and an uninterrupted one:
+    ``output_files(OUT)`` -> {relative path: bytes} of the images, annotations and metadata."""
+    def read(out: Path) -> dict[str, bytes]:
+        files = {p.relative_to(out).as_posix(): p.read_bytes()
+                 for p in sorted((out / "images").iterdir())}
+        for name in ("annotations.json", "metadata.jsonl"):
+            files[name] = (out / name).read_bytes()
+        return files
+    return read

@@ -13,8 +13,10 @@ from gitd.data import load_dataset
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.models import build_captioner
-from gitd.stages.caption_synthesis import (EDGE_PROMPT, caption_output, settings_for,
-                                           synthesize_captions)
+from gitd.models.roles import Runtime
+from gitd.stages.caption_synthesis import (EDGE_PROMPT, caption_output,
+                                           caption_synthesis_stage, command_settings)
+from gitd.store import StagePlan, StageRunner
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_tiny_llava_is_the_real_class_and_prompts_through_its_chat_template(vlm)
 
 
 def test_caption_output_keeps_the_original_first(output, vlm, tmp_path, field_loaders):
-    s = settings_for("tiny", extra=2)
+    s = command_settings("tiny", extra_captions=2)
     dest = caption_output(output, s, dest=tmp_path / "more", vlm=vlm)
     # The field's training loaders read one item per caption, three per image.
     items = field_loaders.check_output(dest)
@@ -65,7 +67,8 @@ def test_caption_output_keeps_the_original_first(output, vlm, tmp_path, field_lo
     assert all(len(r.captions) == 3 for r in ds.records)
     manifest = json.loads((dest / "manifest.json").read_text())
     syn = manifest["caption_synthesis"]
-    assert syn["extra"] == 2 and syn["vlm"] == "tiny-llava" and syn["prompt"] == EDGE_PROMPT
+    assert syn["extra_captions"] == 2 and syn["vlm"] == "tiny-llava"
+    assert syn["vlm_prompt"] == EDGE_PROMPT
     assert syn["original_captions"] == [[f"original caption {i}"] for i in range(3)]
     assert manifest["untrained"] is True and manifest["method"] == "gitd"
     assert manifest["items"][1]["source_id"] == "src1"
@@ -75,8 +78,8 @@ def test_caption_output_keeps_the_original_first(output, vlm, tmp_path, field_lo
 
 
 def test_in_place_rerun_starts_from_the_originals(output, vlm):
-    caption_output(output, settings_for("tiny", extra=2), vlm=vlm)
-    caption_output(output, settings_for("tiny", extra=1), vlm=vlm)
+    caption_output(output, command_settings("tiny", extra_captions=2), vlm=vlm)
+    caption_output(output, command_settings("tiny", extra_captions=1), vlm=vlm)
     ds = load_dataset(output)
     assert all(len(r.captions) == 2 for r in ds.records)
     assert [r.captions[0] for r in ds.records] == [f"original caption {i}" for i in range(3)]
@@ -92,28 +95,33 @@ class _Counting:
 
 
 def test_resumes_per_image_after_a_crash(output, vlm, tmp_path):
-    s = settings_for("tiny", extra=2, batch_size=1)
+    s = command_settings("tiny", extra_captions=2, vlm_batch_size=1, device="cpu")
+    st = s.caption_synthesis_settings(Runtime.resolve("cpu", "float32"))
     paths = sorted((output / "images").iterdir())
-    whole, _ = synthesize_captions(tmp_path / "w1", s, paths, "up", lambda: vlm)
+
+    def run(work, get_vlm, on_unit=None):
+        runner = StageRunner(work, {"cs": StagePlan(st)}, "data-key", on_unit=on_unit)
+        return caption_synthesis_stage(runner, "cs", st, paths, get_vlm)
+
+    whole = run(tmp_path / "w1", lambda: vlm)
 
     def crash(name, j):
         if j == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        synthesize_captions(tmp_path / "w2", s, paths, "up", lambda: vlm, on_unit=crash)
+        run(tmp_path / "w2", lambda: vlm, crash)
     counting = _Counting(vlm)
-    resumed, _ = synthesize_captions(tmp_path / "w2", s, paths, "up", lambda: counting)
+    assert run(tmp_path / "w2", lambda: counting) == whole
     assert counting.calls == 1  # images 0 and 1 were finished before the crash
-    assert resumed == whole
 
 
 def test_not_a_gitd_output_and_overlap_are_one_line_errors(output, tmp_path, vlm):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "annotations.json").write_text("[]")
     with pytest.raises(GitdError, match="not a gitd output"):
-        caption_output(tmp_path / "plain", settings_for("tiny"), vlm=vlm)
+        caption_output(tmp_path / "plain", command_settings("tiny"), vlm=vlm)
     with pytest.raises(ConfigError, match="overlaps"):
-        caption_output(output, settings_for("tiny"), dest=output / "inner", vlm=vlm)
-    with pytest.raises(ConfigError, match="extra must be >= 0"):
-        caption_output(output, settings_for("tiny", extra=-1), vlm=vlm)
+        caption_output(output, command_settings("tiny"), dest=output / "inner", vlm=vlm)
+    with pytest.raises(ConfigError, match="extra_captions must be >= 1"):
+        caption_output(output, command_settings("tiny", extra_captions=0), vlm=vlm)

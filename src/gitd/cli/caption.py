@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-
-from gitd.stages.caption_synthesis import PRESETS, CaptionSynthesisSettings
 
 
 def add_parser(sub):
+    from gitd.settings import add_arguments
+    from gitd.stages.caption_synthesis import PRESETS, CaptionCommandSettings
+
     p = sub.add_parser(
         "caption", help="add captions from a vision-language model to a gitd output (EDGE's "
                         "caption synthesis)",
@@ -17,34 +17,28 @@ def add_parser(sub):
                     "one sentence.'). Each image keeps its original caption(s) first; "
                     "annotations.json gets one row per caption with the image's image_id. "
                     "Rewrites OUT (or writes --out); finished images are kept, so a killed run "
-                    "resumes where it stopped.",
+                    "resumes where it stopped. 'gitd distill --extra-captions N' does the same "
+                    "as part of a distillation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS)
     p.add_argument("output", metavar="OUT", help="a gitd output folder (or its annotations.json)")
-    p.add_argument("--extra", type=int, required=True, metavar="N",
-                   help="captions to add per image")
     p.add_argument("--out", "-o", metavar="DEST", help="write the result here instead of "
                                                        "rewriting OUT")
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help="model preset (default paper: llava-hf/llava-1.5-7b-hf; tiny: a "
                         "random-weight LLaVA, offline)")
-    for field in dataclasses.fields(CaptionSynthesisSettings):
-        if field.name == "extra":
-            continue
-        kind = field.metadata.get("type") or str
-        p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
-                       help=field.metadata.get("help", field.name))
+    add_arguments(p, [("caption", CaptionCommandSettings)])
     return p
 
 
-_LOADING = {"output", "out", "preset", "command", "quiet", "verbose", "_run", "_argv"}
+_LOADING = {"output", "out", "preset", "command", "quiet", "verbose", "_run"}
 
 
 def run(args) -> int:
-    from gitd.stages.caption_synthesis import caption_output, settings_for
+    from gitd.stages.caption_synthesis import caption_output, command_settings
 
     given = vars(args)
     values = {k: v for k, v in given.items() if k not in _LOADING}
-    settings = settings_for(given.get("preset", "paper"), **values)
+    settings = command_settings(given.get("preset", "paper"), **values)
     print(caption_output(args.output, settings, dest=given.get("out")))
     return 0

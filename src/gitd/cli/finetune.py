@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import socket
 import subprocess
 import sys
 
+from gitd.settings import add_arguments
 from gitd.stages.finetune.settings import PRESETS, FinetuneSettings
 
 # Environment variables any torch/accelerate launcher sets in the processes it starts.
@@ -44,18 +44,7 @@ def add_parser(sub):
     p.add_argument("--num-processes", type=int, metavar="N",
                    help="data-parallel processes (default: one per visible GPU, else 1); with "
                         "--device cpu, N > 1 runs N CPU processes (for testing)")
-    for field in dataclasses.fields(FinetuneSettings):
-        if field.name == "preset":
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        help_ = field.metadata.get("help", field.name)
-        check = field.metadata.get("check", ())
-        if check and check[0] == "bool":
-            p.add_argument(flag, dest=field.name, action="store_true", help=help_)
-            continue
-        kind = {"int": int, "float": float}.get(check[0] if check else "", str)
-        extra = {"choices": check[1]} if check and check[0] == "choice" else {}
-        p.add_argument(flag, dest=field.name, type=kind, help=help_, **extra)
+    add_arguments(p, [("finetune", FinetuneSettings)])
     return p
 
 

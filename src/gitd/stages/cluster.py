@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
+from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, read_json
 
@@ -404,3 +404,54 @@ class RowSubset:
 
 __all__ = ["ClaraResult", "RowSubset", "assign", "clara", "default_chunk_size",
            "default_sample_size", "pairwise_distances", "random_medoids", "refine_medoids"]
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Everything the medoids depend on besides the upstream rows (the ``cluster`` key)."""
+
+    k: int
+    method: str  # "clara" or "random" (the /C ablation)
+    n_samples: int | None  # CLARA draws; None: the default of ``clara``
+    sample_size: int | None
+    seed: int
+    device: str
+
+
+def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndarray,
+                  ids: Sequence[str], *, device) -> dict[str, Any]:
+    """Run (or reuse) the cluster stage: ``matrix()`` gives the rows to cluster (valid rows
+    only) or None to draw random medoids over ``len(valid)`` rows without data; ``valid`` maps
+    those rows to dataset indices. Returns the cached result (``medoids.json``)."""
+    def result_path(stage) -> Path:
+        return stage.path / "medoids.json"
+
+    def compute(stage) -> None:
+        X = matrix()
+        if st.method == "clara":
+            extra = {} if st.n_samples is None else {"n_samples": st.n_samples}
+            res = clara(X, st.k, sample_size=st.sample_size, seed=st.seed, device=device,
+                        **extra)
+        else:
+            res = random_medoids(X if X is not None else len(valid), st.k, seed=st.seed)
+        rows = [int(valid[i]) for i in res.medoids]
+        cost = float(res.cost)
+        atomic_write_json(result_path(stage), {
+            "medoids": rows,
+            "ids": [ids[i] for i in rows],
+            "sizes": ([int(s) for s in res.sizes] if res.sizes is not None else [1] * len(rows)),
+            "cost": None if cost != cost else cost,  # NaN when there was nothing to measure
+            "method": st.method,
+            "sample_size": res.sample_size,
+            "sample_costs": [float(c) for c in (res.sample_costs or [])],
+        })
+
+    def load(stage) -> dict[str, Any]:
+        result = read_json(result_path(stage))
+        if not result:
+            raise DataError(f"{result_path(stage)}: missing or unreadable; delete "
+                            f"{stage.path} to recompute it")
+        return result
+
+    return runner.whole(name, compute, load)

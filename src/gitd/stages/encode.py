@@ -16,6 +16,7 @@ run resumes from the last finished batch, and resident memory stays one batch wh
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,8 @@ from gitd.data.images import ImageError, open_rgb
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.models.roles import ModelRef
+from gitd.settings import Interval, setting
 from gitd.stages.cluster import RowSubset
 from gitd.store import atomic_write_json, fingerprint, read_json
 
@@ -301,3 +304,34 @@ def _npy_offset(path: Path) -> int:
 
 
 __all__ = ["LatentStore", "encode_latents", "latent_shape", "preprocess"]
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything the latents depend on (the key of the ``encode`` stage)."""
+
+    vae: ModelRef
+    resolution: int
+    sample: bool
+    seed: int | None  # only when sampling: the posterior mean does not depend on it
+    # Fixed batch ranges are what a resumed run encodes; batch composition can change the
+    # low-order bits of the VAE's output, so the batch size is part of the key.
+    batch_size: int
+    dtype: str
+    device: str
+    workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
+                           "images; decoding is exact, whatever the number",
+                           affects_results=False)
+
+
+def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record],
+                 get_vae: Callable[[], Any], *, device, dtype) -> "LatentStore":
+    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``)."""
+    def compute(stage) -> None:
+        encode_latents(records, get_vae(), stage.path, resolution=st.resolution,
+                       batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
+                       seed=st.seed or 0, device=device, dtype=dtype)
+
+    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path),
+                        prepare=get_vae)

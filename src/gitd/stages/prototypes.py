@@ -98,3 +98,55 @@ def select_nearest(prototype_image: np.ndarray, image_emb: np.ndarray) -> np.nda
                 chosen[j] = int(i)
                 break
     return chosen
+
+
+@dataclass(frozen=True)
+class PrototypeSettings:
+    """Everything the prototypes depend on besides the embeddings (the ``prototypes`` key)."""
+
+    k: int
+    filter_fraction: float  # pairs with the lowest image-text cosine dropped first
+    seed: int
+
+
+def prototype_stage(runner, name: str, st: PrototypeSettings, store,
+                    records) -> tuple[dict, np.ndarray]:
+    """Run (or reuse) the prototypes stage over the embed stage's ``store``
+    (``gitd.stages.embed.EmbedStore``): drop ``filter_fraction`` of the pairs with the lowest
+    image-text cosine, build ``k`` prototypes, and record for each its caption (as an index
+    into every caption of every record, in order), the real image nearest it, and up to 50
+    member ids. Returns ``prototypes.json`` and the prototype image embeddings
+    (``image.npy``)."""
+    import io
+
+    from gitd.errors import ConfigError
+    from gitd.stages.embed import filter_lowest
+    from gitd.store import atomic_write_bytes, atomic_write_json, read_json
+
+    cap_idx, rec_idx = store.pairs()
+    keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, st.filter_fraction)
+    cap_idx, rec_idx = cap_idx[keep], rec_idx[keep]
+    if st.k > len(np.unique(rec_idx)):
+        raise ConfigError(f"asked for {st.k} pairs but only {len(np.unique(rec_idx))} images "
+                          f"remain after dropping {st.filter_fraction:.0%} of pairs")
+
+    def compute(stage) -> None:
+        protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], st.k,
+                                  seed=st.seed)
+        valid_rows = np.flatnonzero(store.valid)
+        nearest = valid_rows[select_nearest(protos.image, store.image_emb[valid_rows])]
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(protos.image), allow_pickle=False)
+        atomic_write_bytes(stage.path / "image.npy", buf.getvalue())
+        table = protos.to_dict()
+        for j, row in enumerate(table):
+            row.update({"caption_index": int(cap_idx[int(protos.caption[j])]),
+                        "nearest_record": int(nearest[j]),
+                        "member_ids": [records[int(rec_idx[m])].id
+                                       for m in protos.members[j][:50]]})
+        atomic_write_json(stage.path / "prototypes.json", {
+            "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
+            "prototypes": table})
+
+    return runner.whole(name, compute, lambda stage: (read_json(stage.path / "prototypes.json"),
+                                                      np.load(stage.path / "image.npy")))

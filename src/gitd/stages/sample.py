@@ -13,12 +13,14 @@ replacement (seeded here; EDGE's script draws unseeded).
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from gitd.errors import ConfigError, check_positive_int
+from gitd.models.roles import ModelRef
 
 
 def text2img(pipe):
@@ -64,4 +66,52 @@ def random_prompts(captions_per_record: Sequence[Sequence[str]], k: int,
     return [flat[int(i)] for i in order]
 
 
-__all__ = ["random_prompts", "sample_images", "text2img"]
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleSettings:
+    """Everything a pair's image depends on besides its prompt (the ``sample`` key; the prompts
+    follow from the upstream stage)."""
+
+    pipeline: ModelRef
+    finetuned: str | None  # fingerprint of the trained UNet parameters; None: the base model
+    resolution: int
+    guidance_scale: float
+    steps: int
+    negative_prompt: str
+    # Pairs per pipeline call: batch composition can change low-order bits of the images.
+    batch_size: int
+    seed: int
+    dtype: str
+    device: str
+
+
+def sample_stage(runner, name: str, st: SampleSettings, prompts: Sequence[str],
+                 get_pipe: Callable[[], Any]) -> list[Any]:
+    """Run (or finish) the sample stage: unit ``j`` is the image of ``prompts[j]``, from seed
+    ``derive_seed(seed, "sample", j)``. Returns the PIL images. ``get_pipe()`` may be called
+    more than once and should return the same pipeline."""
+    from gitd.data.images import open_rgb
+    from gitd.store import atomic_save_image, atomic_write_json, derive_seed, unit_path
+
+    pipes: list[Any] = []
+
+    def compute(chunk: range) -> list:
+        if not pipes:
+            pipes.append(get_pipe())
+        seeds = [derive_seed(st.seed, "sample", j) for j in chunk]
+        images = sample_images(pipes[0], [prompts[j] for j in chunk], seeds=seeds,
+                               guidance_scale=st.guidance_scale, num_inference_steps=st.steps,
+                               resolution=st.resolution, negative_prompt=st.negative_prompt)
+        return list(zip(seeds, images))
+
+    def write(stage, j: int, result) -> None:
+        seed, image = result
+        atomic_save_image(unit_path(stage, j, ".png"), image)
+        atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
+
+    return runner.units(name, len(prompts), st.batch_size, compute, write,
+                        lambda stage, j: open_rgb(unit_path(stage, j, ".png")), noun="pair",
+                        prepare=get_pipe)
+
+
+__all__ = ["SampleSettings", "random_prompts", "sample_images", "sample_stage", "text2img"]
