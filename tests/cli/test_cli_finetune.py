@@ -54,3 +54,20 @@ def test_help_lists_every_setting(capsys):
     for flag in ("--diversity-weight", "--denoise-weight", "--gradient-checkpointing",
                  "--mixed-precision", "--num-processes", "--checkpoint-every"):
         assert flag in out
+
+
+@pytest.mark.parametrize("extra", [[], ["--gradient-checkpointing"],
+                                   ["--no-gradient-checkpointing", "--strict"]])
+def test_relaunch_command_line_parses_back_to_the_same_settings(extra):
+    """`gitd finetune` on several GPUs runs itself again under accelerate with these
+    arguments: they must parse to what the user gave."""
+    from gitd.cli import build_parser
+    from gitd.cli.finetune import command_line
+
+    argv = ["finetune", "d.json", "--out", "r", "--preset", "tiny", "--lr", "0.5",
+            "--batch-size", "16", "--num-processes", "2", "-q", *extra]
+    first = vars(build_parser().parse_args(argv))
+    again = vars(build_parser().parse_args(command_line(first)))
+    drop = ("_run",)
+    assert {k: v for k, v in again.items() if k not in drop} == \
+        {k: v for k, v in first.items() if k not in drop}

@@ -75,12 +75,20 @@ def _processes(given: dict, device: str) -> int:
 
 def command_line(given: dict) -> list[str]:
     """``gitd finetune`` arguments that give ``given`` (the parsed flags, defaults unset)."""
+    from gitd.settings import Boolean, declared, flags_of
+
+    switches = {f.name: flags_of(f.name, d) for f, d in declared(FinetuneSettings)
+                if isinstance(d.constraint, Boolean)}
     argv = ["finetune", str(given["data"])]
     for key, value in given.items():
-        if key in ("data", "command", "_run") or value is False:
+        if key in ("data", "command", "_run"):
             continue
-        flag = "--" + key.replace("_", "-")
-        argv += [flag] if value is True else [flag, str(value)]
+        if key in switches:
+            argv.append(switches[key][0] if value else switches[key][-1])
+        elif value is True:
+            argv.append("--" + key.replace("_", "-"))
+        elif value is not False:
+            argv += ["--" + key.replace("_", "-"), str(value)]
     return argv
 
 
