@@ -7,6 +7,9 @@ ordinary exceptions so they do show a traceback.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
+
 
 class GitdError(Exception):
     """An error caused by input or environment, reported to the user as one line."""
@@ -29,6 +32,27 @@ class ConfigError(GitdError):
 
 class ModelUnavailableError(GitdError):
     """A named model is neither on disk nor reachable."""
+
+
+_ADVICE = {
+    _errno.ENOSPC: "the disk is full: free some space",
+    _errno.EDQUOT: "the disk quota is exhausted: free some space",
+    _errno.EROFS: "the file system is read-only: choose a writable folder",
+    _errno.EACCES: "permission denied: choose a folder you can write to",
+    _errno.EPERM: "operation not permitted: choose a folder you can write to",
+}
+
+
+def environment_error(path, exc: OSError, *, action: str = "write") -> GitdError:
+    """One line for an operating-system failure (full disk, read-only or forbidden folder, ...)
+    naming the path; finished units are on disk already, so the same command resumes."""
+    where = exc.filename if exc.filename is not None else path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = _ADVICE.get(exc.errno)
+    tail = f"; {advice}" if advice else ""
+    return GitdError(f"{os.fsdecode(where) if isinstance(where, bytes) else where}: cannot "
+                     f"{action} ({reason}){tail}; finished work is kept, re-run the same command "
+                     "to resume")
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -20,7 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from gitd.errors import GitdError
+from gitd.errors import GitdError, environment_error
 from gitd.log import get_logger
 
 log = get_logger("store")
@@ -57,8 +58,9 @@ def file_fingerprint(path: str | Path, length: int = 16) -> str:
 
 
 def _disk_error(path: Path, exc: OSError) -> GitdError:
-    return GitdError(f"{path}: cannot write ({exc.strerror or exc}); finished work is kept, "
-                     "free some space and re-run the same command to resume")
+    # The target, not the temporary file the error may name.
+    exc.filename = None
+    return environment_error(path, exc)
 
 
 def _umask() -> int:
@@ -70,10 +72,63 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
+# Temporary files of atomic writes: ``.NAME.PID-RANDOM.tmp`` beside their target. The pid lets a
+# later run remove the leftovers of a killed one (``stale_temp_files``) and only those.
+_TMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def stale_temp_files(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+    """gitd's own temporary files under ``folder`` whose writer is no longer running (left by a
+    SIGKILL between creating and renaming them)."""
+    found = []
+    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    for root, _, names in walker:
+        for name in names:
+            m = _TMP_RE.match(name)
+            if m and not _pid_alive(int(m.group(1))):
+                found.append(Path(root) / name)
+    return found
+
+
+def remove_stale_temp_files(folder: str | Path) -> int:
+    """Delete ``stale_temp_files(folder)``; returns how many went."""
+    if not Path(folder).is_dir():
+        return 0
+    gone = 0
+    for path in stale_temp_files(folder):
+        try:
+            path.unlink()
+            gone += 1
+        except OSError:
+            pass
+    if gone:
+        log.info("removed %d temporary file(s) left in %s by an interrupted run", gone, folder)
+    return gone
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -113,8 +168,11 @@ def atomic_save_image(path: str | Path, image) -> None:
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=temp_prefix(dst), suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(dst, exc) from exc
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

@@ -119,6 +119,6 @@ def run(args) -> int:
     out = distill(args.data, args.out, config, images=given.get("images"),
                   split=given.get("split", "train"), strict=given.get("strict", False),
                   allow_outside_root=given.get("allow_outside_root", False),
-                  work=config.work)
+                  work=config.work, config_file=given.get("config"))
     print(out)
     return 0

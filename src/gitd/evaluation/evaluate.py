@@ -10,7 +10,6 @@ dropout. A best-epoch-on-test figure is computed only on request and always labe
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from gitd.evaluation.metrics import METRIC_NAMES
 from gitd.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from gitd.evaluation.train import Trainer, build_model, prepare_pairs
 from gitd.log import get_logger
+from gitd.outdir import Inputs, check_output_file, claim, file_starts_with, release
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
 
 log = get_logger("evaluation")
@@ -113,6 +113,11 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     train_ds = _load(train, images, "train")
     test_ds = _load(test, test_images, "test")
     val_ds = _load(val, val_images, "validation") if val is not None else None
+    if out is not None:
+        inputs = Inputs().dataset(train_ds, "training set").dataset(test_ds, "test set")
+        if val_ds is not None:
+            inputs.dataset(val_ds, "validation set")
+        check_output_file(out, inputs, what="results file", owned=is_results_file)
 
     img_enc = image_model if isinstance(image_model, ImageEncoder) else build_image_encoder(
         image_model, image_size=prot.image_size, pretrained=pretrained)
@@ -184,6 +189,7 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
         seed_results.append(result)
         if saved is not None:
             atomic_write_json(saved, {"run_key": run_key, "result": result})
+            claim(saved)
 
     if val_pairs is not None:
         selection = ("epoch chosen on the validation split (highest val r_mean); the test "
@@ -210,9 +216,29 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
         results["best_on_test_label"] = BEST_ON_TEST_LABEL
     if out is not None:
         atomic_write_json(out, results)
-        if partial is not None and partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
+        claim(out)
+        _remove_partial(partial)
     return results
+
+
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` looks like a results file ``gitd evaluate`` wrote (so it may be
+    overwritten by a new one)."""
+    return file_starts_with(path, b'"gitd_version"', b'"summary"', limit=1 << 24)
+
+
+def _remove_partial(partial: Path | None) -> None:
+    """Remove the per-seed files of a finished evaluation (only those; the folder goes if it is
+    left empty)."""
+    if partial is None or not partial.is_dir():
+        return
+    for saved in partial.glob("seed-*.json"):
+        saved.unlink(missing_ok=True)
+        release(saved)
+    try:
+        partial.rmdir()
+    except OSError:
+        pass
 
 
 def format_table(results: dict[str, Any]) -> str:

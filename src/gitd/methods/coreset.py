@@ -42,6 +42,7 @@ from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs, OutputFolder
 
 log = get_logger("methods.coreset")
 
@@ -232,6 +233,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     n = len(dataset)
     if n == 0:
         raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+    folder = OutputFolder.prepare(out, command="select", inputs=Inputs().dataset(dataset))
     if method == "full":
         k = n
     else:
@@ -300,7 +302,8 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
         "timings": timings,
     }
     t2 = time.perf_counter()
-    write_output(out, out_pairs, manifest)
+    with folder.replace() as staging:
+        write_output(staging, out_pairs, manifest)
     log.info("%s: wrote %d pairs to %s (output %.1fs)", method, len(out_pairs), out,
              time.perf_counter() - t2)
     return Path(out)

@@ -28,6 +28,7 @@ from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs, OutputFolder
 from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
                         run_units, unit_path)
 
@@ -96,12 +97,13 @@ _Clock = StageTimer
 def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             images: str | Path | None = None, split: str = "train", strict: bool = False,
             allow_outside_root: bool = False, work: str | Path | None = None,
-            components: Components | None = None,
+            components: Components | None = None, config_file: str | Path | None = None,
             on_unit: Callable[[str, int], None] | None = None) -> Path:
     """Distil the dataset at ``data`` into ``config.pairs`` pairs written to ``out``.
 
-    ``on_unit(stage, index)`` is called after each finished medoid is written (tests use it to
-    interrupt a run at a known point). Returns ``out``.
+    ``out`` may not overlap the dataset (or ``config_file``) and is replaced as a whole
+    (``gitd.outdir``). ``on_unit(stage, index)`` is called after each finished medoid is written
+    (tests use it to interrupt a run at a known point). Returns ``out``.
     """
     from gitd.models import describe_models, resolve_device, resolve_dtype
 
@@ -121,6 +123,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         log.warning("%d input problems; those rows are skipped (listed in the manifest; "
                     "run 'gitd check' for details, or --strict to stop on them)",
                     len(dataset.problems))
+    folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
+        dataset).file(config_file, "config file"))
     timings: dict[str, float] = {"load": round(time.perf_counter() - t_load, 3)}
     if components is None:
         device = resolve_device(config.device)
@@ -167,12 +171,14 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         "dtype": str(components.dtype).removeprefix("torch."),
     }
     t_out = time.perf_counter()
-    write_output(out, pairs, manifest)
-    # The settings alone, loadable with `gitd distill --config OUT/config.json`.
-    atomic_write_json(out / "config.json", config.to_dict())
-    timings["output"] = round(time.perf_counter() - t_out, 3)
-    # The manifest is written once more so that it carries the output stage's own time.
-    atomic_write_json(out / "manifest.json", {**read_json(out / "manifest.json"), "timings": timings})
+    with folder.replace() as staging:
+        write_output(staging, pairs, manifest)
+        # The settings alone, loadable with `gitd distill --config OUT/config.json`.
+        atomic_write_json(staging / "config.json", config.to_dict())
+        timings["output"] = round(time.perf_counter() - t_out, 3)
+        # The manifest is written once more so that it carries the output stage's own time.
+        atomic_write_json(staging / "manifest.json",
+                          {**read_json(staging / "manifest.json"), "timings": timings})
     log.info("wrote %d pairs to %s", len(pairs), out)
     return out
 

@@ -29,6 +29,7 @@ from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.methods.gitd import Components, derive_seed
+from gitd.outdir import Inputs, OutputFolder
 from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_bytes,
                         atomic_write_json, read_json, run_units, unit_path)
 
@@ -58,9 +59,10 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             images: str | Path | None = None, split: str = "train", strict: bool = False,
             allow_outside_root: bool = False, work: str | Path | None = None,
-            components: PdsComponents | None = None,
+            components: PdsComponents | None = None, config_file: str | Path | None = None,
             on_unit: Callable[[str, int], None] | None = None) -> Path:
-    """Distil ``data`` into ``config.pairs`` pairs with PDS, written to ``out``."""
+    """Distil ``data`` into ``config.pairs`` pairs with PDS, written to ``out`` (which may not
+    overlap the dataset or ``config_file``, and is replaced as a whole)."""
     from gitd.models import describe_model, resolve_device, resolve_dtype
     from gitd.stages.embed import EmbedStore, embed_pairs, filter_lowest
     from gitd.stages.prototypes import build_prototypes, select_nearest
@@ -76,6 +78,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
     if config.pairs > len(dataset):
         raise ConfigError(f"asked for {config.pairs} pairs but {data} has only "
                           f"{len(dataset)} valid images")
+    folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
+        dataset).file(config_file, "config file"))
     timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
     if components is None:
         device = resolve_device(config.device)
@@ -261,7 +265,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         "timings": timings, "device": str(c.device),
         "dtype": str(c.dtype).removeprefix("torch."),
     }
-    write_output(out, pairs, manifest)
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    with folder.replace() as staging:
+        write_output(staging, pairs, manifest)
+        atomic_write_json(staging / "config.json", cfg.to_dict())
     log.info("wrote %d pairs to %s", len(pairs), out)
     return out
