@@ -17,6 +17,8 @@ Images are not opened unless ``verify_images=True``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -31,7 +33,7 @@ from typing import Any, Sequence
 from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
 from gitd.log import get_logger, progress
-from gitd.store import file_fingerprint, fingerprint
+from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
 
 log = get_logger("data.formats")
 
@@ -541,7 +543,7 @@ def _check_files(records: list[Record], b: _Builder) -> list[Record]:
         if not stat.S_ISREG(st.st_mode):
             b.problem(f"image {r.id!r} is not a file ({r.image})", r.row, "bad-image")
             continue
-        kept.append(r)
+        kept.append(dataclasses.replace(r, stamp=(st.st_size, st.st_mtime_ns)))
     return kept
 
 
@@ -603,10 +605,68 @@ def load_dataset(path: str | Path, images: str | Path | None = None, *, split: s
     return ds
 
 
+def _stamp(record: Record) -> tuple[int, int] | None:
+    if record.stamp is not None:
+        return record.stamp
+    try:
+        st = os.stat(record.image)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def images_fingerprint(ds: Dataset) -> str:
+    """A hash of every image's id, size and modification time (taken when the dataset was
+    loaded): cheap, and any replaced, rewritten or touched image changes it."""
+    h = hashlib.sha256()
+    for r in ds.records:
+        h.update(json.dumps([r.id, _stamp(r)]).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
 def dataset_fingerprint(ds: Dataset) -> str:
-    """A fingerprint of what a loaded dataset depends on: annotation bytes, split, image root."""
+    """A fingerprint of what the stages read: annotation bytes, split, image root, and each
+    image's size and modification time (``images_fingerprint``)."""
     return fingerprint({"annotations": file_fingerprint(ds.source), "format": ds.format,
-                        "split": ds.split, "image_root": str(ds.image_root)})
+                        "split": ds.split, "image_root": str(ds.image_root),
+                        "images": images_fingerprint(ds)})
+
+
+# Beyond this many images the per-image list is not kept: the log then says only that images
+# changed, not which.
+_INPUTS_LISTED = 200_000
+
+
+def note_input_change(work: str | Path, ds: Dataset, key: str) -> None:
+    """Say in the log what changed in the input since the last run that used ``work`` (the
+    stage keys make the recomputation happen; this says why), and remember this input."""
+    path = Path(work) / "inputs.json"
+    previous = read_json(path)
+    if isinstance(previous, dict) and previous.get("key") == key:
+        return
+    images = ({r.id: list(_stamp(r) or ()) for r in ds.records}
+              if len(ds) <= _INPUTS_LISTED else None)
+    annotations = file_fingerprint(ds.source)
+    if isinstance(previous, dict) and previous.get("key"):
+        what = []
+        if previous.get("annotations") != annotations:
+            what.append(f"annotation file {ds.source}")
+        before = previous.get("images")
+        if isinstance(before, dict) and images is not None:
+            changed = [i for i in images if i in before and before[i] != images[i]]
+            added = [i for i in images if i not in before]
+            removed = [i for i in before if i not in images]
+            for n, verb, ids in ((len(changed), "changed", changed), (len(added), "added", added),
+                                 (len(removed), "gone", removed)):
+                if n:
+                    shown = ", ".join(ids[:3]) + (f" and {n - 3} more" if n > 3 else "")
+                    what.append(f"{n} image(s) {verb} ({shown})")
+        if not what:
+            what.append("image files or image root")
+        log.info("input data changed since the last run in %s: %s; recomputing the stages that "
+                 "read it", work, "; ".join(what))
+    atomic_write_json(path, {"key": key, "annotations": annotations, "images": images})
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from gitd.config import DistillConfig
 from gitd.data import Dataset
-from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
@@ -196,6 +196,7 @@ class _Run:
         self.timings = timings
         self.on_unit = on_unit
         self.data_key = dataset_fingerprint(dataset)
+        note_input_change(work, dataset, self.data_key)
         self.stage_keys: dict[str, str] = {}
         self.cluster_summary: dict[str, Any] = {}
         self.extra_problems: list = []

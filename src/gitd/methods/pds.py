@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gitd.config import DistillConfig
-from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.images import open_rgb
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
@@ -86,6 +86,7 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         components = PdsComponents(config, device, resolve_dtype(config.dtype, device))
     c, cfg = components, config
     data_key = dataset_fingerprint(dataset)
+    note_input_change(work, dataset, data_key)
     stages: dict[str, str] = {}
 
     # -- embed ---------------------------------------------------------------------------
