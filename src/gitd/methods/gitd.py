@@ -29,8 +29,8 @@ from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
-from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
-                        run_units, unit_path)
+from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json,
+                        read_json, require, run_units, unit_image, unit_json, unit_path)
 
 log = get_logger("gitd")
 
@@ -231,18 +231,18 @@ class _Run:
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
         })
-        clock = StageTimer(stage)
-        if stage.done:
-            log.info("encode: cached (%s)", stage.path.name)
-            store = LatentStore.open(stage.path)
-        else:
-            store = encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
-                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
-                                   num_workers=cfg.encode_workers, sample=cfg.sample_latents,
-                                   seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
-            clock.save()
-            stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["encode"] = float(stage.summary().get("seconds", clock.total()))
+
+        def load() -> LatentStore:
+            return LatentStore.open(stage.path).check(self.dataset.ids)
+
+        def compute() -> None:
+            encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
+                           resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
+                           num_workers=cfg.encode_workers, sample=cfg.sample_latents,
+                           seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
+
+        store = stage.cached(load, compute)
+        self.timings["encode"] = float(stage.summary().get("seconds", 0.0))
         self.extra_problems = list(store.problems)
         self.latents = store
         return stage, store
@@ -271,11 +271,22 @@ class _Run:
             "seed": cfg.seed,
         })
         result_path = stage.path / "medoids.json"
-        cached = read_json(result_path)
-        if stage.done and cached:
-            log.info("cluster: cached (%s)", stage.path.name)
-        else:
-            clock = StageTimer(stage)
+        usable = set(valid.tolist())
+
+        def load() -> dict[str, Any]:
+            res = read_json(result_path)
+            require(isinstance(res, dict), "medoids.json is missing or not a JSON object")
+            rows, sizes = res["medoids"], res["sizes"]
+            require(isinstance(rows, list) and len(rows) == cfg.pairs
+                    and all(r in usable for r in rows),
+                    f"medoids.json does not hold {cfg.pairs} usable rows")
+            require(isinstance(sizes, list) and len(sizes) == len(rows)
+                    and all(isinstance(x, int) for x in sizes), "medoids.json has bad sizes")
+            require(res["ids"] == [self.dataset[r].id for r in rows],
+                    "medoids.json names other images than the dataset's")
+            return res
+
+        def compute() -> None:
             if cfg.cluster:
                 extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
                 res = clara(store.matrix(valid_only=True), cfg.pairs,
@@ -288,7 +299,7 @@ class _Run:
             sizes = ([int(s) for s in res.sizes] if res.sizes is not None
                      else [1] * len(medoid_rows))
             cost = float(res.cost)
-            cached = {
+            atomic_write_json(result_path, {
                 "medoids": medoid_rows,
                 "ids": [self.dataset[i].id for i in medoid_rows],
                 "sizes": sizes,
@@ -296,9 +307,9 @@ class _Run:
                 "method": "clara" if cfg.cluster else "random",
                 "sample_size": res.sample_size,
                 "sample_costs": [float(c) for c in (res.sample_costs or [])],
-            }
-            atomic_write_json(result_path, cached)
-            stage.mark_done({"seconds": round(clock.total(), 3)})
+            })
+
+        cached = stage.cached(load, compute)
         self.timings["cluster"] = float(stage.summary().get("seconds", 0.0))
         self.cluster_summary = {k: cached.get(k) for k in
                                 ("method", "cost", "sizes", "sample_size", "sample_costs")}
@@ -308,8 +319,6 @@ class _Run:
 
     # -- generate ------------------------------------------------------------------------
     def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from gitd.data.images import open_rgb
-
         cfg = self.cfg
         if not cfg.diffusion:
             self._image_key = self._cluster_key
@@ -361,16 +370,16 @@ class _Run:
                 "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
                 "chosen_candidate": int(best)})
 
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="medoid",
-                  on_written=self._written("generate", clock))
+        def load(j: int) -> dict[str, Any]:
+            meta = unit_json(stage, j, "prompt", "seed", "candidate_scores", "chosen_candidate")
+            return {"image": unit_image(stage, j), "scores": {
+                "image_prompt_scores": meta["candidate_scores"],
+                "chosen_candidate": meta["chosen_candidate"]}}
+
+        results = run_units(stage, k, cfg.generate_batch_size, compute, write, load,
+                            noun="medoid", on_written=self._written("generate", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["generate"] = round(clock.total(), 3)
-        results = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            results.append({"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
-                "image_prompt_scores": meta.get("candidate_scores", []),
-                "chosen_candidate": meta.get("chosen_candidate", 0)}})
         return results
 
     def _written(self, name: str, clock: StageTimer) -> Callable[[int], None]:
@@ -384,6 +393,7 @@ class _Run:
     def caption(self, medoids: list[dict[str, Any]],
                 images: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from gitd.data.images import open_rgb
+        from gitd.stages.caption import caption_images, load_caption_unit
 
         cfg = self.cfg
         if not cfg.captioner_on:
@@ -403,7 +413,6 @@ class _Run:
         captioner = scorer = None
 
         def compute(chunk: range) -> list:
-            from gitd.stages.caption import caption_images
 
             nonlocal captioner, scorer
             if captioner is None:
@@ -424,14 +433,9 @@ class _Run:
                 "caption": res.best, "candidates": list(res.candidates),
                 "scores": [float(x) for x in res.scores], "seed": seed})
 
-        run_units(stage, k, cfg.caption_batch_size, compute, write, noun="image",
-                  on_written=self._written("caption", clock))
+        out = run_units(stage, k, cfg.caption_batch_size, compute, write,
+                        lambda j: load_caption_unit(stage, j), noun="image",
+                        on_written=self._written("caption", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["caption"] = round(clock.total(), 3)
-        out = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            out.append({"caption": meta["caption"], "scores": {
-                "caption_candidates": meta.get("candidates", []),
-                "caption_scores": meta.get("scores", [])}})
         return out

@@ -30,8 +30,10 @@ from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.methods.gitd import Components, derive_seed
 from gitd.outdir import Inputs, OutputFolder
+from gitd.stages.caption import load_caption_unit
 from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_bytes,
-                        atomic_write_json, read_json, run_units, unit_path)
+                        atomic_write_json, read_json, require, run_units, unit_image, unit_json,
+                        unit_path)
 
 log = get_logger("pds")
 
@@ -93,15 +95,9 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
     stage = Stage.open(work, "embed", {"data": data_key, "score_model": cfg.score_model,
                                        "revision": cfg.score_revision, "dtype": str(c.dtype)})
     stages["embed"] = stage.key
-    clock = StageTimer(stage)
-    if stage.done:
-        log.info("embed: cached (%s)", stage.path.name)
-        store = EmbedStore.open(stage.path)
-    else:
-        store = embed_pairs(dataset.records, c.get_score_model(), stage.path)
-        clock.save()
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-    timings["embed"] = float(stage.summary().get("seconds", clock.total()))
+    store = stage.cached(lambda: EmbedStore.open(stage.path, dataset.records),
+                         lambda: embed_pairs(dataset.records, c.get_score_model(), stage.path))
+    timings["embed"] = float(stage.summary().get("seconds", 0.0))
     texts = [cap for r in dataset for cap in r.captions]
 
     # -- filter + prototypes -------------------------------------------------------------
@@ -116,10 +112,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                             "seed": cfg.seed})
     stages["prototypes"] = stage.key
     info_path = stage.path / "prototypes.json"
-    if stage.done and info_path.exists():
-        log.info("prototypes: cached (%s)", stage.path.name)
-    else:
-        clock = StageTimer(stage)
+
+    def compute_prototypes() -> None:
         protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], cfg.pairs,
                                   seed=cfg.seed)
         valid_rows = np.flatnonzero(store.valid)
@@ -133,11 +127,22 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                        for m in protos.members[j][:50]]})
         atomic_write_json(info_path, {"pairs_kept": int(len(cap_idx)),
                                       "pairs_dropped": int((~keep).sum()), "prototypes": table})
-        stage.mark_done({"seconds": round(clock.total(), 3)})
+
+    def load_prototypes() -> tuple[dict, np.ndarray]:
+        info = read_json(info_path)
+        require(isinstance(info, dict) and isinstance(info.get("prototypes"), list)
+                and len(info["prototypes"]) == cfg.pairs, "prototypes.json is missing or damaged")
+        image = np.load(stage.path / "image.npy", allow_pickle=False)
+        require(image.shape[0] == cfg.pairs, "image.npy has the wrong number of prototypes")
+        for row in info["prototypes"]:
+            require(0 <= row["caption_index"] < len(texts)
+                    and 0 <= row["nearest_record"] < len(dataset),
+                    "prototypes.json points outside the dataset")
+        return info, image
+
+    info, proto_image = stage.cached(load_prototypes, compute_prototypes)
     timings["prototypes"] = float(stage.summary().get("seconds", 0.0))
-    info = read_json(info_path)
     table = info["prototypes"]
-    proto_image = np.load(stage.path / "image.npy")
     k = len(table)
     prompts = [texts[row["caption_index"]] for row in table]
 
@@ -183,11 +188,14 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
 
             check_embedding_match(c.get_unclip(), proto_image.shape[1],
                                   score_model=cfg.score_model, unclip_model=cfg.unclip_model)
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="prototype",
-                  on_written=written)
+        def load(j: int):
+            unit_json(stage, j, "prompt", "seed")
+            return unit_image(stage, j)
+
+        images = run_units(stage, k, cfg.generate_batch_size, compute, write, load,
+                           noun="prototype", on_written=written)
         stage.mark_done({"seconds": round(clock.total(), 3)})
         timings["synthesize"] = round(clock.total(), 3)
-        images = [open_rgb(unit_path(stage, j, ".png")) for j in range(k)]
         image_key = stage.key
     else:
         # Generator-free variant: the real image nearest each prototype, copied as is.
@@ -223,15 +231,13 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                                     "candidates": list(res.candidates),
                                                     "scores": [float(x) for x in res.scores]})
 
-        run_units(stage, k, cfg.caption_batch_size, compute_caps, write_caps, noun="image",
-                  on_written=lambda j: (clock.save(), on_unit and on_unit("caption", j)))
+        done = run_units(stage, k, cfg.caption_batch_size, compute_caps, write_caps,
+                         lambda j: load_caption_unit(stage, j), noun="image",
+                         on_written=lambda j: (clock.save(), on_unit and on_unit("caption", j)))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         timings["caption"] = round(clock.total(), 3)
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            captions[j] = meta["caption"]
-            caption_scores[j] = {"caption_candidates": meta["candidates"],
-                                 "caption_scores": meta["scores"]}
+        captions = [u["caption"] for u in done]
+        caption_scores = [u["scores"] for u in done]
 
     # -- output --------------------------------------------------------------------------
     pairs = []
