@@ -139,9 +139,6 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
               "val": sets["val"]["path"] if val_ds is not None else None,
               "image_model": img_enc.name, "text_model": txt_enc.name,
               "caption_policy": "one random caption per image per epoch (seeded)"}
-    run_key = fingerprint({"config": {k: v for k, v in config.items() if k != "device"},
-                           "sets": sets, "encoders": encoders, "version": 1})
-
     train_pairs = prepare_pairs(train_ds, img_enc, txt_enc, prot, freeze_image=freeze_image,
                                 device=dev, cache=cache, workers=workers, name="train images")
     test_pairs = prepare_pairs(test_ds, img_enc, txt_enc, prot, freeze_image=freeze_image,
@@ -149,6 +146,13 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     val_pairs = (prepare_pairs(val_ds, img_enc, txt_enc, prot, freeze_image=freeze_image,
                                device=dev, cache=cache, workers=workers, name="val images")
                  if val_ds is not None else None)
+    # Images that could not be decoded are left out (and listed): counts say what was used.
+    for what, pairs in (("train", train_pairs), ("test", test_pairs), ("val", val_pairs)):
+        if pairs is not None and pairs.problems:
+            sets[what].update(images=pairs.n_images, captions=pairs.n_texts,
+                              skipped=[p.to_dict() for p in pairs.problems])
+    run_key = fingerprint({"config": {k: v for k, v in config.items() if k != "device"},
+                           "sets": sets, "encoders": encoders, "version": 1})
 
     partial = out.with_name(out.name + ".partial") if out is not None else None
     seed_results = []

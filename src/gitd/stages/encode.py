@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb
+from gitd.data.images import ImageError, open_rgb, resize_cover, worker_guard
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
@@ -44,14 +44,7 @@ PROGRESS = "progress.json"
 
 def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
     """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
-    w, h = img.size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - resolution) // 2, (nh - resolution) // 2
-    img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.float32)
+    arr = np.asarray(resize_cover(img, resolution, Image.BICUBIC), dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1).div_(127.5).sub_(1.0)
 
 
@@ -253,7 +246,8 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     t0 = time.perf_counter()
     ran = 0
     try:
-        for idx, x, ok, kinds, messages in loader:
+        for idx, x, ok, kinds, messages in worker_guard(
+                loader, "re-run with --encode-workers 0 to find the file that crashes it"):
             if max_batches is not None and ran >= max_batches:
                 break
             idx = idx.numpy()
