@@ -55,13 +55,25 @@ def environment_error(path, exc: OSError, *, action: str = "write") -> GitdError
                      "to resume")
 
 
-def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+# Seeds feed numpy and torch generators, which take at most 32 (numpy) or 64 bits.
+MAX_SEED = 2**32 - 1
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
     """Validate an integer setting where work starts (scikit-learn style), naming the bad value."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {_short(value)}")
     if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {_short(value)}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {_short(value)}")
     return value
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \
+        f"a {len(str(abs(value))) if abs(value) < 10**4000 else 'huge'}-digit number"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0,

@@ -207,4 +207,5 @@ def test_cli_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gitd", "shapes", str(tmp_path / "bad"),
                           "--size", "16"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "gitd shapes: error: size must be >= 32, got 16"
+    assert bad.stderr.strip() == ("gitd shapes: error: argument --size: must be an integer in "
+                                  "[32, 4096], got '16' (see 'gitd shapes --help')")

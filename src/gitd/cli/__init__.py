@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from gitd import __version__
+from gitd.cli.options import Parser
 from gitd.errors import GitdError
 from gitd.log import setup_logging
 
@@ -18,7 +19,7 @@ COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gitd",
         description="Distil an image-caption dataset into a few synthetic pairs that still train "
                     "a retrieval model, and evaluate the result honestly.",
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):  # a lone surrogate from a dataset must print
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gitd import __version__
-from gitd.errors import ConfigError, GitdError, check_positive_int, environment_error
+from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 from gitd.store import atomic_write_json, atomic_write_text, read_json, temp_prefix, to_json
@@ -41,6 +41,8 @@ DEFAULT_TRAIN = 1000
 DEFAULT_TEST = 200
 DEFAULT_SIZE = 128
 MIN_SIZE = 32
+MAX_SIZE = 4096
+MAX_IMAGES = 10_000_000
 SPLITS = ("train", "test")
 _SPLIT_KEYS = {"train": 1, "test": 2}
 # Drawing at 3x and box-filtering down anti-aliases every edge for little cost at these sizes.
@@ -534,11 +536,12 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
     the same settings keeps the images already written (a run killed part way resumes); with
     other settings every image is redrawn.
     """
-    train = check_positive_int("train", train)
-    test = check_positive_int("test", test)
-    size = check_positive_int("size", size, minimum=MIN_SIZE)
-    seed = check_positive_int("seed", seed, minimum=0)
-    workers = _default_workers() if workers is None else check_positive_int("workers", workers)
+    train = check_positive_int("train", train, maximum=MAX_IMAGES)
+    test = check_positive_int("test", test, maximum=MAX_IMAGES)
+    size = check_positive_int("size", size, minimum=MIN_SIZE, maximum=MAX_SIZE)
+    seed = check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    workers = (_default_workers() if workers is None
+               else check_positive_int("workers", workers, maximum=1024))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} exists and is not a folder")

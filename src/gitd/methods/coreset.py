@@ -40,7 +40,7 @@ import numpy as np
 from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
-from gitd.errors import ConfigError, GitdError, check_positive_int
+from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 
@@ -240,6 +240,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     ``features_fn`` replaces the evaluation encoders' features (tests, other feature spaces)."""
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if caption not in CAPTION_POLICIES:
         raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
                           f"got {caption!r}")
