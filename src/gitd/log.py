@@ -59,3 +59,13 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int 
     """A tqdm bar on stderr, hidden when quiet (or when stderr is not a terminal and short)."""
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
                 disable=_quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+def close_bars() -> None:
+    """Close every progress bar still open (a run stopped by an error or Ctrl-C), so the line
+    that says why starts on a clean line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the interrupt: nothing left to clean
+            pass

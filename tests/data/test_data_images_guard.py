@@ -142,3 +142,31 @@ def test_select_and_evaluate_skip_them(tmp_path):
     for split in ("train", "test"):
         assert results["sets"][split]["images"] == 17
         assert_all_bad_listed(results["sets"][split]["skipped"])
+
+
+def test_a_decoder_that_kills_its_worker_process_is_one_line(tmp_path, monkeypatch):
+    """A decoder crashing the interpreter takes down a worker, not the run: one GitdError."""
+    import os
+    import signal
+
+    import gitd.data.images
+    import gitd.stages.encode
+    from gitd.errors import GitdError
+
+    parent = os.getpid()
+    real = gitd.data.images.open_rgb
+
+    def crash_in_worker(path, **kwargs):
+        if os.getpid() != parent and str(path).endswith("005.png"):
+            os.kill(os.getpid(), signal.SIGKILL)  # as a segfaulting C decoder would
+        return real(path, **kwargs)
+
+    data = dataset(tmp_path / "d", good=8)
+    monkeypatch.setattr(gitd.stages.encode, "open_rgb", crash_in_worker)
+    with pytest.raises(GitdError, match="a process decoding images died .*--encode-workers 0"):
+        distill(data, tmp_path / "out", DistillConfig.from_preset(
+            "tiny", pairs=3, seed=0, device="cpu", encode_workers=1, diffusion=False,
+            captioner_on=False))
+    monkeypatch.setattr(gitd.data.images, "open_rgb", crash_in_worker)
+    with pytest.raises(GitdError, match="crashed a worker"):
+        check_dataset(dataset(tmp_path / "e", good=64), workers=2)

@@ -34,6 +34,7 @@ from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
+from gitd.workers import sigint_deferred, stop_pool
 
 log = get_logger("data.formats")
 
@@ -787,9 +788,13 @@ def verify_image_files(paths: Sequence[Path | str], *, workers: int | None = Non
     chunk = max(1, min(256, len(paths) // (n * 8)))
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
                              initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
-        it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
         try:
+            with sigint_deferred():  # the workers are forked here; Ctrl-C is ours to handle
+                it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
             return list(progress(it, desc=desc, total=len(paths), unit="img"))
+        except KeyboardInterrupt:
+            stop_pool(pool)
+            raise
         except BrokenProcessPool:
             raise DataError("an image decoder crashed a worker process; re-run with one worker "
                             "(--workers 1 / workers=1) to find the file") from None

@@ -139,14 +139,3 @@ def resize_exact(img: Image.Image, size: int, resample=Image.Resampling.BICUBIC)
     """Scale to ``size`` x ``size`` without cropping (as the retrieval papers do)."""
     return img if img.size == (size, size) else img.resize((size, size), resample)
 
-
-def worker_guard(batches, hint: str):
-    """Iterate a DataLoader, turning the death of a worker process (a decoder that crashed the
-    interpreter, the out-of-memory killer) into one ``GitdError`` instead of a traceback."""
-    try:
-        yield from batches
-    except RuntimeError as exc:
-        if "DataLoader worker" not in str(exc):
-            raise
-        raise GitdError(f"a process decoding images died ({_oneline(exc)}); finished work is "
-                        f"kept; {hint}") from None

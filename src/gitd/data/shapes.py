@@ -30,6 +30,7 @@ from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int, en
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 from gitd.store import atomic_write_json, atomic_write_text, read_json, temp_prefix, to_json
+from gitd.workers import sigint_deferred, stop_pool
 
 log = get_logger("data.shapes")
 
@@ -590,11 +591,17 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
                 bar.update(task[3] - task[2])
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                futures = {pool.submit(_render_chunk, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    bar.update(tasks[i][3] - tasks[i][2])
+                try:
+                    with sigint_deferred():  # workers are forked here; Ctrl-C is ours
+                        futures = {pool.submit(_render_chunk, task): i
+                                   for i, task in enumerate(tasks)}
+                    for future in as_completed(futures):
+                        i = futures[future]
+                        results[i] = future.result()
+                        bar.update(tasks[i][3] - tasks[i][2])
+                except KeyboardInterrupt:
+                    stop_pool(pool)
+                    raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - started

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb, resize_exact, worker_guard
+from gitd.data.images import ImageError, open_rgb, resize_exact
 from gitd.errors import GitdError
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
+from gitd.workers import loader_batches
 
 log = get_logger("evaluation.features")
 
@@ -135,8 +136,8 @@ def default_workers() -> int:
 
 
 def _checked(loader, errors: list | None):
-    for idx, x, bad in worker_guard(loader, "re-run with --workers 0 to find the file that "
-                                            "crashes it"):
+    for idx, x, bad in loader_batches(loader, "re-run with --workers 0 to find the file "
+                                              "that crashes it"):
         if bad and errors is None:
             raise ImageError(*bad[0][1])
         if bad:

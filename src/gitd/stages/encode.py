@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb, resize_cover, worker_guard
+from gitd.data.images import ImageError, open_rgb, resize_cover
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
 from gitd.stages.arrays import create_array_file, npy_ok
 from gitd.stages.cluster import RowSubset
 from gitd.store import Damaged, atomic_write_json, fingerprint, read_json, require
+from gitd.workers import loader_batches
 
 log = get_logger("stages.encode")
 
@@ -246,7 +247,7 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     t0 = time.perf_counter()
     ran = 0
     try:
-        for idx, x, ok, kinds, messages in worker_guard(
+        for idx, x, ok, kinds, messages in loader_batches(
                 loader, "re-run with --encode-workers 0 to find the file that crashes it"):
             if max_batches is not None and ran >= max_batches:
                 break
