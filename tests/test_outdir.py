@@ -167,3 +167,20 @@ def test_what_a_killed_run_left_is_repaired_and_cleaned(data, tmp_path):
     assert not out.exists()
     distill(data, out, no_models())
     assert snapshot(out / "images") == reference and not old.exists()
+
+
+def test_a_run_that_fails_before_any_work_leaves_nothing_behind(data, tmp_path):
+    from gitd.errors import ModelUnavailableError
+    from gitd.methods import distill as distill_any
+
+    out = tmp_path / "new"
+    cfg = DistillConfig.from_preset("tiny", pairs=2, seed=0, device="cpu",
+                                    diffusion_model=str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelUnavailableError):
+        distill_any(data, out, cfg)
+    assert not out.exists()
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(ModelUnavailableError):
+        distill_any(data, given, cfg)
+    assert given.is_dir() and list(given.iterdir()) == []  # the user's folder stays, empty

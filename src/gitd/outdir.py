@@ -225,15 +225,43 @@ class OutputFolder:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise environment_error(shown, exc, action="create the output folder") from None
-        self._write_marker(path, [], complete=False)
+        self._write_marker(path, [], complete=False, created=True)
 
     def record_files(self) -> None:
         """Mark an output written in place (not through ``replace``) complete, listing its
         files."""
         self._write_marker(self.path, _files_under(self.path, self.carry), complete=True)
 
-    def _write_marker(self, folder: Path, files: Iterable[str], *, complete: bool) -> None:
-        atomic_write_json(folder / MARKER, _marker(self.command, files, complete=complete))
+    def _write_marker(self, folder: Path, files: Iterable[str], *, complete: bool,
+                      created: bool = False) -> None:
+        marker = _marker(self.command, files, complete=complete)
+        if created:
+            marker["created"] = True  # gitd made the folder itself: it may remove it
+        atomic_write_json(folder / MARKER, marker)
+
+    @staticmethod
+    def discard_unused(out: str | Path) -> None:
+        """After a run that failed before doing any work (a model that cannot be loaded, a bad
+        setting found late): remove what ``prepare`` put there, leaving nothing behind. A
+        folder with a result or with stage folders (work to resume) is kept as it is."""
+        path = Path(_real(out))
+        marker = read_marker(path)
+        if not marker or marker.get("complete") or marker.get("files"):
+            return
+        ours = []
+        for rel in _files_under(path):
+            parts = Path(rel).parts
+            if not (len(parts) == 2 and parts[1] == "inputs.json"):
+                return  # real work: keep it for the next run
+            ours.append(path / rel)
+        for p in [*ours, path / MARKER]:
+            p.unlink(missing_ok=True)
+        for root, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+            if root != str(path) or marker.get("created"):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass
 
     # -- repair ----------------------------------------------------------------------------
     def _siblings(self) -> Iterator[tuple[Path, str]]:

@@ -30,7 +30,8 @@ def data(root: Path, n: int = 24) -> Path:
 def interrupt_when(cmd: list[str], marker: bytes, timeout: float = 120) -> tuple[int, str]:
     """Run ``cmd`` in its own process group; once ``marker`` shows on stderr, send SIGINT to
     the whole group (as a terminal does) every 30 ms until it exits."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GITD_PROGRESS_SECONDS": "0",  # a log line
+           "PYTHONPATH": str(Path(__file__).parents[2] / "src")}           # per step
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     seen = threading.Event()
@@ -75,12 +76,12 @@ def test_repeated_ctrl_c_ends_with_one_line_and_130(tmp_path, command):
         cmd = [sys.executable, "-m", "gitd", "select", str(train), "--method", "forgetting",
                "--pairs", "2", "--forgetting-epochs", "100000", "--image-size", "32",
                "--cache", str(tmp_path / "cache"), "--out", str(out)]
-        marker = b"training:"  # the forgetting run's epoch bar
+        marker = b"training: "  # the forgetting run's epochs
     else:
         cmd = [sys.executable, "-m", "gitd", "distill", str(train), "--pairs", "2", "--preset",
                "tiny", "--encode-workers", "2", "--encode-batch-size", "1", "--resolution",
                "256", "--out", str(out)]
-        marker = b"encode"
+        marker = b"encode: "
     rc, err = interrupt_when(cmd, marker)
     assert rc == 130, err[-3000:]
     assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]

@@ -93,7 +93,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
 
     # -- embed ---------------------------------------------------------------------------
     stage = Stage.open(work, "embed", {"data": data_key, "score_model": cfg.score_model,
-                                       "revision": cfg.score_revision, "dtype": str(c.dtype)})
+                                       "revision": cfg.score_revision, "dtype": str(c.dtype)},
+                       prepare=c.get_score_model)
     stages["embed"] = stage.key
     store = stage.cached(lambda: EmbedStore.open(stage.path, dataset.records),
                          lambda: embed_pairs(dataset.records, c.get_score_model(), stage.path))
@@ -154,7 +155,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             "revision": cfg.unclip_revision, "resolution": cfg.resolution,
             "steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
             "noise_level": cfg.noise_level, "negative_prompt": cfg.negative_prompt,
-            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
+            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)},
+            prepare=c.get_unclip)
         stages["synthesize"] = stage.key
         clock = StageTimer(stage)
 
@@ -211,7 +213,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             "upstream": image_key, "model": cfg.captioner, "captions": cfg.num_captions,
             "temperature": cfg.temperature, "top_p": cfg.top_p,
             "max_new_tokens": cfg.max_new_tokens, "score_model": cfg.score_model,
-            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
+            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)},
+            prepare=lambda: (c.get_captioner(), c.get_score_model()))
         stages["caption"] = stage.key
         clock = StageTimer(stage)
 
