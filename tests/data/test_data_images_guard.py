@@ -138,7 +138,7 @@ def test_select_and_evaluate_skip_them(tmp_path):
     text = write_tiny_text_model(tmp_path / "text")
     results = evaluate(data, data, epochs=1, seeds=1, image_model="timm:resnet10t",
                        pretrained=False, text_model=str(text), image_size=32, batch_size=8,
-                       workers=1, cache=cache, device="cpu")
+                       workers=1, cache=cache, device="cpu", allow_test_overlap=True)
     for split in ("train", "test"):
         assert results["sets"][split]["images"] == 17
         assert_all_bad_listed(results["sets"][split]["skipped"])
