@@ -184,3 +184,13 @@ def test_a_run_that_fails_before_any_work_leaves_nothing_behind(data, tmp_path):
     with pytest.raises(ModelUnavailableError):
         distill_any(data, given, cfg)
     assert given.is_dir() and list(given.iterdir()) == []  # the user's folder stays, empty
+
+
+def test_an_earlier_work_folder_is_kept_when_work_moves_elsewhere(data, tmp_path, caplog):
+    out = tmp_path / "out"
+    distill(data, out, no_models())
+    distill(data, out, no_models(), work=tmp_path / "elsewhere")
+    assert list((out / "work").glob("cluster-*")) and (tmp_path / "elsewhere").is_dir()
+    caplog.set_level("INFO", logger="gitd")
+    distill(data, out, no_models())
+    assert "cluster: cached" in caplog.text

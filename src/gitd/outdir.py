@@ -131,15 +131,16 @@ def _marker(command: str, files: Iterable[str], *, complete: bool) -> dict:
             "gitd_version": __version__, "complete": complete, "files": sorted(files)}
 
 
-def _files_under(folder: Path, skip: str | None = None) -> list[str]:
+def _files_under(folder: Path, skip: Iterable[str] = ()) -> list[str]:
     """Relative posix paths of every file under ``folder`` (not following links), except the
-    top-level entry ``skip``, the marker and gitd's own temporary files."""
+    top-level entries ``skip``, the marker and gitd's own temporary files."""
+    skip = set(skip)
     out = []
     for root, dirs, names in os.walk(folder):
         rel_root = Path(root).relative_to(folder)
         if rel_root == Path("."):
-            dirs[:] = [d for d in dirs if d != skip]
-            names = [n for n in names if n not in (MARKER, skip)]
+            dirs[:] = [d for d in dirs if d not in skip]
+            names = [n for n in names if n != MARKER and n not in skip]
         for name in names:
             if not _TMP_RE.match(name):
                 out.append((rel_root / name).as_posix())
@@ -149,9 +150,25 @@ def _files_under(folder: Path, skip: str | None = None) -> list[str]:
     return out
 
 
-def _foreign(folder: Path, marker: dict, skip: str | None) -> list[str]:
+def _foreign(folder: Path, marker: dict, skip: Iterable[str]) -> list[str]:
     listed = set(marker.get("files") or [])
     return [f for f in _files_under(folder, skip) if f not in listed]
+
+
+def _work_folders(folder: Path) -> set[str]:
+    """Top-level entries of an output folder that are gitd work folders (stage pointers or the
+    input record inside): cache to keep, whichever --work the current run uses."""
+    found = set()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return found
+    for e in entries:
+        if e.is_dir(follow_symlinks=False) and (
+                os.path.isfile(os.path.join(e.path, "inputs.json"))
+                or any(n.endswith(".current") for n in os.listdir(e.path))):
+            found.add(e.name)
+    return found
 
 
 def _describe(paths: list[str]) -> str:
@@ -162,11 +179,11 @@ def _describe(paths: list[str]) -> str:
 class OutputFolder:
     """An output folder gitd owns (see the module docstring); make one with ``prepare``."""
 
-    def __init__(self, path: Path, shown: Path, command: str, carry: str | None):
+    def __init__(self, path: Path, shown: Path, command: str, carry: set[str]):
         self.path = path        # real path
         self.shown = shown      # as the user gave it
         self.command = command
-        self.carry = carry      # top-level entry holding the work folder, moved across on swap
+        self.carry = carry      # top-level work folders, moved across on swap
 
     @classmethod
     def prepare(cls, out: str | Path, *, command: str, inputs: Inputs,
@@ -179,22 +196,26 @@ class OutputFolder:
                             "choose a folder name")
         real = _real(shown)
         _refuse_overlap(shown, real, inputs, "output folder", as_folder=True)
-        carry = None
+        carry: set[str] = set()
+        inside = False
         if work is not None:
             work_real = _real(work)
             _refuse_overlap(Path(work), work_real, inputs, "work folder", as_folder=True)
             if work_real == real:
                 raise GitdError(f"{work}: the work folder cannot be the output folder itself; "
                                 "leave --work out (default OUT/work) or name another folder")
-            if _inside(work_real, real):
-                carry = Path(work_real).relative_to(real).parts[0]
-                if carry == MARKER:
+            inside = _inside(work_real, real)
+            if inside:
+                carry.add(Path(work_real).relative_to(real).parts[0])
+                if MARKER in carry:
                     raise GitdError(f"{work}: not a usable work folder name")
+        if os.path.isdir(real) and read_marker(real) is not None:
+            carry |= _work_folders(Path(real))
         folder = cls(Path(real), shown, command, carry)
         folder._repair_siblings()
         folder._claim_or_create()
         remove_stale_temp_files(folder.path)
-        if work is not None and carry is None:
+        if work is not None and not inside:
             remove_stale_temp_files(work)
         return folder
 
@@ -205,7 +226,7 @@ class OutputFolder:
         if path.is_dir():
             marker = read_marker(path)
             if marker is None:
-                if any(e for e in os.listdir(path) if e != self.carry):
+                if any(e for e in os.listdir(path) if e not in self.carry):
                     raise GitdError(f"{shown}: folder is not empty and was not written by gitd "
                                     f"(no {MARKER}); gitd never writes over files it did not "
                                     "create, choose a new or empty folder")
@@ -218,8 +239,9 @@ class OutputFolder:
             # Only a folder that will be replaced as a whole must hold nothing else.
             foreign = _foreign(path, marker, self.carry) if kind in _REPLACED else []
             if foreign:
-                raise GitdError(f"{shown}: folder holds files gitd did not write ({_describe(foreign)}); "
-                                "move them away or choose another folder")
+                raise GitdError(f"{shown}: folder holds files gitd did not write "
+                                f"({_describe(foreign)}); move them away or choose another "
+                                "folder")
             return
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -293,9 +315,9 @@ class OutputFolder:
             _remove_owned(sib, marker if role == "old" else {"files": _files_under(sib)})
 
     def _take_back_work(self, sib: Path) -> None:
-        if self.carry and (sib / self.carry).is_dir() and self.path.is_dir() \
-                and not (self.path / self.carry).exists():
-            os.rename(sib / self.carry, self.path / self.carry)
+        for name in self.carry | _work_folders(sib):
+            if (sib / name).is_dir() and self.path.is_dir() and not (self.path / name).exists():
+                os.rename(sib / name, self.path / name)
 
     # -- replace as a whole ----------------------------------------------------------------
     @contextmanager
@@ -321,8 +343,9 @@ class OutputFolder:
             raise
 
     def _swap(self, staging: Path) -> None:
-        if self.carry and (staging / self.carry).exists():
-            raise GitdError(f"{self.shown}: the work folder's name {self.carry!r} is also a "
+        clash = sorted(n for n in self.carry if (staging / n).exists())
+        if clash:
+            raise GitdError(f"{self.shown}: the work folder's name {clash[0]!r} is also a "
                             "name in the output; choose another --work")
         self._write_marker(staging, _files_under(staging), complete=True)
         if not self.path.exists():
@@ -336,8 +359,9 @@ class OutputFolder:
                             "them away and re-run")
         old = self.path.parent / f".{self.path.name}.gitd-old-{os.getpid()}"
         try:
-            if self.carry and (self.path / self.carry).exists():
-                os.rename(self.path / self.carry, staging / self.carry)
+            for name in sorted(self.carry):
+                if (self.path / name).exists():
+                    os.rename(self.path / name, staging / name)
             os.rename(self.path, old)
             try:
                 os.rename(staging, self.path)
