@@ -93,12 +93,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+def stale_temp_files(folder: str | Path) -> list[Path]:
     """gitd's own temporary files under ``folder`` whose writer is no longer running (left by a
     SIGKILL between creating and renaming them)."""
     found = []
-    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
-    for root, _, names in walker:
+    for root, _, names in os.walk(folder):
         for name in names:
             m = _TMP_RE.match(name)
             if m and not _pid_alive(int(m.group(1))):
