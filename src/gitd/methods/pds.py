@@ -31,7 +31,7 @@ from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.embed import EmbedSettings, embed_stage, filter_lowest
 from gitd.stages.prototypes import PrototypeSettings, build_prototypes, select_nearest
 from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
-from gitd.store import StagePlan, atomic_write_bytes, atomic_write_json, read_json
+from gitd.store import StagePlan, atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("pds")
 
@@ -160,9 +160,20 @@ class Pds(DistillMethod):
                 "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
                 "prototypes": table})
 
-        info, proto_image = runner.whole(
-            "prototypes", prototypes, lambda stage: (read_json(stage.path / "prototypes.json"),
-                                                     np.load(stage.path / "image.npy")))
+        def load_prototypes(stage) -> tuple[dict, np.ndarray]:
+            info = read_json(stage.path / "prototypes.json")
+            require(isinstance(info, dict) and isinstance(info.get("prototypes"), list)
+                    and len(info["prototypes"]) == s.pairs,
+                    "prototypes.json is missing or damaged")
+            image = np.load(stage.path / "image.npy", allow_pickle=False)
+            require(image.shape[0] == s.pairs, "image.npy has the wrong number of prototypes")
+            for row in info["prototypes"]:
+                require(0 <= row["caption_index"] < len(texts)
+                        and 0 <= row["nearest_record"] < len(dataset),
+                        "prototypes.json points outside the dataset")
+            return info, image
+
+        info, proto_image = runner.whole("prototypes", prototypes, load_prototypes)
         table = info["prototypes"]
         prompts = [texts[row["caption_index"]] for row in table]
 
