@@ -107,6 +107,11 @@ class Inputs:
         return None
 
 
+def refuse_overlap(out: str | Path, inputs: Inputs, what: str, *, as_folder: bool = True) -> None:
+    """One line (exit 2) when ``out`` is, contains or lies inside any of ``inputs``."""
+    _refuse_overlap(Path(out), _real(out), inputs, what, as_folder=as_folder)
+
+
 def _refuse_overlap(out: Path, real: str, inputs: Inputs, what: str, *, as_folder: bool) -> None:
     how = inputs.overlap(real, as_folder=as_folder)
     if how:
