@@ -8,6 +8,9 @@
 * COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 * Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
   plus a text column), or such a file itself.
+* WebDataset: a tar shard, a folder of ``*.tar`` shards or a brace pattern
+  (``data/{00000..00331}.tar``) of ``KEY.jpg|png|webp`` + ``KEY.txt`` samples
+  (``gitd.data.shards``); records' images are ``TarMember``s, read by offset.
 
 Rows that cannot be used become ``Problem``s on the returned ``Dataset`` (or raise ``DataError``
 with ``strict=True``); a file that cannot be read at all raises ``DataError`` naming the file.
@@ -35,7 +38,7 @@ from gitd.store import file_fingerprint, fingerprint
 
 log = get_logger("data.formats")
 
-FORMATS = ("blip", "karpathy", "coco", "imagefolder")
+FORMATS = ("blip", "karpathy", "coco", "imagefolder", "webdataset")
 TEXT_COLUMNS = ("text", "caption", "captions")
 # Karpathy's COCO split puts 30k val images in "restval"; every paper trains on train+restval.
 TRAIN_SPLITS = ("train", "restval")
@@ -545,10 +548,31 @@ def _check_files(records: list[Record], b: _Builder) -> list[Record]:
     return kept
 
 
+def _webdataset_shards(path: str | Path) -> list[Path] | None:
+    """Shards when ``path`` is WebDataset input; an annotation file in a folder wins."""
+    from gitd.data.shards import shard_paths
+
+    p = Path(path)
+    if p.is_dir() and any((p / n).is_file() for n in
+                          ("annotations.json", "metadata.jsonl", "metadata.csv")):
+        return None
+    return shard_paths(path)
+
+
 def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
           allow_outside_root: bool) -> tuple[Dataset, _Builder]:
     if not isinstance(split, str) or not split:
         raise DataError(f"split must be a non-empty string, got {split!r}")
+    shards = _webdataset_shards(path)
+    if shards is not None:
+        from gitd.data.shards import load_shards
+
+        if images is not None:
+            log.warning("%s: WebDataset shards hold their images; --images is ignored", path)
+        ds = load_shards(path, shards, strict=strict)
+        b = _Builder(str(path), ds.image_root, strict=strict, allow_outside_root=True)
+        b.problems = ds.problems
+        return ds, b
     src = _locate(path)
     root = _image_root(images, src)
     b = _Builder(src.shown, root, strict=strict, allow_outside_root=allow_outside_root)
@@ -604,7 +628,16 @@ def load_dataset(path: str | Path, images: str | Path | None = None, *, split: s
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
-    """A fingerprint of what a loaded dataset depends on: annotation bytes, split, image root."""
+    """A fingerprint of what a loaded dataset depends on: annotation bytes, split, image root
+    (for WebDataset shards: each shard's path, size and modification time)."""
+    if ds.format == "webdataset":
+        from gitd.data.shards import shards_of
+
+        stamps = []
+        for s in shards_of(ds):
+            st = os.stat(s)
+            stamps.append((str(s), st.st_size, st.st_mtime_ns))
+        return fingerprint({"shards": stamps, "format": ds.format, "ids": len(ds.records)})
     return fingerprint({"annotations": file_fingerprint(ds.source), "format": ds.format,
                         "split": ds.split, "image_root": str(ds.image_root)})
 
@@ -620,10 +653,10 @@ def _init_worker(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def _verify_one(path: Path | str) -> VerifyResult:
+def _verify_one(path) -> VerifyResult:
     from gitd.data.images import ImageError, open_rgb
     try:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if isinstance(path, (str, Path)) and os.path.isfile(path) and os.path.getsize(path) == 0:
             return None, "corrupt-image", "empty file (0 bytes)"
         img = open_rgb(path)
     except ImageError as exc:
@@ -662,7 +695,8 @@ def verify_image_files(paths: Sequence[Path | str], *, workers: int | None = Non
     chunk = max(1, min(256, len(paths) // (n * 8)))
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
                              initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
-        it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
+        it = pool.map(_verify_one, [p if hasattr(p, "shard") else str(p) for p in paths],
+                      chunksize=chunk)
         try:
             return list(progress(it, desc=desc, total=len(paths), unit="img"))
         except BrokenProcessPool:

@@ -55,13 +55,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as 8-bit RGB, or raise ``ImageError`` saying why."""
-    path = Path(path)
+def is_image_ref(x) -> bool:
+    """True for something ``open_rgb`` opens: a path, or an image inside a tar shard."""
+    return isinstance(x, (str, Path)) or (hasattr(x, "read_bytes") and hasattr(x, "shard"))
+
+
+def image_ref(x):
+    """A path string as a ``Path``; a ``TarMember`` (image inside a shard) unchanged."""
+    return x if hasattr(x, "shard") else Path(x)
+
+
+def open_rgb(path) -> Image.Image:
+    """Open and fully decode an image as 8-bit RGB, or raise ``ImageError`` saying why.
+
+    ``path``: a file path, or a ``gitd.data.shards.TarMember`` (an image inside a tar shard,
+    read by offset)."""
+    member = hasattr(path, "read_bytes") and hasattr(path, "shard")
+    if not member:
+        path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path.open() if member else path) as img:
                 img.load()
                 return _to_rgb(img)
     except FileNotFoundError:

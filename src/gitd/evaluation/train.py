@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from gitd.data.images import image_ref
 from gitd.errors import GitdError
 from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
@@ -95,7 +96,7 @@ def prepare_pairs(dataset, image_encoder: ImageEncoder, text_encoder: TextEncode
     ``.captions``): every caption of every image, text features from the (cached) frozen text
     encoder."""
     records = list(dataset)
-    paths = [Path(r.image) for r in records]
+    paths = [image_ref(r.image) for r in records]
     texts, t2i = [], []
     for i, r in enumerate(records):
         texts.extend(r.captions)

@@ -376,7 +376,7 @@ class _Run:
     # -- caption -------------------------------------------------------------------------
     def caption(self, medoids: list[dict[str, Any]],
                 images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from gitd.data.images import open_rgb
+        from gitd.data.images import is_image_ref, open_rgb
 
         cfg = self.cfg
         if not cfg.captioner_on:
@@ -403,7 +403,7 @@ class _Run:
                 captioner = self.c.get_captioner()
                 scorer = self.c.get_score_model() if cfg.score else None
             imgs = [images[j]["image"] for j in chunk]
-            imgs = [open_rgb(im) if isinstance(im, (str, Path)) else im for im in imgs]
+            imgs = [open_rgb(im) if is_image_ref(im) else im for im in imgs]
             seeds = [derive_seed(cfg.seed, "caption", j) for j in chunk]
             results = caption_images(
                 captioner, scorer, imgs, num_captions=cfg.num_captions,

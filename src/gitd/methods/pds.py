@@ -24,7 +24,7 @@ import numpy as np
 
 from gitd.config import DistillConfig
 from gitd.data.formats import dataset_fingerprint, load_dataset
-from gitd.data.images import open_rgb
+from gitd.data.images import is_image_ref, open_rgb
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
@@ -205,7 +205,7 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         def compute_caps(chunk: range) -> list:
             from gitd.stages.caption import caption_images
 
-            imgs = [images[j] if not isinstance(images[j], (str, Path)) else open_rgb(images[j])
+            imgs = [open_rgb(images[j]) if is_image_ref(images[j]) else images[j]
                     for j in chunk]
             seeds = [derive_seed(cfg.seed, "caption", j) for j in chunk]
             return caption_images(c.get_captioner(), c.get_score_model(), imgs,

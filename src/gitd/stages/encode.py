@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb
+from gitd.data.images import ImageError, image_ref, open_rgb
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
@@ -220,7 +220,7 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
 
     header = _npy_offset(out_dir / LATENTS)
     row_bytes = int(np.prod(shape[1:])) * 2
-    ds = _ImageDataset([str(r.image) for r in records], resolution, done)
+    ds = _ImageDataset([image_ref(r.image) for r in records], resolution, done)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, drop_last=False)
     dev = torch.device(device)
