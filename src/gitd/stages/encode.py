@@ -37,8 +37,9 @@ INDEX = "index.json"
 PROGRESS = "progress.json"
 
 
-def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
-    """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
+def resize_crop(img: Image.Image, resolution: int) -> np.ndarray:
+    """Shorter side to ``resolution`` (bicubic), centre crop: uint8 [resolution, resolution, 3].
+    The CPU half of ``preprocess``; Ray's decode tasks ship this (4x smaller than float32)."""
     w, h = img.size
     scale = resolution / min(w, h)
     nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
@@ -46,8 +47,18 @@ def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
         img = img.resize((nw, nh), Image.BICUBIC)
     left, top = (nw - resolution) // 2, (nh - resolution) // 2
     img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).div_(127.5).sub_(1.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def to_input(arr: np.ndarray) -> torch.Tensor:
+    """uint8 HWC -> CHW float32 in [-1, 1], the same operations in every process, so a Ray
+    actor's batch is bit-identical to a DataLoader's."""
+    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).div_(127.5).sub_(1.0)
+
+
+def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
+    """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
+    return to_input(resize_crop(img, resolution))
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -239,11 +250,8 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
             idx = idx.numpy()
             ok = ok.numpy().astype(bool)
             a, b = int(idx[0]), int(idx[-1]) + 1
-            lat = np.zeros((b - a, *shape[1:]), dtype=np.float16)
-            if ok.any():
-                with torch.inference_mode():
-                    z = _encode(vae, x[ok].to(dev, dtype=dtype), idx[ok], sample, seed)
-                lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+            lat = encode_batch(vae, x, ok, idx, shape[1:], scaling, sample=sample, seed=seed,
+                               device=dev, dtype=dtype)
             for j in np.flatnonzero(~ok):
                 r = records[idx[j]]
                 invalid.append(int(idx[j]))
@@ -280,6 +288,18 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     return store
 
 
+def encode_batch(vae, x: torch.Tensor, ok: np.ndarray, indices: np.ndarray, row_shape,
+                 scaling: float, *, sample: bool, seed: int, device, dtype) -> np.ndarray:
+    """float16 latents [len(x), *row_shape] of one fixed batch; rows not ``ok`` stay zero.
+    Shared by the in-process and the Ray encoder so that both give the same bytes."""
+    lat = np.zeros((len(x), *row_shape), dtype=np.float16)
+    if ok.any():
+        with torch.inference_mode():
+            z = _encode(vae, x[ok].to(device, dtype=dtype), indices[ok], sample, seed)
+        lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+    return lat
+
+
 def _encode(vae, x: torch.Tensor, indices: np.ndarray, sample: bool, seed: int) -> torch.Tensor:
     dist = vae.encode(x).latent_dist
     if not sample:
@@ -300,4 +320,5 @@ def _npy_offset(path: Path) -> int:
     return offset
 
 
-__all__ = ["LatentStore", "encode_latents", "latent_shape", "preprocess"]
+__all__ = ["LatentStore", "encode_batch", "encode_latents", "latent_shape", "preprocess",
+           "resize_crop", "to_input"]
