@@ -61,6 +61,14 @@ class DistillConfig:
     sample_latents: bool = False
     clara_samples: int | None = None
     clara_sample_size: int | None = None
+    # Clustering on smaller latents than generation: every image encoded at this side, only the
+    # k medoids re-encoded at ``resolution`` (None: ``resolution``, as the paper).
+    cluster_resolution: int | None = None
+    # Per-image stages on Ray (gitd.stages.raydata): "local", "auto", a Ray address, or "" for
+    # $RAY_ADDRESS (else auto); None runs in this process. Results are identical either way, so
+    # neither setting is part of any stage key.
+    ray: str | None = None
+    ray_workers: int | None = None
     # Batching: medoids per img2img call, images per captioner call. Part of the cache key,
     # because batch composition can change low-order bits of GPU results.
     generate_batch_size: int = 2
@@ -140,9 +148,16 @@ class DistillConfig:
         if self.resolution % 8:
             raise ConfigError(f"resolution must be a multiple of 8 (the VAE downsamples by 8), "
                               f"got {self.resolution}")
-        for name in ("clara_samples", "clara_sample_size"):
+        for name in ("clara_samples", "clara_sample_size", "ray_workers"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name), 1)
+        if self.cluster_resolution is not None:
+            _int("cluster_resolution", self.cluster_resolution, 8)
+            if self.cluster_resolution % 8:
+                raise ConfigError(f"cluster_resolution must be a multiple of 8 (the VAE "
+                                  f"downsamples by 8), got {self.cluster_resolution}")
+        if self.ray is not None and not isinstance(self.ray, str):
+            raise ConfigError(f"ray must be local, auto or a Ray address, got {self.ray!r}")
         _number("strength", self.strength, 0.0, 1.0, low_open=True)
         _number("guidance_scale", self.guidance_scale, 0.0, math.inf)
         _number("temperature", self.temperature, 0.0, math.inf, low_open=True)

@@ -9,7 +9,7 @@ from gitd.config import METHODS, PRESETS, DistillConfig, make_config
 
 # Settings whose flag is not the plain --field-name form, or that the parser treats specially.
 _SPECIAL = {"method", "preset", "pairs", "work", "cluster", "diffusion", "captioner_on", "score",
-            "sample_latents", "recaption"}
+            "sample_latents", "recaption", "ray"}
 _ABLATIONS = {  # flag -> (field, help)
     "--no-cluster": ("cluster", "random medoids instead of CLARA (the paper's /C ablation)"),
     "--no-diffusion": ("diffusion", "the medoid's original image instead of img2img (/D)"),
@@ -39,6 +39,10 @@ _HELP = {
     "encode_workers": "DataLoader worker processes that decode images for encoding",
     "clara_samples": "CLARA: number of random samples (default 5)",
     "clara_sample_size": "CLARA: rows per sample (default max(80 + 4k, 1000))",
+    "cluster_resolution": "encode every image at this side for clustering and re-encode only "
+                          "the medoids at --resolution (default: --resolution, as the paper); "
+                          "256 cuts encode time and latent storage about 4x at 512",
+    "ray_workers": "with --ray: encoder actors (default: one per GPU, else half the CPUs)",
     "generate_batch_size": "medoids per img2img call",
     "caption_batch_size": "images per captioner call",
     "unclip_model": "pds: Stable unCLIP id or folder, or tiny-unclip",
@@ -53,7 +57,8 @@ def _type_of(field: dataclasses.Field):
         return None
     if isinstance(default, float):
         return float
-    if isinstance(default, int) or field.name.startswith("clara_"):
+    if isinstance(default, int) or field.name.startswith("clara_") or field.name in (
+            "cluster_resolution", "ray_workers"):
         return int
     return str
 
@@ -90,6 +95,11 @@ def add_parser(sub):
     p.add_argument("--recaption", action="store_true", dest="recaption",
                    help="pds: re-caption each synthetic image with the captioner, the score "
                         "model keeping the best (as GITD does)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run encoding and clustering's assignment passes on Ray: 'local' starts "
+                        "a private cluster here, 'auto' joins the running one, or a Ray address; "
+                        "alone it takes $RAY_ADDRESS (else auto). Same output as without it; "
+                        "needs pip install 'gitd[ray]'")
     for flag, (field, help_) in _ABLATIONS.items():
         p.add_argument(flag, dest=field, action="store_false", help=help_)
     for field in dataclasses.fields(DistillConfig):

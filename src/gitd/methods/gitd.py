@@ -217,9 +217,10 @@ class _Run:
         from gitd.stages.encode import LatentStore, encode_latents
 
         cfg = self.cfg
+        resolution = cfg.cluster_resolution or cfg.resolution
         stage = self._stage("encode", {
             "data": self.data_key, "ids": len(self.dataset), "vae": cfg.diffusion_model,
-            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
+            "revision": cfg.diffusion_revision, "resolution": resolution,
             "sample_latents": cfg.sample_latents,
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
@@ -228,9 +229,19 @@ class _Run:
         if stage.done:
             log.info("encode: cached (%s)", stage.path.name)
             store = LatentStore.open(stage.path)
+        elif cfg.ray is not None:
+            from gitd.stages.raydata import encode_latents_ray
+
+            store = encode_latents_ray(self.dataset.records, self._vae_for_actors(), stage.path,
+                                       resolution=resolution, batch_size=cfg.encode_batch_size,
+                                       sample=cfg.sample_latents, seed=cfg.seed,
+                                       dtype=self.c.dtype, workers=cfg.ray_workers,
+                                       address=cfg.ray)
+            clock.save()
+            stage.mark_done({"seconds": round(clock.total(), 3)})
         else:
             store = encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
-                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
+                                   resolution=resolution, batch_size=cfg.encode_batch_size,
                                    num_workers=cfg.encode_workers, sample=cfg.sample_latents,
                                    seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
             clock.save()
@@ -239,6 +250,44 @@ class _Run:
         self.extra_problems = list(store.problems)
         self.latents = store
         return stage, store
+
+    def _vae_for_actors(self):
+        """What Ray's encoder actors build their VAE from: the model given to this run (tests),
+        else a registry call that each actor makes for itself (weights are not shipped)."""
+        if self.c.vae is not None:
+            return self.c.vae
+        import functools
+
+        from gitd.models import build_vae
+
+        cfg = self.cfg
+        return functools.partial(build_vae, cfg.diffusion_model, device="cpu", dtype=self.c.dtype,
+                                 seed=cfg.seed, revision=cfg.diffusion_revision)
+
+    def medoid_latents(self, rows: list[int]):
+        """Latents of the medoids at the generation resolution: the clustering latents when
+        they were made at it, else the medoids alone encoded again (``--cluster-resolution``)."""
+        cfg = self.cfg
+        if not cfg.cluster_resolution or cfg.cluster_resolution == cfg.resolution:
+            return np.asarray(self.latents.latents[rows], dtype=np.float32)
+        from gitd.stages.encode import LatentStore, encode_latents
+
+        stage = self._stage("encode-medoids", {
+            "upstream": self._cluster_key, "vae": cfg.diffusion_model,
+            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
+            "sample_latents": cfg.sample_latents,
+            "seed": cfg.seed if cfg.sample_latents else None, "dtype": str(self.c.dtype)})
+        if stage.done:
+            store = LatentStore.open(stage.path)
+        else:
+            medoids = [self.dataset[r] for r in self._medoid_rows]
+            store = encode_latents(medoids, self.c.get_vae(), stage.path,
+                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
+                                   num_workers=0, sample=cfg.sample_latents, seed=cfg.seed,
+                                   device=self.c.device, dtype=self.c.dtype)
+            stage.mark_done({})
+        where = {r: j for j, r in enumerate(self._medoid_rows)}
+        return np.asarray(store.latents[[where[r] for r in rows]], dtype=np.float32)
 
     def select_medoids(self) -> list[dict[str, Any]]:
         """Medoid records (dataset indices), in output order, with their cluster sizes."""
@@ -271,7 +320,14 @@ class _Run:
             clock = StageTimer(stage)
             if cfg.cluster:
                 extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
-                res = clara(store.matrix(valid_only=True), cfg.pairs,
+                if cfg.ray is not None:
+                    # Assignment passes as Ray tasks over spans of rows; each task reads its
+                    # own rows from the latent files (same chunks, same result).
+                    from gitd.stages.raydata import connect, map_spans
+
+                    connect(cfg.ray)
+                    extra["mapper"] = map_spans
+                res = clara(store.matrix(valid_only=True, files=cfg.ray is not None), cfg.pairs,
                             sample_size=cfg.clara_sample_size, seed=cfg.seed,
                             device=self.c.device, **extra)
             else:
@@ -297,6 +353,7 @@ class _Run:
                                 ("method", "cost", "sizes", "sample_size", "sample_costs")}
         self.cluster_summary["medoid_ids"] = cached["ids"]
         self._cluster_key = stage.key
+        self._medoid_rows = list(cached["medoids"])
         return [{"record": r, "size": s} for r, s in zip(cached["medoids"], cached["sizes"])]
 
     # -- generate ------------------------------------------------------------------------
@@ -333,7 +390,7 @@ class _Run:
                 pipe = self.c.get_img2img()
                 scorer = self.c.get_score_model() if cfg.score else None
             rows = [medoids[j]["record"] for j in chunk]
-            lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
+            lat = torch.from_numpy(self.medoid_latents(rows))
             prompts = [self.prompt_of(self.dataset[r]) for r in rows]
             seeds = [derive_seed(cfg.seed, "generate", j) for j in chunk]
             cands = generate_candidates(

@@ -66,6 +66,9 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
     from gitd.stages.prototypes import build_prototypes, select_nearest
 
     config.validate()
+    if config.ray is not None:
+        log.warning("--ray runs GITD's encode and clustering on Ray; PDS's stages run in this "
+                    "process")
     out = Path(out)
     work = Path(work) if work is not None else out / "work"
     t0 = time.perf_counter()

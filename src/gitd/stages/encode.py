@@ -27,7 +27,7 @@ from gitd.data.images import ImageError, image_ref, open_rgb
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
-from gitd.stages.cluster import RowSubset
+from gitd.stages.cluster import RowSubset, ShardedRows
 from gitd.store import atomic_write_json, fingerprint, read_json
 
 log = get_logger("stages.encode")
@@ -35,6 +35,33 @@ log = get_logger("stages.encode")
 LATENTS = "latents.npy"
 INDEX = "index.json"
 PROGRESS = "progress.json"
+# The sharded layout written by the Ray encoder: PARTS/index.json, PARTS/NNNNN.npy (rows
+# [s * shard_rows, ...)) and PARTS/NNNNN.json (its bad rows; written last, marks the part done).
+PARTS = "parts"
+
+
+def part_path(folder: Path, s: int, suffix: str) -> Path:
+    return Path(folder) / PARTS / f"{s:05d}{suffix}"
+
+
+def part_files(folder: Path, index: dict[str, Any]) -> list[Path]:
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    return [part_path(folder, s, ".npy") for s in range(-(-n // rows))]
+
+
+def parts_state(folder: Path, index: dict[str, Any]) -> dict[str, Any]:
+    """What the finished parts say, in the shape of the single-file ``progress.json``: rows
+    done (the finished prefix), invalid rows and problems (in row order)."""
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    done, invalid, problems = 0, [], []
+    for s in range(-(-n // rows)):
+        meta = read_json(part_path(folder, s, ".json"))
+        if not isinstance(meta, dict) or not part_path(folder, s, ".npy").exists():
+            break
+        done = min(n, (s + 1) * rows)
+        invalid.extend(meta.get("invalid", []))
+        problems.extend(meta.get("problems", []))
+    return {"rows_done": done, "invalid": invalid, "problems": problems}
 
 
 def resize_crop(img: Image.Image, resolution: int) -> np.ndarray:
@@ -61,11 +88,22 @@ def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
     return to_input(resize_crop(img, resolution))
 
 
-class _ImageDataset(torch.utils.data.Dataset):
-    """Item i: (index, image tensor, ok, problem kind, problem message); never raises for a
-    bad image, so one unreadable file cannot kill a worker and with it the run."""
+def load_pixels(ref, resolution: int) -> tuple[np.ndarray | None, str, str]:
+    """(uint8 pixels, "", "") of one image, or (None, problem kind, message); never raises for
+    a bad image, so one unreadable file cannot kill a worker and with it the run."""
+    try:
+        return resize_crop(open_rgb(ref), resolution), "", ""
+    except ImageError as exc:
+        return None, exc.kind, exc.problem
+    except Exception as exc:  # a decoder bug in one odd file must not stop 100k others
+        return None, "bad-image", f"cannot preprocess image ({type(exc).__name__}: {exc})"
 
-    def __init__(self, paths: Sequence[str], resolution: int, start: int):
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Item i: (index, image tensor, ok, problem kind, problem message); a bad image gives
+    zeros and ok False (``load_pixels``)."""
+
+    def __init__(self, paths: Sequence, resolution: int, start: int):
         self.paths = list(paths)
         self.resolution = resolution
         self.start = start
@@ -75,15 +113,10 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int):
         i = self.start + j
-        try:
-            x = preprocess(open_rgb(self.paths[i]), self.resolution)
-            return i, x, True, "", ""
-        except ImageError as exc:
-            return i, torch.zeros(3, self.resolution, self.resolution), False, exc.kind, \
-                exc.problem
-        except Exception as exc:  # a decoder bug in one odd file must not stop 100k others
-            return i, torch.zeros(3, self.resolution, self.resolution), False, \
-                "bad-image", f"cannot preprocess image ({type(exc).__name__}: {exc})"
+        arr, kind, message = load_pixels(self.paths[i], self.resolution)
+        if arr is None:
+            return i, torch.zeros(3, self.resolution, self.resolution), False, kind, message
+        return i, to_input(arr), True, "", ""
 
 
 def latent_shape(vae, resolution: int) -> tuple[int, int, int]:
@@ -120,6 +153,9 @@ class LatentStore:
     @classmethod
     def open(cls, folder: str | Path) -> "LatentStore":
         folder = Path(folder)
+        parts = read_json(folder / PARTS / INDEX)
+        if isinstance(parts, dict) and "ids" in parts and "shard_rows" in parts:
+            return cls(folder, parts, parts_state(folder, parts))
         index = read_json(folder / INDEX)
         if not isinstance(index, dict) or "ids" not in index or not (folder / LATENTS).exists():
             raise DataError(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
@@ -131,9 +167,18 @@ class LatentStore:
         return self.rows_done >= len(self.ids)
 
     @property
-    def latents(self) -> np.ndarray:
+    def sharded(self) -> bool:
+        return "shard_rows" in self.index
+
+    @property
+    def latents(self):
+        """[n, C, h, w] float16: a read-only memmap, or for the sharded layout (``--ray``) a
+        ``ShardedRows`` over ``parts/*.npy`` that indexes the same way."""
         if self._latents is None:
-            self._latents = np.load(self.folder / LATENTS, mmap_mode="r")
+            if self.sharded:
+                self._latents = ShardedRows(part_files(self.folder, self.index))
+            else:
+                self._latents = np.load(self.folder / LATENTS, mmap_mode="r")
         return self._latents
 
     @property
@@ -143,10 +188,15 @@ class LatentStore:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def matrix(self, valid_only: bool = True):
+    def matrix(self, valid_only: bool = True, files: bool = False):
         """The latents as a 2-D [rows, C*h*w] float16 view without copying (valid rows only by
-        default, as a ``RowSubset``): pass this to ``clara`` when n is large."""
-        flat = self.latents.reshape(len(self.ids), -1)
+        default, as a ``RowSubset``): pass this to ``clara`` when n is large. ``files``: read
+        through ``ShardedRows`` even for the single-file layout, so that the view pickles to
+        file names (for Ray tasks), not to its rows."""
+        latents = self.latents
+        if files and not self.sharded:
+            latents = ShardedRows([self.folder / LATENTS])
+        flat = latents.reshape(len(self.ids), -1)
         return RowSubset(flat, self.valid_indices) if valid_only else flat
 
     def flat(self, indices: Sequence[int] | None = None, *, chunk: int = 1024) -> np.ndarray:
