@@ -217,12 +217,15 @@ def run_clara(args) -> list[str]:
     rows, results = [], []
     for n in args.n:
         files = latent_shards(args.data_dir, n, args.d, args.shard_rows, args.seed)
-        cell = {}
-        for method in args.methods:
-            if method == "memory" and n * args.d * 2 > args.memory_max_bytes:
-                continue
-            runs = []
-            for r in range(args.repeat):
+        # Methods alternate within each repeat, so that a change in the machine's load
+        # falls on both rather than on whichever ran last.
+        methods = [m for m in args.methods
+                   if not (m == "memory" and n * args.d * 2 > args.memory_max_bytes)]
+        cell = {m: [] for m in methods}
+        for r in range(args.repeat):
+            for method in methods:
+                if cell[method] and "error" in cell[method][-1]:
+                    continue
                 res = run_child([__file__, "clara", "--worker", method, "--files",
                                  json.dumps([str(f) for f in files]), "--k", str(args.k[0]),
                                  "--seed", str(args.seed + r), "--threads", str(args.threads)],
@@ -230,10 +233,7 @@ def run_clara(args) -> list[str]:
                 print(f"clara n={n} {method} run {r + 1}: "
                       f"{json.dumps({k: v for k, v in res.items() if k != 'medoids'})}",
                       file=sys.stderr, flush=True)
-                runs.append(res)
-                if "error" in res:
-                    break
-            cell[method] = runs
+                cell[method].append(res)
         ref = {r["cost"]: r["medoids"] for r in cell.get("memory", []) if "error" not in r}
         for method, runs in cell.items():
             ok = [x for x in runs if "error" not in x]
