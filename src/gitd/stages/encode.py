@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, image_ref, open_rgb
+from gitd.data.images import image_ref, load_pixels, resize_crop
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
@@ -64,19 +64,6 @@ def parts_state(folder: Path, index: dict[str, Any]) -> dict[str, Any]:
     return {"rows_done": done, "invalid": invalid, "problems": problems}
 
 
-def resize_crop(img: Image.Image, resolution: int) -> np.ndarray:
-    """Shorter side to ``resolution`` (bicubic), centre crop: uint8 [resolution, resolution, 3].
-    The CPU half of ``preprocess``; Ray's decode tasks ship this (4x smaller than float32)."""
-    w, h = img.size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - resolution) // 2, (nh - resolution) // 2
-    img = img.crop((left, top, left + resolution, top + resolution))
-    return np.asarray(img, dtype=np.uint8)
-
-
 def to_input(arr: np.ndarray) -> torch.Tensor:
     """uint8 HWC -> CHW float32 in [-1, 1], the same operations in every process, so a Ray
     actor's batch is bit-identical to a DataLoader's."""
@@ -86,17 +73,6 @@ def to_input(arr: np.ndarray) -> torch.Tensor:
 def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
     """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
     return to_input(resize_crop(img, resolution))
-
-
-def load_pixels(ref, resolution: int) -> tuple[np.ndarray | None, str, str]:
-    """(uint8 pixels, "", "") of one image, or (None, problem kind, message); never raises for
-    a bad image, so one unreadable file cannot kill a worker and with it the run."""
-    try:
-        return resize_crop(open_rgb(ref), resolution), "", ""
-    except ImageError as exc:
-        return None, exc.kind, exc.problem
-    except Exception as exc:  # a decoder bug in one odd file must not stop 100k others
-        return None, "bad-image", f"cannot preprocess image ({type(exc).__name__}: {exc})"
 
 
 class _ImageDataset(torch.utils.data.Dataset):
