@@ -265,6 +265,52 @@ def run_clara(args) -> list[str]:
                    "medoids = memory"], rows)]
 
 
+def run_flops(args) -> list[str]:
+    """FLOPs of one image through the full-size SD VAE encoder (torch's FlopCounterMode: every
+    matmul and convolution, 2 FLOPs per multiply-add), the basis of the GPU estimates."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gitd.models import build_vae
+    torch.set_num_threads(args.threads)
+    vae = build_vae("random-sd15", device="cpu", dtype=torch.float32, seed=0).eval()
+    rows = []
+    for res in args.resolution:
+        x = torch.zeros(1, 3, res, res)
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            vae.encode(x)
+        rows.append([res, f"{fc.get_total_flops() / 1e9:.1f}"])
+    out = [table(["px", "GFLOP per image (SD VAE encoder)"], rows), ""]
+    # CPU side: one 640 x 480 JPEG (CC3M's typical size; a noisy photo-like image, quality 90)
+    # opened through gitd's guard, resized and centre-cropped, as a Ray decode task does.
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    from gitd.data.images import load_pixels
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
+    img = np.clip(base + rng.normal(0, 40, (480, 640, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    path = Path(tempfile.mkstemp(suffix=".jpg")[1])
+    path.write_bytes(buf.getvalue())
+    rows = []
+    for res in args.resolution:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(50):
+                load_pixels(path, res)
+            times.append((time.perf_counter() - t0) / 50)
+        rows.append([res, f"{len(buf.getvalue()) / 1024:.0f} KiB", f"{np.median(times) * 1e3:.1f}"])
+    path.unlink()
+    out.append(table(["px", "JPEG size", "decode + resize + crop, ms per image (1 core, median "
+                      "of 5 x 50)"], rows))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -281,6 +327,10 @@ def main(argv=None) -> int:
     e.add_argument("--reference", help=argparse.SUPPRESS)
     e.add_argument("--keep-as", help=argparse.SUPPRESS)
     e.add_argument("--tmp", default=None)
+    f = sub.add_parser("flops")
+    f.add_argument("--resolution", type=int, nargs="+", default=[256, 512])
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--worker", help=argparse.SUPPRESS)
     c = sub.add_parser("clara")
     c.add_argument("--n", type=int, nargs="+", default=[1_000_000, 3_000_000])
     c.add_argument("--d", type=int, default=1024)
@@ -311,10 +361,11 @@ def main(argv=None) -> int:
         return 0
     print(f"machine: {machine()}", file=sys.stderr)
     t0 = time.time()
-    lines = run_encode(args) if args.what == "encode" else run_clara(args)
+    lines = {"encode": run_encode, "clara": run_clara, "flops": run_flops}[args.what](args)
     print("\n".join(lines))
     print()
-    print(f"machine: {machine()}; runs per cell: {args.repeat} (median); wall {time.time() - t0:.0f} s")
+    print(f"machine: {machine()}; runs per cell: {getattr(args, 'repeat', 1)} (median); "
+          f"wall {time.time() - t0:.0f} s")
     cmd = [Path(sys.executable).name, "benchmarks/bench_scale.py",
            *(sys.argv[1:] if argv is None else argv)]
     print("reproduce: " + " ".join(shlex.quote(x) for x in cmd))
