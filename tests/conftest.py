@@ -17,8 +17,75 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+class FieldLoaders:
+    """The access pattern of the training dataset classes of BLIP, LoRS, MTT-VL and EDGE
+    (``flickr30k_train`` / ``coco_train``), re-implemented here, not copied: they read
+    ``ann_root/<file>`` with ``json.load``, number the distinct ``ann['image_id']`` values in
+    first-appearance order, and per row open ``os.path.join(image_root, ann['image'])`` with PIL
+    and lower-case / strip / truncate ``ann['caption']`` as a string."""
+
+    # (ann_root, image_root) relative to an export folder, and the file each loader opens.
+    LAYOUTS = {
+        "blip": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "lors": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "mtt-vl": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "edge": ("flickr30k_train.json", "coco_train.json"),
+    }
+
+    @staticmethod
+    def pre_caption(caption, max_words=30):
+        # the strictest variant in use: ALBEF-style code raises on text left empty
+        import re
+        caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
+        caption = re.sub(r"\s{2,}", " ", caption).rstrip("\n").strip(" ")
+        caption = " ".join(caption.split(" ")[:max_words])
+        if not caption:
+            raise ValueError("pre_caption yields invalid text")
+        return caption
+
+    def train_items(self, ann_file, image_root):
+        """[(image path, caption, image index)] exactly as the loaders' __getitem__ yields them
+        (the image decoded to RGB)."""
+        import json as _json
+        import os as _os
+
+        from PIL import Image as _Image
+
+        with open(ann_file) as f:
+            annotation = _json.load(f)
+        img_ids = {}
+        for ann in annotation:
+            if ann["image_id"] not in img_ids:
+                img_ids[ann["image_id"]] = len(img_ids)
+        items = []
+        for ann in annotation:
+            path = _os.path.join(image_root, ann["image"])
+            _Image.open(path).convert("RGB")
+            items.append((path, self.pre_caption(ann["caption"]), img_ids[ann["image_id"]]))
+        return items
+
+    def check_output(self, out):
+        """An OUT folder read as a training set (ann file OUT/annotations.json, image root OUT):
+        one item per caption, one image index per image, paths inside OUT."""
+        import json as _json
+        out = Path(out)
+        items = self.train_items(out / "annotations.json", str(out))
+        rows = _json.loads((out / "annotations.json").read_text())
+        assert all(isinstance(r["caption"], str) and type(r["image_id"]) is int for r in rows)
+        manifest = _json.loads((out / "manifest.json").read_text())
+        assert {p for p, _, _ in items} == {str(out / i["image"]) for i in manifest["items"]}
+        assert len({i for _, _, i in items}) == len(manifest["items"])
+        return items
+
+
+@pytest.fixture(scope="session")
+def field_loaders() -> FieldLoaders:
+    return FieldLoaders()
 
 
 @pytest.fixture(scope="session")

@@ -153,8 +153,14 @@ class Stage:
         self.path = self.work / f"{name}-{self.key}"
 
     @classmethod
-    def open(cls, work: str | Path, name: str, settings: dict[str, Any]) -> "Stage":
+    def open(cls, work: str | Path, name: str, settings: dict[str, Any], *,
+             prepare: Callable[[], Any] | None = None) -> "Stage":
+        """The stage's folder, created (with its ``settings.json``) if new. ``prepare`` (the
+        models the stage needs) runs first unless the stage is done, so a model that cannot
+        be had fails before anything is created on disk."""
         stage = cls(work, name, settings)
+        if prepare is not None and not stage.done:
+            prepare()
         pointer = stage.work / f"{name}.current"
         previous = pointer.read_text().strip() if pointer.exists() else None
         if previous and previous != stage.key:

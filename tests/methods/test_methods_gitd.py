@@ -44,10 +44,12 @@ def reference(shapes, tmp_path_factory) -> Path:
     return out
 
 
-def test_output_format_and_manifest(reference, shapes):
+def test_output_format_and_manifest(reference, shapes, field_loaders):
     anns = json.loads((reference / "annotations.json").read_text())
     assert len(anns) == PAIRS
-    assert all(len(a["caption"]) == 1 and a["caption"][0].strip() for a in anns)
+    assert all(isinstance(a["caption"], str) and a["caption"].strip() for a in anns)
+    assert [a["image_id"] for a in anns] == list(range(PAIRS))
+    assert len(field_loaders.check_output(reference)) == PAIRS
     assert len(list((reference / "images").glob("*.png"))) == PAIRS
     meta = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
     assert [m["file_name"] for m in meta] == [a["image"] for a in anns]

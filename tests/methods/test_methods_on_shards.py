@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from gitd.config import DistillConfig
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
+from gitd.errors import DataError
 from gitd.methods.coreset import select_coreset
 from gitd.methods.gitd import distill
 
@@ -62,7 +64,12 @@ def test_evaluate_trains_on_shards(shard_set, tmp_path):
     res = evaluate(str(folder), str(ann.parent / "test.json"), epochs=1, seeds=1,
                    image_model="timm:resnet10t", pretrained=False, text_model=text,
                    image_size=32, batch_size=8, cache=str(tmp_path / "c"), device="cpu")
-    assert res["sets"]["train"] == {"path": str(folder), "images": 24, "captions": 120}
+    # The test-overlap guard sees members too: the same samples, as shards or as files.
+    with pytest.raises(DataError, match="shares 24 of its 24 images"):
+        evaluate(str(folder), str(ann), epochs=1, seeds=1, image_model="timm:resnet10t",
+                 pretrained=False, text_model=text, image_size=32, device="cpu")
+    train = res["sets"]["train"]
+    assert (train["format"], train["images"], train["captions"]) == ("webdataset", 24, 120)
     assert 0 <= res["summary"]["r_mean"]["mean"] <= 100
 
 

@@ -37,9 +37,10 @@ def reference(shapes, tmp_path_factory) -> Path:
     return out
 
 
-def test_writes_clean_pairs_and_manifest(reference):
+def test_writes_clean_pairs_and_manifest(reference, field_loaders):
     anns = json.loads((reference / "annotations.json").read_text())
     assert len(anns) == PAIRS
+    assert len(field_loaders.check_output(reference)) == PAIRS
     assert check_dataset(reference / "annotations.json").exit_code == 0
     m = json.loads((reference / "manifest.json").read_text())
     assert m["method"] == "pds" and m["untrained"] is True

@@ -14,7 +14,7 @@ from gitd.errors import GitdError
 from gitd.log import setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,7 +85,8 @@ def add_parser(sub):
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths (default: "
                    "the annotation file's folder)")
     p.add_argument("--split", help="split of a Karpathy file (default train, which includes "
-                                   "restval)")
+                                   "restval) or sub-folder of a Hugging Face split layout "
+                                   "(DATA/train/metadata.jsonl)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row "
                    "instead of skipping it")
     p.add_argument("--allow-outside-root", action="store_true",

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(sub):
+    from gitd.cli._splits import add_split_options
     from gitd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
     p = sub.add_parser(
         "evaluate", help="train a retrieval model on a (distilled) set and score it on a test set",
@@ -21,6 +22,10 @@ def add_parser(sub):
                    help="training set: annotation file or folder (e.g. gitd's OUT/annotations.json)")
     p.add_argument("--test", required=True, metavar="S", help="test set annotation file or folder")
     p.add_argument("--val", metavar="V", help="validation set: picks the reported epoch")
+    add_split_options(p, ("train", "test", "val"))
+    p.add_argument("--allow-test-overlap", action="store_true",
+                   help="evaluate even when the test set shares images with the training pairs' "
+                        "source split or with --val (refused otherwise); the results say so")
     p.add_argument("--images", metavar="ROOT", help="image root of --train (default: its folder)")
     p.add_argument("--test-images", metavar="ROOT", help="image root of --test")
     p.add_argument("--val-images", metavar="ROOT", help="image root of --val")
@@ -46,7 +51,8 @@ def add_parser(sub):
                    help="score the test set every K epochs and at the last (default: ~5 points)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--cache", metavar="DIR",
-                   help="feature cache (default: $GITD_CACHE or ~/.cache/gitd)")
+                   help="cache of features and finished seeds (default: $GITD_CACHE or "
+                        "~/.cache/gitd); an identical evaluation is not run again")
     p.add_argument("--workers", type=int, metavar="W", help="image decoding workers")
     p.add_argument("--out", metavar="results.json",
                    help="write every seed's per-epoch metrics, the config and the summary here")
@@ -60,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from gitd.evaluation.evaluate import evaluate, format_table
     results = evaluate(
         args.train, args.test, val=args.val, images=args.images, test_images=args.test_images,
-        val_images=args.val_images, protocol=args.protocol, epochs=args.epochs, seeds=args.seeds,
+        val_images=args.val_images, train_split=args.train_split, test_split=args.test_split,
+        val_split=args.val_split, allow_test_overlap=args.allow_test_overlap,
+        protocol=args.protocol, epochs=args.epochs, seeds=args.seeds,
         image_model=args.image_model, text_model=args.text_model,
         pretrained=not args.no_pretrained, freeze_image=args.freeze_image,
         image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,

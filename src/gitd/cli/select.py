@@ -23,7 +23,9 @@ def add_parser(sub):
                    help="which captions go with a selected image (default: the longest, as "
                         "GITD's /T ablation)")
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths")
-    p.add_argument("--split", default="train", help="split of a Karpathy file")
+    p.add_argument("--split", default="train",
+                   help="split of a Karpathy file (default train, which includes restval) or "
+                        "sub-folder of a Hugging Face split layout (DATA/train/metadata.jsonl)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true")
     p.add_argument("--image-model", default="auto", help="evaluation image encoder for features")

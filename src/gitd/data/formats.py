@@ -2,8 +2,10 @@
 
 ``load_dataset`` detects the format from the file's content (not its name):
 
-* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...]}, ...]``; this is also
-  gitd's own output (``OUT/annotations.json``).
+* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...], "image_id"?}, ...]``:
+  the training layout (one row per caption, rows of one image sharing an ``image_id``; gitd's own
+  ``OUT/annotations.json``) and the test layout (a caption list per image) both group into one
+  record per image.
 * Karpathy split files: ``{"images": [{"filename", "filepath"?, "split", "sentences": [...]}]}``.
 * COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 * Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
@@ -57,6 +59,7 @@ class _Group:
     row: int | None
     captions: list[str] = field(default_factory=list)
     rows: list[int | None] = field(default_factory=list)  # rows that named this image
+    image_id: Any = None  # BLIP training rows: the image_id its first row gave
 
 
 class _Builder:
@@ -162,8 +165,10 @@ class _Builder:
 
     # -- grouping ---------------------------------------------------------------------------
     def add(self, row: int | None, image: Any, raw_captions: Any, *, image_field: str = "image",
-            caption_field: str = "caption", grouped: bool = False) -> None:
-        """Add one entry. ``grouped``: entries of one image are expected apart (COCO)."""
+            caption_field: str = "caption", grouped: bool = False, image_id: Any = None) -> None:
+        """Add one entry. ``grouped``: entries of one image are expected apart (COCO).
+        ``image_id``: a BLIP training row's id; rows of one image with the same id are one
+        image's captions wherever they stand, not a duplicate listing."""
         resolved = self.resolve(image, row, image_field)
         if resolved is None:
             self._last_id = None
@@ -172,7 +177,9 @@ class _Builder:
         caps, is_list = self.captions(raw_captions, row, caption_field)
         group = self.groups.get(rid)
         if group is None:
-            group = self.groups[rid] = _Group(rid, full, row)
+            group = self.groups[rid] = _Group(rid, full, row, image_id=image_id)
+        elif image_id is not None and image_id == group.image_id:
+            pass
         elif not grouped and (self._last_id != rid or is_list or self._last_was_list):
             first = group.rows[0] if group.rows else group.row
             where = f"row {first}" if first is not None else "an earlier entry"
@@ -211,6 +218,7 @@ def _describe(value: Any) -> str:
 
 
 def _parse_blip(data: list, b: _Builder) -> None:
+    owners: dict[Any, tuple[int, Any]] = {}  # image_id -> (first row, its image string)
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             b.problem(f"row must be an object with 'image' and 'caption', got {_describe(row)}",
@@ -222,7 +230,25 @@ def _parse_blip(data: list, b: _Builder) -> None:
             b.problem(f"row has no {' or '.join(repr(k) for k in missing)} key", i, "missing-field")
             b._last_id = None
             continue
-        b.add(i, row["image"], row["caption"])
+        image_id = row.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            image_id = None
+        elif image_id in owners:
+            first_row, first_image = owners[image_id]
+            if _same_path_string(first_image, row["image"]) is False:
+                b.duplicates.append(Problem(
+                    b.file, f"image_id {image_id!r} already names image {first_image!r} (row "
+                    f"{first_row}); training loaders would treat the two as one image",
+                    i, "duplicate-id"))
+        else:
+            owners[image_id] = (i, row["image"])
+        b.add(i, row["image"], row["caption"], image_id=image_id)
+
+
+def _same_path_string(a: Any, b: Any) -> bool | None:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return None
+    return posixpath.normpath(a) == posixpath.normpath(b)
 
 
 def _karpathy_wanted(entry_split: Any, split: str) -> bool:
@@ -430,16 +456,42 @@ class _Source:
     shown: str          # that path as the user gave it (used in problems)
     default_root: Path  # image root when none is given
     folder_input: bool  # path was a folder
+    split_folder: str | None = None  # Hugging Face layout: the split sub-folder read
 
 
-def _locate(path: str | Path) -> _Source:
+_FOLDER_FILES = ("annotations.json", "metadata.jsonl", "metadata.csv")
+# Hugging Face names its validation split "validation"; the field's files say "val".
+_SPLIT_ALIASES = {"val": "validation", "validation": "val"}
+
+
+def _annotation_in(folder: Path) -> Path | None:
+    return next((folder / n for n in _FOLDER_FILES if (folder / n).is_file()), None)
+
+
+def _locate(path: str | Path, split: str) -> _Source:
     p = Path(path)
     if p.is_dir():
-        for name in ("annotations.json", "metadata.jsonl", "metadata.csv"):
-            if (p / name).is_file():
-                return _Source(p / name, str(p / name), p, True)
-        raise DataError(f"{p}: folder holds no annotations.json, metadata.jsonl or metadata.csv; "
-                        "pass the annotation file itself")
+        found = _annotation_in(p)
+        if found is not None:
+            return _Source(found, str(found), p, True)
+        # The Hugging Face split layout: DATA/train/metadata.jsonl, DATA/test/metadata.jsonl.
+        try:
+            subs = sorted(d.name for d in p.iterdir() if d.is_dir())
+        except OSError as exc:
+            raise DataError(f"{p}: cannot list folder ({exc.strerror or exc})") from None
+        splits = [d for d in subs if _annotation_in(p / d) is not None]
+        if splits:
+            name = split if split in splits else _SPLIT_ALIASES.get(split)
+            if name not in splits:
+                raise DataError(f"{p}: no split folder {split!r} (split folders with "
+                                f"annotations: {', '.join(splits)}); pick one with --split")
+            found = _annotation_in(p / name)
+            return _Source(found, str(found), p / name, True, split_folder=name)
+        seen = f" (sub-folders: {', '.join(subs[:12])}{', ...' if len(subs) > 12 else ''})" \
+            if subs else ""
+        raise DataError(f"{p}: folder holds no annotations.json, metadata.jsonl or metadata.csv, "
+                        f"and no split sub-folder holding one{seen}; pass the annotation file "
+                        "itself")
     if not p.exists():
         raise DataError(f"{p}: annotation file not found")
     if not p.is_file():
@@ -553,16 +605,16 @@ def _webdataset_shards(path: str | Path) -> list[Path] | None:
     from gitd.data.shards import shard_paths
 
     p = Path(path)
-    if p.is_dir() and any((p / n).is_file() for n in
-                          ("annotations.json", "metadata.jsonl", "metadata.csv")):
+    if p.is_dir() and _annotation_in(p) is not None:
         return None
     return shard_paths(path)
 
 
-def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
-          allow_outside_root: bool) -> tuple[Dataset, _Builder]:
-    if not isinstance(split, str) or not split:
+def _load(path: str | Path, images: str | Path | None, split: str | None, strict: bool,
+          allow_outside_root: bool, default_split: str = "train") -> tuple[Dataset, _Builder]:
+    if split is not None and (not isinstance(split, str) or not split):
         raise DataError(f"split must be a non-empty string, got {split!r}")
+    wanted = split if split is not None else default_split
     shards = _webdataset_shards(path)
     if shards is not None:
         from gitd.data.shards import load_shards
@@ -573,40 +625,47 @@ def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
         b = _Builder(str(path), ds.image_root, strict=strict, allow_outside_root=True)
         b.problems = ds.problems
         return ds, b
-    src = _locate(path)
+    src = _locate(path, wanted)
     root = _image_root(images, src)
     b = _Builder(src.shown, root, strict=strict, allow_outside_root=allow_outside_root)
     text = _read_text(src)
-    fmt = _parse_any(src, text, b, split)
+    fmt = _parse_any(src, text, b, "all" if src.split_folder else wanted)
     records = b.records()
-    if fmt == "karpathy" and not b.groups:
+    if fmt == "karpathy" and not src.split_folder and not b.groups:
         seen = sorted(b.seen_splits)
-        if seen and not any(_karpathy_wanted(s, split) for s in seen):
-            raise DataError(f"{src.shown}: no images in split {split!r} (splits present: "
+        if seen and not any(_karpathy_wanted(s, wanted) for s in seen):
+            raise DataError(f"{src.shown}: no images in split {wanted!r} (splits present: "
                             f"{', '.join(seen)}; 'train' also takes 'restval', 'all' takes all)")
-    if fmt != "karpathy" and split not in ("train", "all"):
+    has_splits = fmt == "karpathy" or src.split_folder is not None
+    if not has_splits and split is not None and split not in ("train", "all"):
         log.warning("%s: %s annotations have no splits; split=%r is ignored", src.shown, fmt,
                     split)
     records = _check_files(records, b)
+    used = src.split_folder or (wanted if fmt == "karpathy" else None)
     ds = Dataset(records=records, source=src.file, format=fmt, image_root=root,
-                 problems=b.problems, split=split if fmt == "karpathy" else None)
+                 problems=b.problems, split=used)
     return ds, b
 
 
-def load_dataset(path: str | Path, images: str | Path | None = None, *, split: str = "train",
-                 strict: bool = False, allow_outside_root: bool = False,
-                 verify_images: bool = False, workers: int | None = None) -> Dataset:
+def load_dataset(path: str | Path, images: str | Path | None = None, *,
+                 split: str | None = "train", strict: bool = False,
+                 allow_outside_root: bool = False, verify_images: bool = False,
+                 workers: int | None = None, default_split: str = "train") -> Dataset:
     """Load an image-caption dataset in any supported format.
 
     ``path``: an annotation file, or a folder holding ``annotations.json`` (gitd's output) or
-    ``metadata.jsonl``/``metadata.csv`` (imagefolder). ``images``: the image root (default: the
-    annotation file's folder). ``split`` selects Karpathy entries (``"train"`` also takes
-    ``"restval"``, ``"all"`` takes every entry); other formats have no splits and ignore it.
-    Unusable rows are skipped and listed in ``Dataset.problems`` (``strict=True`` raises
-    ``DataError`` on the first). ``verify_images`` decodes every image in a process pool of
-    ``workers`` (default: all CPUs) and skips those that fail.
+    ``metadata.jsonl``/``metadata.csv`` (imagefolder), or a folder of split sub-folders each
+    holding one (the Hugging Face layout ``DATA/train/metadata.jsonl``,
+    ``DATA/test/metadata.jsonl``). ``images``: the image root (default: the annotation file's
+    folder). ``split`` picks a Karpathy file's entries (``"train"`` also takes ``"restval"``,
+    ``"all"`` takes every entry) or the split sub-folder (``"val"`` and ``"validation"`` stand
+    for each other); ``None`` means ``default_split`` where the data holds splits, and nothing
+    (silently) where it does not. ``Dataset.split`` records the split read. Unusable rows are
+    skipped and listed in ``Dataset.problems`` (``strict=True`` raises ``DataError`` on the
+    first). ``verify_images`` decodes every image in a process pool of ``workers`` (default:
+    all CPUs) and skips those that fail.
     """
-    ds, b = _load(path, images, split, strict, allow_outside_root)
+    ds, b = _load(path, images, split, strict, allow_outside_root, default_split)
     if verify_images and ds.records:
         results = verify_image_files([r.image for r in ds.records], workers=workers)
         kept = []

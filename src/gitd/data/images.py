@@ -7,6 +7,8 @@ Every stage opens images through ``open_rgb`` so that odd modes (RGBA, LA, palet
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -63,6 +65,39 @@ def is_image_ref(x) -> bool:
 def image_ref(x):
     """A path string as a ``Path``; a ``TarMember`` (image inside a shard) unchanged."""
     return x if hasattr(x, "shard") else Path(x)
+
+
+def image_key(ref) -> str:
+    """Where an image is, for telling two references to one image apart from two images: the
+    real path of a file, or ``SHARD::MEMBER`` of an image inside a shard."""
+    return str(ref) if hasattr(ref, "shard") else os.path.realpath(ref)
+
+
+def image_size_mtime(ref) -> tuple[int | None, int | None]:
+    """(bytes, modification time in ns) of an image (a member: its size, its shard's time);
+    (None, None) when it cannot be read."""
+    try:
+        if hasattr(ref, "shard"):
+            return ref.size, os.stat(ref.shard).st_mtime_ns
+        st = os.stat(ref)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None, None
+
+
+def image_sha256(ref) -> str | None:
+    """sha256 of an image's bytes (a file, or a member read by offset); None if unreadable."""
+    h = hashlib.sha256()
+    try:
+        if hasattr(ref, "shard"):
+            h.update(ref.read_bytes())
+        else:
+            with open(ref, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def open_rgb(path) -> Image.Image:

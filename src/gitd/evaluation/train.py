@@ -167,8 +167,9 @@ class Trainer:
         bs = self.protocol.batch_size
         return [perm[a:a + bs].tolist() for a in range(0, len(perm), bs)], caption
 
-    def train_epoch(self) -> float:
-        """One epoch; returns the mean loss. Raises GitdError if the loss is not finite."""
+    def train_epoch(self, bar=None) -> float:
+        """One epoch; returns the mean loss. Raises GitdError if the loss is not finite.
+        ``bar``: a ``gitd.log.progress`` advanced by the images of each batch."""
         p = self.protocol
         for group in self.optimizer.param_groups:
             group["lr"] = p.lr_at(self.epoch)
@@ -190,6 +191,8 @@ class Trainer:
             self.optimizer.step()
             total += loss.item() * len(idx)
             count += len(idx)
+            if bar is not None:
+                bar.update(len(idx))
         self.epoch += 1
         mean = total / max(count, 1)
         self.losses.append(mean)
@@ -202,41 +205,54 @@ class Trainer:
         ``on_epoch_end(epoch, trainer)`` with the 1-based number of epochs done."""
         from gitd.log import progress
         epochs = self.protocol.epochs if epochs is None else epochs
-        bar = progress(total=epochs, desc=self.desc, unit="epoch") if progress_bar else None
-        for _ in range(epochs):
-            loss = self.train_epoch()
+        # Counted in images, not epochs: an epoch of a large set takes minutes to hours, and
+        # the bar (or log line) then shows the batches moving and the images per second.
+        bar = (progress(total=epochs * self.pairs.n_images, desc=self.desc, unit="img")
+               if progress_bar else None)
+        first = self.epoch
+        try:
+            for _ in range(epochs):
+                if bar is not None:
+                    bar.set_postfix(epoch=f"{self.epoch + 1}/{first + epochs}",
+                                    **({"loss": f"{self.losses[-1]:.3f}"} if self.losses else {}))
+                self.train_epoch(bar)
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch, self)
+        finally:
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}")
-                bar.update(1)
-            if on_epoch_end is not None:
-                on_epoch_end(self.epoch, self)
-        if bar is not None:
-            bar.close()
+                bar.close()
         return self
 
     @torch.no_grad()
-    def embed(self, pairs: PairSet | None = None, *, batch_size: int = 64
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, pairs: PairSet | None = None, *, batch_size: int = 64,
+              desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised (image [n_images, d], text [n_texts, d]) embeddings of ``pairs``
-        (default: the training pairs) with the current model, in eval mode."""
+        (default: the training pairs) with the current model, in eval mode; ``desc`` names a
+        progress bar over the images."""
+        from gitd.log import progress
         pairs = self.pairs if pairs is None else pairs
         was_training = self.model.training
         self.model.eval()
         order = [list(range(a, min(pairs.n_images, a + batch_size)))
                  for a in range(0, pairs.n_images, batch_size)]
         img = np.zeros((pairs.n_images, self.model.head.fc1.out_features), dtype=np.float32)
+        bar = progress(total=pairs.n_images, desc=desc, unit="img") if desc else None
         for idx, x in pairs.batches(order, self.workers):
             img[idx.numpy()] = self.model.encode_images(x.to(self.device)).cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
         txt = np.concatenate([
             self.model.encode_texts(pairs.text_features[a:a + 4096].to(self.device)).cpu().numpy()
             for a in range(0, pairs.n_texts, 4096)]) if pairs.n_texts else np.zeros((0, img.shape[1]))
         self.model.train(was_training)
         return img, txt.astype(np.float32)
 
-    def evaluate(self, pairs: PairSet) -> dict[str, float]:
+    def evaluate(self, pairs: PairSet, desc: str | None = None) -> dict[str, float]:
         """Retrieval metrics (``gitd.evaluation.metrics``) of the current model on ``pairs``."""
         from gitd.evaluation.metrics import retrieval_metrics
-        img, txt = self.embed(pairs)
+        img, txt = self.embed(pairs, desc=desc)
         try:
             return retrieval_metrics(img, txt, pairs.text_to_image)
         except ValueError as exc:

@@ -83,16 +83,22 @@ def herding(features: np.ndarray, k: int) -> np.ndarray:
 
 def kcenter_greedy(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Greedy k-center: a seeded random first centre, then always the point farthest from the
-    centres chosen so far. Indices in selection order."""
+    centres chosen so far. Indices in selection order, all distinct: chosen centres are masked,
+    so once every point is covered (duplicate feature rows) the remaining picks go to the
+    lowest-index points not yet chosen instead of repeating a centre."""
     X = np.asarray(features, dtype=np.float64)
     n = len(X)
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
     first = int(np.random.default_rng(seed).integers(n))
     chosen = [first]
     nearest = np.linalg.norm(X - X[first], axis=1)
+    nearest[first] = -np.inf
     for _ in range(1, k):
         i = int(np.argmax(nearest))
         chosen.append(i)
         nearest = np.minimum(nearest, np.linalg.norm(X - X[i], axis=1))
+        nearest[chosen] = -np.inf
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -266,6 +272,8 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
                                           cache=cache, device=device)
         chosen = top_k(scores, k)
     timings["select"] = round(time.perf_counter() - t1, 3)
+    if len(np.unique(chosen)) != len(chosen):  # a bug, not bad input: never write a pair twice
+        raise RuntimeError(f"{method} selected an image more than once: {chosen.tolist()}")
 
     rng = np.random.default_rng(seed)
     out_pairs = []
@@ -280,7 +288,6 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
         out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
     manifest = {
         "method": method,
-        "preset": None,
         "seed": seed,
         "config": {"method": method, "pairs": k, "seed": seed, "caption": caption,
                    "image_model": str(image_model), "text_model": str(text_model),

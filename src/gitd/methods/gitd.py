@@ -207,8 +207,9 @@ class _Run:
             return rec.captions[0]
         return rec.longest_caption
 
-    def _stage(self, name: str, settings: dict[str, Any]) -> Stage:
-        stage = Stage.open(self.work, name, settings)
+    def _stage(self, name: str, settings: dict[str, Any],
+               prepare: Callable[[], Any] | None = None) -> Stage:
+        stage = Stage.open(self.work, name, settings, prepare=prepare)
         self.stage_keys[name] = stage.key
         return stage
 
@@ -224,7 +225,7 @@ class _Run:
             "sample_latents": cfg.sample_latents,
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
-        })
+        }, prepare=self.c.get_vae)
         clock = StageTimer(stage)
         if stage.done:
             log.info("encode: cached (%s)", stage.path.name)
@@ -374,7 +375,7 @@ class _Run:
             "negative_prompt": cfg.negative_prompt, "prompt": cfg.prompt,
             "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
             "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
-        })
+        }, prepare=lambda: (self.c.get_img2img(), cfg.score and self.c.get_score_model()))
         self._image_key = stage.key
         clock = StageTimer(stage)
         k = len(medoids)
@@ -447,7 +448,7 @@ class _Run:
             "max_new_tokens": cfg.max_new_tokens,
             "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
             "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
-        })
+        }, prepare=lambda: (self.c.get_captioner(), cfg.score and self.c.get_score_model()))
         clock = StageTimer(stage)
         k = len(medoids)
         captioner = scorer = None

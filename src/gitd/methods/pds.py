@@ -89,7 +89,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
 
     # -- embed ---------------------------------------------------------------------------
     stage = Stage.open(work, "embed", {"data": data_key, "score_model": cfg.score_model,
-                                       "revision": cfg.score_revision, "dtype": str(c.dtype)})
+                                       "revision": cfg.score_revision, "dtype": str(c.dtype)},
+                       prepare=c.get_score_model)
     stages["embed"] = stage.key
     clock = StageTimer(stage)
     if stage.done:
@@ -147,7 +148,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             "revision": cfg.unclip_revision, "resolution": cfg.resolution,
             "steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
             "noise_level": cfg.noise_level, "negative_prompt": cfg.negative_prompt,
-            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
+            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)},
+            prepare=c.get_unclip)
         stages["synthesize"] = stage.key
         clock = StageTimer(stage)
 
@@ -201,7 +203,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             "upstream": image_key, "model": cfg.captioner, "captions": cfg.num_captions,
             "temperature": cfg.temperature, "top_p": cfg.top_p,
             "max_new_tokens": cfg.max_new_tokens, "score_model": cfg.score_model,
-            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
+            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)},
+            prepare=lambda: (c.get_captioner(), c.get_score_model()))
         stages["caption"] = stage.key
         clock = StageTimer(stage)
 

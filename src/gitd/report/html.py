@@ -275,7 +275,7 @@ def _header(manifest: dict, out: Path, n_items: int) -> str:
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
     method = manifest.get("method", "unknown method")
     facts = [("method", _e(method)),
-             ("preset", _e(manifest.get("preset", "–"))),
+             ("preset", _e(manifest.get("preset") or "–")),
              ("pairs", _e(manifest.get("pairs", n_items))),
              ("seed", _e(manifest.get("seed", "–")))]
     if source:

@@ -202,6 +202,11 @@ def read_result(path: str | Path, *, this_out: Path | None = None) -> Result:
         res.selection = "epoch chosen on the validation split"
     best = _summary(_first(data.get("best_on_test"), data.get("summary_best_on_test")))
     res.best_on_test = best or None
+    overlap = data.get("test_overlap")
+    if isinstance(overlap, dict) and _as_int(overlap.get("images")):
+        res.notes.append(f"TEST OVERLAP: the test set shares {overlap['images']} image(s) with "
+                         "the training pairs' source (allowed by --allow-test-overlap); these "
+                         "figures overstate retrieval")
     return res
 
 

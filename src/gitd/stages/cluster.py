@@ -277,8 +277,8 @@ def refine_medoids(X, medoids: np.ndarray, labels: np.ndarray, rng: np.random.Ge
                    candidates: int = 128, reference: int = 512, device=None) -> np.ndarray:
     """One alternating k-medoids update on the whole set (Park & Jun 2009, sampled).
 
-    CLARA's medoids are the best for a sample of 80 + 4k rows; with few rows per cluster in
-    the sample they can sit off-centre in the full clusters. For each cluster, the member
+    CLARA's medoids are the best for a sample (by default max(80 + 4k, 1000) rows); with few
+    rows per cluster in the sample they can sit off-centre in the full clusters. For each cluster, the member
     (the current medoid plus up to ``candidates`` random members) with the smallest summed
     distance to up to ``reference`` random members becomes its medoid. Returns the new
     medoids (sorted); the caller keeps them only if the full-set cost drops.
@@ -310,13 +310,14 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     """CLARA k-medoids of the rows of ``X`` ([n, d], any float dtype, memmap welcome).
 
     Each of ``n_samples`` samples holds the best medoids found so far plus random rows up to
-    ``sample_size`` (default ``default_sample_size(k)`` = 80 + 4k, see there); FasterPAM (random
-    initialisation, ``max_iter`` passes) runs on the sample's distance matrix; the whole set is
-    then assigned to the sample's medoids in chunks (on ``device``: the GPU when there is one),
-    and the medoids of lowest total cost are kept. Then up to ``refine`` rounds of
+    ``sample_size`` (default ``default_sample_size(k)`` = max(80 + 4k, 1000), see there);
+    FasterPAM (random initialisation, ``max_iter`` passes) runs on the sample's distance matrix;
+    the whole set is then assigned to the sample's medoids in chunks (on ``device``: the GPU
+    when there is one), and the medoids of lowest total cost are kept. Then up to ``refine`` rounds of
     ``refine_medoids`` move each medoid towards the centre of its full cluster, each kept only
-    if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows. Same ``seed``, same result: FasterPAM runs on one thread (``n_cpu=1``) because
-    its parallel version may order swaps differently from run to run.
+    if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows.
+    Same ``seed``, same result: FasterPAM runs on one thread (``n_cpu=1``) because its parallel
+    version may order swaps differently from run to run.
     """
     t0 = time.perf_counter()
     n, d = _shape(X)
