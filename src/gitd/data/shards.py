@@ -169,67 +169,94 @@ def _captions(raw: bytes) -> tuple[list[str], str | None]:
     return [c for c in caps if c], None
 
 
-def load_shards(path: str | Path, shards: list[Path], *, strict: bool = False) -> Dataset:
-    """Records of every usable sample of ``shards``; bad samples become Problems naming the shard
-    and key (``strict=True`` raises DataError on the first)."""
+def _scan_shard(shard: Path, label: str) -> tuple[list[Record], list[Problem]]:
+    """The records and problems of one shard (top level: a process pool runs it)."""
     from webdataset.tariterators import group_by_keys
 
-    root = Path(os.path.commonpath([str(s.resolve().parent) for s in shards]))
     problems: list[Problem] = []
     records: list[Record] = []
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
 
-    def report(shard: str, message: str, kind: str) -> None:
-        p = Problem(shard, message, None, kind)
-        if strict:
-            raise DataError(str(p))
-        problems.append(p)
-
-    shard = Path(path)
+    def report(message: str, kind: str) -> None:
+        problems.append(Problem(str(shard), message, None, kind))
 
     def on_error(exc: Exception) -> bool:
         # group_by_keys raises for two members of one sample with the same suffix.
-        report(str(shard), f"{exc.args[0] if exc.args else exc}; the second is ignored",
-               "duplicate-member")
+        report(f"{exc.args[0] if exc.args else exc}; the second is ignored", "duplicate-member")
         return True
 
-    for shard in progress([s.resolve() for s in shards], desc="reading shards", unit="shard"):
-        label = _shard_label(shard, root)
-        before = len(problems)
-        for sample in group_by_keys(_members(shard, problems), handler=on_error):
-            key = sample["__key__"]
-            rid = f"{label}/{key}"
-            image = next((s for s in IMAGE_SUFFIXES if s in sample), None)
-            if image is None:
-                others = ", ".join("." + s for s in sample if not s.startswith("__")) or "none"
-                report(str(shard), f"sample {key!r} has no image (.jpg/.jpeg/.png/.webp; has "
-                       f"{others}); skipped", "missing-image")
-                continue
-            if CAPTION_SUFFIX not in sample:
-                report(str(shard), f"sample {key!r} has no .txt caption; skipped", "no-caption")
-                continue
-            caps, bad = _captions(sample[CAPTION_SUFFIX][2] or b"")
-            if bad:
-                report(str(shard), f"sample {key!r}: {bad}; skipped", "bad-caption")
-                continue
-            if not caps:
-                report(str(shard), f"sample {key!r} has an empty caption; skipped",
-                       "empty-caption")
-                continue
-            if rid in seen:
-                report(str(shard), f"sample {key!r} appears twice in the shard (members not "
-                       "adjacent); the first is kept", "duplicate-image")
-                continue
-            seen[rid] = rid
-            offset, size, _ = sample[image]
-            name = f"{key}.{image}"
-            records.append(Record(id=rid, image=TarMember(shard, name, offset, size),
-                                  captions=tuple(caps)))
-        if strict and len(problems) > before:
-            raise DataError(str(problems[before]))
-    src = Path(str(path))
-    return Dataset(records=records, source=src, format="webdataset", image_root=root,
-                   problems=problems)
+    for sample in group_by_keys(_members(shard, problems), handler=on_error):
+        key = sample["__key__"]
+        image = next((s for s in IMAGE_SUFFIXES if s in sample), None)
+        if image is None:
+            others = ", ".join("." + s for s in sample if not s.startswith("__")) or "none"
+            report(f"sample {key!r} has no image (.jpg/.jpeg/.png/.webp; has {others}); "
+                   "skipped", "missing-image")
+            continue
+        if CAPTION_SUFFIX not in sample:
+            report(f"sample {key!r} has no .txt caption; skipped", "no-caption")
+            continue
+        caps, bad = _captions(sample[CAPTION_SUFFIX][2] or b"")
+        if bad:
+            report(f"sample {key!r}: {bad}; skipped", "bad-caption")
+            continue
+        if not caps:
+            report(f"sample {key!r} has an empty caption; skipped", "empty-caption")
+            continue
+        if key in seen:
+            report(f"sample {key!r} appears twice in the shard (members not adjacent); the "
+                   "first is kept", "duplicate-image")
+            continue
+        seen.add(key)
+        offset, size, _ = sample[image]
+        records.append(Record(id=f"{label}/{key}",
+                              image=TarMember(shard, f"{key}.{image}", offset, size),
+                              captions=tuple(caps)))
+    return records, problems
+
+
+def _scan_star(args: tuple[Path, str]) -> tuple[list[Record], list[Problem]]:
+    return _scan_shard(*args)
+
+
+# Below this many shards a process pool costs more than it saves.
+_POOL_MIN_SHARDS = 4
+
+
+def load_shards(path: str | Path, shards: list[Path], *, strict: bool = False,
+                workers: int | None = None) -> Dataset:
+    """Records of every usable sample of ``shards``; bad samples become Problems naming the shard
+    and key (``strict=True`` raises DataError on the first). Shards are scanned in a process
+    pool of ``workers`` (default: all CPUs; tar headers are parsed in Python, about 0.2 ms a
+    sample on one core); records keep shard order."""
+    shards = [s.resolve() for s in shards]
+    root = Path(os.path.commonpath([str(s.parent) for s in shards]))
+    jobs = [(s, _shard_label(s, root)) for s in shards]
+    n = workers or len(os.sched_getaffinity(0))
+    if strict or n == 1 or len(shards) < _POOL_MIN_SHARDS:
+        results = (_scan_shard(*job) for job in jobs)
+        pool = None
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        pool = ProcessPoolExecutor(max_workers=min(n, len(shards)), mp_context=ctx)
+        results = pool.map(_scan_star, jobs)
+    records: list[Record] = []
+    problems: list[Problem] = []
+    try:
+        for recs, probs in progress(results, desc="reading shards", total=len(shards),
+                                    unit="shard"):
+            if strict and probs:
+                raise DataError(str(probs[0]))
+            records.extend(recs)
+            problems.extend(probs)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return Dataset(records=records, source=Path(str(path)), format="webdataset",
+                   image_root=root, problems=problems)
 
 
 def shards_of(ds: Dataset) -> list[Path]:
