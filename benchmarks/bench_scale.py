@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakMemory, emit, fmt, machine, run_child, table  # noqa: E402
+from _common import PeakMemory, emit, fmt, machine, reproduce, run_child, table  # noqa: E402
 
 CENTRES = 300
 
@@ -367,9 +366,7 @@ def main(argv=None) -> int:
     print()
     print(f"machine: {machine()}; runs per cell: {getattr(args, 'repeat', 1)} (median); "
           f"wall {time.time() - t0:.0f} s")
-    cmd = [Path(sys.executable).name, "benchmarks/bench_scale.py",
-           *(sys.argv[1:] if argv is None else argv)]
-    print("reproduce: " + " ".join(shlex.quote(x) for x in cmd))
+    print(reproduce("bench_scale.py", argv))
     return 0
 
 
