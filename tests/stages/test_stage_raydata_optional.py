@@ -34,3 +34,30 @@ def test_cluster_resolution_is_validated():
     args = build_parser().parse_args(["distill", "d", "--pairs", "2", "--out", "o",
                                       "--cluster-resolution", "256"])
     assert args.cluster_resolution == 256
+
+
+def test_a_folder_with_both_latent_layouts_opens_the_complete_one(tmp_path):
+    """A Ray run interrupted and then finished without --ray (or the other way round) leaves
+    both layouts in the stage folder: the complete one is the result."""
+    import numpy as np
+
+    from gitd.stages.encode import INDEX, LATENTS, PARTS, LatentStore, part_path
+    from gitd.store import atomic_write_json
+
+    lat = np.arange(6 * 4, dtype=np.float16).reshape(6, 4, 1, 1)
+    base = {"ids": [f"r{i}" for i in range(6)], "shape": [6, 4, 1, 1], "dtype": "float16",
+            "scaling_factor": 1.0, "settings": {}}
+    np.save(tmp_path / LATENTS, lat)
+    atomic_write_json(tmp_path / INDEX, base)
+    atomic_write_json(tmp_path / "progress.json", {"rows_done": 6, "invalid": [], "problems": []})
+    atomic_write_json(tmp_path / PARTS / INDEX, {**base, "shard_rows": 4})
+    np.save(part_path(tmp_path, 0, ".npy"), lat[:4])
+    atomic_write_json(part_path(tmp_path, 0, ".json"), {"invalid": [], "problems": []})
+    store = LatentStore.open(tmp_path)  # parts: 1 of 2 done; the single file: complete
+    assert store.complete and not store.sharded
+    np.save(part_path(tmp_path, 1, ".npy"), lat[4:])
+    atomic_write_json(part_path(tmp_path, 1, ".json"), {"invalid": [5], "problems": []})
+    store = LatentStore.open(tmp_path)
+    assert store.sharded and store.complete and store.valid.tolist() == [True] * 5 + [False]
+    assert store.latents[:].tobytes() == lat.tobytes()
+    assert np.array_equal(store.matrix(), lat.reshape(6, 4)[:5])

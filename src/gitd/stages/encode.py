@@ -129,14 +129,19 @@ class LatentStore:
     @classmethod
     def open(cls, folder: str | Path) -> "LatentStore":
         folder = Path(folder)
+        # One stage folder may hold both layouts (a run with --ray resumed without it, or the
+        # other way round): the complete one is the result.
+        found = []
         parts = read_json(folder / PARTS / INDEX)
         if isinstance(parts, dict) and "ids" in parts and "shard_rows" in parts:
-            return cls(folder, parts, parts_state(folder, parts))
+            found.append(cls(folder, parts, parts_state(folder, parts)))
         index = read_json(folder / INDEX)
-        if not isinstance(index, dict) or "ids" not in index or not (folder / LATENTS).exists():
+        if isinstance(index, dict) and "ids" in index and (folder / LATENTS).exists():
+            found.append(cls(folder, index, read_json(folder / PROGRESS, {}) or {}))
+        if not found:
             raise DataError(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
                             "run the encode stage first")
-        return cls(folder, index, read_json(folder / PROGRESS, {}) or {})
+        return next((s for s in found if s.complete), found[0])
 
     @property
     def complete(self) -> bool:
