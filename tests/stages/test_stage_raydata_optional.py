@@ -61,3 +61,15 @@ def test_a_folder_with_both_latent_layouts_opens_the_complete_one(tmp_path):
     assert store.sharded and store.complete and store.valid.tolist() == [True] * 5 + [False]
     assert store.latents[:].tobytes() == lat.tobytes()
     assert np.array_equal(store.matrix(), lat.reshape(6, 4)[:5])
+    # A damaged part (cut short, or its record emptied) is not done: it is encoded again.
+    from gitd.stages.encode import part_done
+
+    index = {**base, "shard_rows": 4}
+    assert part_done(tmp_path, index, 1) == {"invalid": [5], "problems": []}
+    data = part_path(tmp_path, 1, ".npy").read_bytes()
+    part_path(tmp_path, 1, ".npy").write_bytes(data[:-3])
+    assert part_done(tmp_path, index, 1) is None
+    assert not LatentStore.open(tmp_path).sharded  # back to the complete single file
+    part_path(tmp_path, 1, ".npy").write_bytes(data)
+    part_path(tmp_path, 0, ".json").write_text("{")
+    assert part_done(tmp_path, index, 0) is None

@@ -15,6 +15,7 @@ run resumes from the last finished batch, and resident memory stays one batch wh
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,14 +50,37 @@ def part_files(folder: Path, index: dict[str, Any]) -> list[Path]:
     return [part_path(folder, s, ".npy") for s in range(-(-n // rows))]
 
 
+def part_done(folder: Path, index: dict[str, Any], s: int) -> dict[str, Any] | None:
+    """Part ``s``'s record (its ``.json``) when the part is finished and whole: the record
+    reads, and the ``.npy`` header and size say exactly its rows. A damaged part is not done
+    (it is encoded again), never trusted."""
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    meta = read_json(part_path(folder, s, ".json"))
+    if not isinstance(meta, dict):
+        return None
+    want = (min(rows, n - s * rows), *index["shape"][1:])
+    try:
+        with open(part_path(folder, s, ".npy"), "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+            whole = os.fstat(f.fileno()).st_size == f.tell() + int(np.prod(shape)) * 2
+    except (OSError, ValueError):
+        return None
+    if tuple(shape) != want or np.dtype(dtype) != np.float16 or not whole:
+        return None
+    return meta
+
+
 def parts_state(folder: Path, index: dict[str, Any]) -> dict[str, Any]:
     """What the finished parts say, in the shape of the single-file ``progress.json``: rows
     done (the finished prefix), invalid rows and problems (in row order)."""
     n, rows = len(index["ids"]), int(index["shard_rows"])
     done, invalid, problems = 0, [], []
     for s in range(-(-n // rows)):
-        meta = read_json(part_path(folder, s, ".json"))
-        if not isinstance(meta, dict) or not part_path(folder, s, ".npy").exists():
+        meta = part_done(folder, index, s)
+        if meta is None:
             break
         done = min(n, (s + 1) * rows)
         invalid.extend(meta.get("invalid", []))

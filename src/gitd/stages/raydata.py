@@ -214,7 +214,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
     import torch
 
     from gitd.stages.encode import (INDEX, PARTS, LatentStore, _settings, latent_shape,
-                                    part_path, parts_state)
+                                    part_done, parts_state)
     from gitd.store import atomic_write_json, read_json
 
     check_positive_int("resolution", resolution)
@@ -247,8 +247,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
             old.unlink()  # our own parts of another run: none of them may be trusted now
         atomic_write_json(out_dir / PARTS / INDEX, index)
     n_parts = -(-n // rows)
-    todo = [s for s in range(n_parts) if not (part_path(out_dir, s, ".json").exists()
-                                              and part_path(out_dir, s, ".npy").exists())]
+    todo = [s for s in range(n_parts) if part_done(out_dir, index, s) is None]
     if len(todo) < n_parts:
         log.info("encode: %d of %d parts already done, not redone", n_parts - len(todo), n_parts)
     if todo:
