@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gitd.errors import ConfigError
+from gitd.errors import MAX_SEED, ConfigError, check_positive_int
 
 METHODS = ("gitd", "pds")
 PROMPT_CHOICES = ("longest", "first")
@@ -138,24 +138,16 @@ class DistillConfig:
                 _string(name, getattr(self, name))
         if not isinstance(self.negative_prompt, str):
             raise ConfigError(f"negative_prompt must be a string, got {self.negative_prompt!r}")
-        for name in ("pairs", "num_inference_steps", "num_candidates", "num_captions",
-                     "max_new_tokens", "encode_batch_size", "generate_batch_size",
-                     "caption_batch_size"):
-            _int(name, getattr(self, name), 1)
-        _int("seed", self.seed, 0)
-        _int("encode_workers", self.encode_workers, 0)
-        _int("resolution", self.resolution, 8)
+        for name, (low, high) in INT_RANGES.items():
+            if name in _UNSET_OK and getattr(self, name) is None:
+                continue
+            check_positive_int(name, getattr(self, name), minimum=low, maximum=high)
         if self.resolution % 8:
             raise ConfigError(f"resolution must be a multiple of 8 (the VAE downsamples by 8), "
                               f"got {self.resolution}")
-        for name in ("clara_samples", "clara_sample_size", "ray_workers"):
-            if getattr(self, name) is not None:
-                _int(name, getattr(self, name), 1)
-        if self.cluster_resolution is not None:
-            _int("cluster_resolution", self.cluster_resolution, 8)
-            if self.cluster_resolution % 8:
-                raise ConfigError(f"cluster_resolution must be a multiple of 8 (the VAE "
-                                  f"downsamples by 8), got {self.cluster_resolution}")
+        if self.cluster_resolution is not None and self.cluster_resolution % 8:
+            raise ConfigError(f"cluster_resolution must be a multiple of 8 (the VAE "
+                              f"downsamples by 8), got {self.cluster_resolution}")
         if self.ray is not None and not isinstance(self.ray, str):
             raise ConfigError(f"ray must be local, auto or a Ray address, got {self.ray!r}")
         _number("strength", self.strength, 0.0, 1.0, low_open=True)
@@ -165,7 +157,6 @@ class DistillConfig:
         _string("unclip_model", self.unclip_model)
         if self.unclip_revision is not None:
             _string("unclip_revision", self.unclip_revision)
-        _int("noise_level", self.noise_level, 0)
         _number("filter_fraction", self.filter_fraction, 0.0, 1.0)
         if self.filter_fraction >= 1.0:
             raise ConfigError(f"filter_fraction must be below 1 (it drops that fraction of "
@@ -247,6 +238,30 @@ METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 FIELD_NAMES = tuple(f.name for f in fields(DistillConfig))
 
+# [low, high] of every integer setting: validate() enforces them and `gitd distill --help`
+# shows them. Upper bounds are far beyond any sensible run; they turn a typo or an overflow
+# (a seed numpy cannot take) into one line naming the setting.
+# Integer settings whose None means "the default" (see their comments).
+_UNSET_OK = {"clara_samples", "clara_sample_size", "cluster_resolution", "ray_workers"}
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "pairs": (1, 10_000_000),
+    "seed": (0, MAX_SEED),
+    "resolution": (8, 4096),
+    "num_inference_steps": (1, 1000),
+    "num_candidates": (1, 64),
+    "num_captions": (1, 64),
+    "max_new_tokens": (1, 512),
+    "encode_batch_size": (1, 4096),
+    "encode_workers": (0, 256),
+    "clara_samples": (1, 1000),
+    "clara_sample_size": (1, 100_000_000),
+    "cluster_resolution": (8, 4096),
+    "ray_workers": (1, 100_000),
+    "generate_batch_size": (1, 1024),
+    "caption_batch_size": (1, 1024),
+    "noise_level": (0, 1000),
+}
+
 
 def _check_keys(data: dict[str, Any], source: str) -> None:
     unknown = sorted(set(data) - set(FIELD_NAMES))
@@ -263,13 +278,6 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def _string(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-
-
-def _int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:

@@ -14,7 +14,7 @@ import pytest
 from gitd.config import DistillConfig
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
-from gitd.errors import DataError
+from gitd.errors import DataError, GitdError
 from gitd.methods.coreset import select_coreset
 from gitd.methods.gitd import distill
 
@@ -53,6 +53,10 @@ def test_select_on_shards_copies_member_bytes(shard_set, tmp_path):
     a = json.loads((ref / "annotations.json").read_text())
     b = json.loads((out / "annotations.json").read_text())
     assert a == b
+    # An output inside the shards' folder is refused, as one inside an image root is.
+    with pytest.raises(GitdError, match="shard"):
+        select_coreset(folder, "random", 2, folder / "out")
+    assert not (folder / "out").exists()
 
 
 def test_evaluate_trains_on_shards(shard_set, tmp_path):

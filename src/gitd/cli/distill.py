@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from gitd.config import METHODS, PRESETS, DistillConfig, make_config
+from gitd.cli.options import add_int
+from gitd.config import INT_RANGES, METHODS, PRESETS, DistillConfig, make_config
 
 # Settings whose flag is not the plain --field-name form, or that the parser treats specially.
 _SPECIAL = {"method", "preset", "pairs", "work", "cluster", "diffusion", "captioner_on", "score",
@@ -57,8 +58,7 @@ def _type_of(field: dataclasses.Field):
         return None
     if isinstance(default, float):
         return float
-    if isinstance(default, int) or field.name.startswith("clara_") or field.name in (
-            "cluster_resolution", "ray_workers"):
+    if isinstance(default, int) or field.name.startswith("clara_"):
         return int
     return str
 
@@ -73,7 +73,8 @@ def add_parser(sub):
         argument_default=argparse.SUPPRESS)
     p.add_argument("data", help="annotation file or folder (BLIP JSON, Karpathy, COCO captions, "
                                 "imagefolder metadata)")
-    p.add_argument("--pairs", "-k", type=int, required=True, help="number of pairs to produce")
+    add_int(p, "--pairs", "-k", range=INT_RANGES["pairs"], required=True,
+            help="number of pairs to produce")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--method", choices=METHODS, help="distillation method: gitd (default) or "
                    "pds (prototype-guided unCLIP synthesis)")
@@ -111,8 +112,11 @@ def add_parser(sub):
             p.add_argument(flag, dest=field.name, metavar="REV",
                            help=f"revision (commit/tag) of {field.name[:-9].replace('_', ' ')}")
             continue
-        p.add_argument(flag, dest=field.name, type=_type_of(field),
-                       help=_HELP.get(field.name, field.name.replace("_", " ")))
+        help_ = _HELP.get(field.name, field.name.replace("_", " "))
+        if field.name in INT_RANGES:
+            add_int(p, flag, dest=field.name, range=INT_RANGES[field.name], help=help_)
+        else:
+            p.add_argument(flag, dest=field.name, type=_type_of(field), help=help_)
     return p
 
 
@@ -130,6 +134,6 @@ def run(args) -> int:
     out = distill(args.data, args.out, config, images=given.get("images"),
                   split=given.get("split", "train"), strict=given.get("strict", False),
                   allow_outside_root=given.get("allow_outside_root", False),
-                  work=config.work)
+                  work=config.work, config_file=given.get("config"))
     print(out)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gitd.cli.options import IMAGE_SIZE_RANGE, SEED_RANGE, add_int
+from gitd.config import INT_RANGES
 from gitd.methods.coreset import CAPTION_POLICIES, METHODS
 
 
@@ -16,9 +18,9 @@ def add_parser(sub):
                     "keeps every pair. See docs/coresets.md.")
     p.add_argument("data", help="annotation file or folder (any format gitd reads)")
     p.add_argument("--method", "-m", required=True, choices=METHODS)
-    p.add_argument("--pairs", "-k", type=int, help="number of pairs (not needed for full)")
+    add_int(p, "--pairs", "-k", range=INT_RANGES["pairs"], help="number of pairs (not needed for full)")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    add_int(p, "--seed", range=SEED_RANGE, default=0, help="seed of the selection (default 0)")
     p.add_argument("--caption", choices=CAPTION_POLICIES, default="longest",
                    help="which captions go with a selected image (default: the longest, as "
                         "GITD's /T ablation)")
@@ -30,9 +32,10 @@ def add_parser(sub):
     p.add_argument("--allow-outside-root", action="store_true")
     p.add_argument("--image-model", default="auto", help="evaluation image encoder for features")
     p.add_argument("--text-model", default="auto", help="evaluation text encoder for features")
-    p.add_argument("--image-size", type=int, default=224, help="image size for features")
-    p.add_argument("--forgetting-epochs", type=int, default=10,
-                   help="epochs of the forgetting run (frozen image features)")
+    add_int(p, "--image-size", range=IMAGE_SIZE_RANGE, default=224,
+            help="image size for features (default 224)")
+    add_int(p, "--forgetting-epochs", range=(2, 100_000), default=10,
+            help="epochs of the forgetting run (frozen image features; default 10)")
     p.add_argument("--forgetting-learned", choices=("batch", "train-set"), default="batch",
                    help="what counts as right for forgetting: 'batch' (default, Toneva et al.): "
                         "the pair retrieves itself within its mini-batch when presented; "

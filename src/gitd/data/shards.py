@@ -176,6 +176,10 @@ def _scan_shard(shard: Path, label: str) -> tuple[list[Record], list[Problem]]:
     problems: list[Problem] = []
     records: list[Record] = []
     seen: set[str] = set()
+    try:
+        mtime = os.stat(shard).st_mtime_ns
+    except OSError:
+        mtime = None
 
     def report(message: str, kind: str) -> None:
         problems.append(Problem(str(shard), message, None, kind))
@@ -209,9 +213,10 @@ def _scan_shard(shard: Path, label: str) -> tuple[list[Record], list[Problem]]:
             continue
         seen.add(key)
         offset, size, _ = sample[image]
+        # The stamp (size, time) that input fingerprints use: the member's size, its shard's time.
         records.append(Record(id=f"{label}/{key}",
                               image=TarMember(shard, f"{key}.{image}", offset, size),
-                              captions=tuple(caps)))
+                              captions=tuple(caps), stamp=(size, mtime)))
     return records, problems
 
 

@@ -11,8 +11,14 @@ from typing import Any
 
 def distill(data: str | Path, out: str | Path, config, **kwargs: Any) -> Path:
     """Run the distillation method named by ``config.method`` (``gitd`` or ``pds``)."""
+    from gitd.outdir import OutputFolder
+
     if config.method == "pds":
         from gitd.methods.pds import distill as run
     else:
         from gitd.methods.gitd import distill as run
-    return run(data, out, config, **kwargs)
+    try:
+        return run(data, out, config, **kwargs)
+    except BaseException:
+        OutputFolder.discard_unused(out)  # a run that did nothing leaves nothing behind
+        raise

@@ -40,8 +40,9 @@ import numpy as np
 from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
-from gitd.errors import ConfigError, GitdError, check_positive_int
+from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs, OutputFolder
 
 log = get_logger("methods.coreset")
 
@@ -128,12 +129,14 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
-                  image_size: int = 224, cache=None, device="auto") -> np.ndarray:
-    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features))."""
+                  image_size: int = 224, cache=None, device="auto",
+                  errors: list | None = None) -> np.ndarray:
+    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features)).
+    ``errors``: as ``embed_images`` (rows of images that do not decode are listed there)."""
     from gitd.evaluation.features import embed_images, embed_texts
 
     img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
-                           cache=cache, device=device))
+                           cache=cache, device=device, errors=errors))
     texts = [c for r in dataset for c in r.captions]
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
@@ -144,10 +147,11 @@ def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
 
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       learned: str = "batch", image_model="auto", text_model="auto",
-                      image_size: int = 224, cache=None, device="auto"
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+                      image_size: int = 224, cache=None, device="auto",
+                      problems: list | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image forgetting score from a short frozen-image-feature training on the full set;
-    ``learned`` picks what counts as right (module docstring)."""
+    ``learned`` picks what counts as right (module docstring). An image that does not decode
+    is left out of the training, scores -1 and is appended to ``problems``."""
     from gitd.evaluation.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
@@ -167,13 +171,20 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
         unit = "images"
     else:
         owner = np.asarray(trainer.pairs.text_to_image)
-        per_image = np.bincount(owner, weights=events, minlength=len(dataset))
+        per_image = np.bincount(owner, weights=events, minlength=trainer.pairs.n_images)
         unit = "captions"
     info = {"epochs": epochs, "frozen_image_features": True, "learned_test": learned,
             f"{unit}_never_learned": int((~h.any(0)).sum()),
             f"{unit}_learned_at_end": int(h[-1].sum()),
             f"{unit}_forgotten_at_least_once": int((events[h.any(0)] > 0).sum()),
             "distinct_scores": int(len(np.unique(per_image)))}
+    kept = trainer.pairs.kept
+    if kept is not None and len(kept) < len(dataset):
+        full = np.full(len(dataset), -1.0)
+        full[kept] = per_image
+        per_image = full
+        if problems is not None:
+            problems.extend(trainer.pairs.problems)
     return per_image, info
 
 
@@ -204,6 +215,13 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     return chosen, captions, info
 
 
+def _caption_features(dataset: Dataset, text_model, cache, device) -> np.ndarray:
+    from gitd.evaluation.features import embed_texts
+
+    return embed_texts([c for r in dataset for c in r.captions], text_model, cache=cache,
+                       device=device)
+
+
 # -- the command ---------------------------------------------------------------------------------
 def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
     if policy == "all":
@@ -228,6 +246,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     ``features_fn`` replaces the evaluation encoders' features (tests, other feature spaces)."""
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if caption not in CAPTION_POLICIES:
         raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
                           f"got {caption!r}")
@@ -238,6 +257,7 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     n = len(dataset)
     if n == 0:
         raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+    folder = OutputFolder.prepare(out, command="select", inputs=Inputs().dataset(dataset))
     if method == "full":
         k = n
     else:
@@ -251,6 +271,20 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     t1 = time.perf_counter()
     scores: np.ndarray | None = None
     extra: dict[str, Any] = {}
+    # Images that fail to decode (only the feature methods decode) are skipped rows.
+    errors: list = []
+    skipped: list = []
+
+    def usable() -> np.ndarray:
+        bad = {i for i, _ in errors}
+        skipped.extend(exc.to_problem(dataset[i].row)
+                       for i, exc in sorted(errors, key=lambda e: e[0]))
+        keep = np.asarray([i for i in range(n) if i not in bad], dtype=np.int64)
+        if k > len(keep):
+            raise ConfigError(f"asked for {k} pairs but only {len(keep)} images of "
+                              f"{dataset.source} could be decoded")
+        return keep
+
     if method == "full":
         chosen = np.arange(n, dtype=np.int64)
     elif method == "random":
@@ -258,19 +292,35 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
     elif method in ("herding", "kcenter"):
         feats = features_fn(dataset) if features_fn else pair_features(
             dataset, image_model=image_model, text_model=text_model, image_size=image_size,
-            cache=cache, device=device)
-        chosen = herding(feats, k) if method == "herding" else kcenter_greedy(feats, k, seed)
+            cache=cache, device=device, errors=errors)
+        keep = usable()
+        chosen = keep[herding(feats[keep], k) if method == "herding"
+                      else kcenter_greedy(feats[keep], k, seed)]
         extra["feature_dim"] = int(feats.shape[1])
     elif method == "pds":
+        from gitd.evaluation.features import embed_images
+
+        img = embed_images([r.image for r in dataset], image_model, image_size=image_size,
+                           cache=cache, device=device, errors=errors)
+        keep = usable()
+        part = dataset.subset(keep)
         chosen, pds_captions, extra = pds_select(
-            dataset, k, seed=seed, image_model=image_model, text_model=text_model,
-            image_size=image_size, cache=cache, device=device)
+            part, k, seed=seed, image_model=image_model, text_model=text_model,
+            image_size=image_size, cache=cache, device=device,
+            features=None if len(keep) == n else (img[keep], _caption_features(
+                part, text_model, cache, device)))
+        chosen = keep[chosen]
     else:
         scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
                                           learned=forgetting_learned, image_model=image_model,
                                           text_model=text_model, image_size=image_size,
-                                          cache=cache, device=device)
+                                          cache=cache, device=device, problems=skipped)
+        if k > int((scores >= 0).sum()):
+            raise ConfigError(f"asked for {k} pairs but only {int((scores >= 0).sum())} images "
+                              f"of {dataset.source} could be decoded")
         chosen = top_k(scores, k)
+    for p in skipped:
+        log.warning("%s (skipped)", p)
     timings["select"] = round(time.perf_counter() - t1, 3)
     if len(np.unique(chosen)) != len(chosen):  # a bug, not bad input: never write a pair twice
         raise RuntimeError(f"{method} selected an image more than once: {chosen.tolist()}")
@@ -302,12 +352,13 @@ def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, o
         "source": {"path": str(Path(dataset.source).resolve()), "format": dataset.format,
                    "split": dataset.split, "image_root": str(dataset.image_root),
                    "fingerprint": dataset_fingerprint(dataset),
-                   "n_records": n + len(dataset.problems), "n_valid": n},
-        "skipped": [p.to_dict() for p in dataset.problems],
+                   "n_records": n + len(dataset.problems), "n_valid": n - len(skipped)},
+        "skipped": [p.to_dict() for p in dataset.problems + skipped],
         "timings": timings,
     }
     t2 = time.perf_counter()
-    write_output(out, out_pairs, manifest)
+    with folder.replace() as staging:
+        write_output(staging, out_pairs, manifest)
     log.info("%s: wrote %d pairs to %s (output %.1fs)", method, len(out_pairs), out,
              time.perf_counter() - t2)
     return Path(out)

@@ -24,12 +24,13 @@ import numpy as np
 
 from gitd.config import DistillConfig
 from gitd.data import Dataset
-from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
-from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
-                        run_units, unit_path)
+from gitd.outdir import Inputs, OutputFolder
+from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json,
+                        read_json, require, run_units, unit_image, unit_json, unit_path)
 
 log = get_logger("gitd")
 
@@ -96,12 +97,13 @@ _Clock = StageTimer
 def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             images: str | Path | None = None, split: str = "train", strict: bool = False,
             allow_outside_root: bool = False, work: str | Path | None = None,
-            components: Components | None = None,
+            components: Components | None = None, config_file: str | Path | None = None,
             on_unit: Callable[[str, int], None] | None = None) -> Path:
     """Distil the dataset at ``data`` into ``config.pairs`` pairs written to ``out``.
 
-    ``on_unit(stage, index)`` is called after each finished medoid is written (tests use it to
-    interrupt a run at a known point). Returns ``out``.
+    ``out`` may not overlap the dataset (or ``config_file``) and is replaced as a whole
+    (``gitd.outdir``). ``on_unit(stage, index)`` is called after each finished medoid is written
+    (tests use it to interrupt a run at a known point). Returns ``out``.
     """
     from gitd.models import describe_models, resolve_device, resolve_dtype
 
@@ -121,6 +123,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         log.warning("%d input problems; those rows are skipped (listed in the manifest; "
                     "run 'gitd check' for details, or --strict to stop on them)",
                     len(dataset.problems))
+    folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
+        dataset).file(config_file, "config file"))
     timings: dict[str, float] = {"load": round(time.perf_counter() - t_load, 3)}
     if components is None:
         device = resolve_device(config.device)
@@ -167,12 +171,14 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         "dtype": str(components.dtype).removeprefix("torch."),
     }
     t_out = time.perf_counter()
-    write_output(out, pairs, manifest)
-    # The settings alone, loadable with `gitd distill --config OUT/config.json`.
-    atomic_write_json(out / "config.json", config.to_dict())
-    timings["output"] = round(time.perf_counter() - t_out, 3)
-    # The manifest is written once more so that it carries the output stage's own time.
-    atomic_write_json(out / "manifest.json", {**read_json(out / "manifest.json"), "timings": timings})
+    with folder.replace() as staging:
+        write_output(staging, pairs, manifest)
+        # The settings alone, loadable with `gitd distill --config OUT/config.json`.
+        atomic_write_json(staging / "config.json", config.to_dict())
+        timings["output"] = round(time.perf_counter() - t_out, 3)
+        # The manifest is written once more so that it carries the output stage's own time.
+        atomic_write_json(staging / "manifest.json",
+                          {**read_json(staging / "manifest.json"), "timings": timings})
     log.info("wrote %d pairs to %s", len(pairs), out)
     return out
 
@@ -190,6 +196,7 @@ class _Run:
         self.timings = timings
         self.on_unit = on_unit
         self.data_key = dataset_fingerprint(dataset)
+        note_input_change(work, dataset, self.data_key)
         self.stage_keys: dict[str, str] = {}
         self.cluster_summary: dict[str, Any] = {}
         self.extra_problems: list = []
@@ -226,28 +233,26 @@ class _Run:
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
         }, prepare=self.c.get_vae)
-        clock = StageTimer(stage)
-        if stage.done:
-            log.info("encode: cached (%s)", stage.path.name)
-            store = LatentStore.open(stage.path)
-        elif cfg.ray is not None:
-            from gitd.stages.raydata import encode_latents_ray
 
-            store = encode_latents_ray(self.dataset.records, self._vae_for_actors(), stage.path,
-                                       resolution=resolution, batch_size=cfg.encode_batch_size,
-                                       sample=cfg.sample_latents, seed=cfg.seed,
-                                       dtype=self.c.dtype, workers=cfg.ray_workers,
-                                       address=cfg.ray)
-            clock.save()
-            stage.mark_done({"seconds": round(clock.total(), 3)})
-        else:
-            store = encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
+        def load() -> LatentStore:
+            return LatentStore.open(stage.path).check(self.dataset.ids)
+
+        def compute() -> None:
+            if cfg.ray is not None:
+                from gitd.stages.raydata import encode_latents_ray
+
+                encode_latents_ray(self.dataset.records, self._vae_for_actors(), stage.path,
                                    resolution=resolution, batch_size=cfg.encode_batch_size,
-                                   num_workers=cfg.encode_workers, sample=cfg.sample_latents,
-                                   seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
-            clock.save()
-            stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["encode"] = float(stage.summary().get("seconds", clock.total()))
+                                   sample=cfg.sample_latents, seed=cfg.seed, dtype=self.c.dtype,
+                                   workers=cfg.ray_workers, address=cfg.ray)
+                return
+            encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
+                           resolution=resolution, batch_size=cfg.encode_batch_size,
+                           num_workers=cfg.encode_workers, sample=cfg.sample_latents,
+                           seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
+
+        store = stage.cached(load, compute)
+        self.timings["encode"] = float(stage.summary().get("seconds", 0.0))
         self.extra_problems = list(store.problems)
         self.latents = store
         return stage, store
@@ -278,15 +283,18 @@ class _Run:
             "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
             "sample_latents": cfg.sample_latents,
             "seed": cfg.seed if cfg.sample_latents else None, "dtype": str(self.c.dtype)})
-        if stage.done:
-            store = LatentStore.open(stage.path)
-        else:
-            medoids = [self.dataset[r] for r in self._medoid_rows]
-            store = encode_latents(medoids, self.c.get_vae(), stage.path,
-                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
-                                   num_workers=0, sample=cfg.sample_latents, seed=cfg.seed,
-                                   device=self.c.device, dtype=self.c.dtype)
-            stage.mark_done({})
+        medoids = [self.dataset[r] for r in self._medoid_rows]
+
+        def load() -> LatentStore:
+            return LatentStore.open(stage.path).check([r.id for r in medoids])
+
+        def compute() -> None:
+            encode_latents(medoids, self.c.get_vae(), stage.path, resolution=cfg.resolution,
+                           batch_size=cfg.encode_batch_size, num_workers=0,
+                           sample=cfg.sample_latents, seed=cfg.seed, device=self.c.device,
+                           dtype=self.c.dtype)
+
+        store = stage.cached(load, compute)
         where = {r: j for j, r in enumerate(self._medoid_rows)}
         return np.asarray(store.latents[[where[r] for r in rows]], dtype=np.float32)
 
@@ -314,11 +322,22 @@ class _Run:
             "seed": cfg.seed,
         })
         result_path = stage.path / "medoids.json"
-        cached = read_json(result_path)
-        if stage.done and cached:
-            log.info("cluster: cached (%s)", stage.path.name)
-        else:
-            clock = StageTimer(stage)
+        usable = set(valid.tolist())
+
+        def load() -> dict[str, Any]:
+            res = read_json(result_path)
+            require(isinstance(res, dict), "medoids.json is missing or not a JSON object")
+            rows, sizes = res["medoids"], res["sizes"]
+            require(isinstance(rows, list) and len(rows) == cfg.pairs
+                    and all(r in usable for r in rows),
+                    f"medoids.json does not hold {cfg.pairs} usable rows")
+            require(isinstance(sizes, list) and len(sizes) == len(rows)
+                    and all(isinstance(x, int) for x in sizes), "medoids.json has bad sizes")
+            require(res["ids"] == [self.dataset[r].id for r in rows],
+                    "medoids.json names other images than the dataset's")
+            return res
+
+        def compute() -> None:
             if cfg.cluster:
                 extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
                 if cfg.ray is not None:
@@ -338,7 +357,7 @@ class _Run:
             sizes = ([int(s) for s in res.sizes] if res.sizes is not None
                      else [1] * len(medoid_rows))
             cost = float(res.cost)
-            cached = {
+            atomic_write_json(result_path, {
                 "medoids": medoid_rows,
                 "ids": [self.dataset[i].id for i in medoid_rows],
                 "sizes": sizes,
@@ -346,9 +365,9 @@ class _Run:
                 "method": "clara" if cfg.cluster else "random",
                 "sample_size": res.sample_size,
                 "sample_costs": [float(c) for c in (res.sample_costs or [])],
-            }
-            atomic_write_json(result_path, cached)
-            stage.mark_done({"seconds": round(clock.total(), 3)})
+            })
+
+        cached = stage.cached(load, compute)
         self.timings["cluster"] = float(stage.summary().get("seconds", 0.0))
         self.cluster_summary = {k: cached.get(k) for k in
                                 ("method", "cost", "sizes", "sample_size", "sample_costs")}
@@ -359,8 +378,6 @@ class _Run:
 
     # -- generate ------------------------------------------------------------------------
     def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from gitd.data.images import open_rgb
-
         cfg = self.cfg
         if not cfg.diffusion:
             self._image_key = self._cluster_key
@@ -412,16 +429,16 @@ class _Run:
                 "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
                 "chosen_candidate": int(best)})
 
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="medoid",
-                  on_written=self._written("generate", clock))
+        def load(j: int) -> dict[str, Any]:
+            meta = unit_json(stage, j, "prompt", "seed", "candidate_scores", "chosen_candidate")
+            return {"image": unit_image(stage, j), "scores": {
+                "image_prompt_scores": meta["candidate_scores"],
+                "chosen_candidate": meta["chosen_candidate"]}}
+
+        results = run_units(stage, k, cfg.generate_batch_size, compute, write, load,
+                            noun="medoid", on_written=self._written("generate", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["generate"] = round(clock.total(), 3)
-        results = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            results.append({"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
-                "image_prompt_scores": meta.get("candidate_scores", []),
-                "chosen_candidate": meta.get("chosen_candidate", 0)}})
         return results
 
     def _written(self, name: str, clock: StageTimer) -> Callable[[int], None]:
@@ -435,6 +452,7 @@ class _Run:
     def caption(self, medoids: list[dict[str, Any]],
                 images: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from gitd.data.images import is_image_ref, open_rgb
+        from gitd.stages.caption import caption_images, load_caption_unit
 
         cfg = self.cfg
         if not cfg.captioner_on:
@@ -454,7 +472,6 @@ class _Run:
         captioner = scorer = None
 
         def compute(chunk: range) -> list:
-            from gitd.stages.caption import caption_images
 
             nonlocal captioner, scorer
             if captioner is None:
@@ -475,14 +492,9 @@ class _Run:
                 "caption": res.best, "candidates": list(res.candidates),
                 "scores": [float(x) for x in res.scores], "seed": seed})
 
-        run_units(stage, k, cfg.caption_batch_size, compute, write, noun="image",
-                  on_written=self._written("caption", clock))
+        out = run_units(stage, k, cfg.caption_batch_size, compute, write,
+                        lambda j: load_caption_unit(stage, j), noun="image",
+                        on_written=self._written("caption", clock))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         self.timings["caption"] = round(clock.total(), 3)
-        out = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            out.append({"caption": meta["caption"], "scores": {
-                "caption_candidates": meta.get("candidates", []),
-                "caption_scores": meta.get("scores", [])}})
         return out

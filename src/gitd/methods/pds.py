@@ -23,14 +23,17 @@ from typing import Any, Callable
 import numpy as np
 
 from gitd.config import DistillConfig
-from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.images import is_image_ref, open_rgb
 from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.methods.gitd import Components, derive_seed
+from gitd.outdir import Inputs, OutputFolder
+from gitd.stages.caption import load_caption_unit
 from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_bytes,
-                        atomic_write_json, read_json, run_units, unit_path)
+                        atomic_write_json, read_json, require, run_units, unit_image, unit_json,
+                        unit_path)
 
 log = get_logger("pds")
 
@@ -58,9 +61,10 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
             images: str | Path | None = None, split: str = "train", strict: bool = False,
             allow_outside_root: bool = False, work: str | Path | None = None,
-            components: PdsComponents | None = None,
+            components: PdsComponents | None = None, config_file: str | Path | None = None,
             on_unit: Callable[[str, int], None] | None = None) -> Path:
-    """Distil ``data`` into ``config.pairs`` pairs with PDS, written to ``out``."""
+    """Distil ``data`` into ``config.pairs`` pairs with PDS, written to ``out`` (which may not
+    overlap the dataset or ``config_file``, and is replaced as a whole)."""
     from gitd.models import describe_model, resolve_device, resolve_dtype
     from gitd.stages.embed import EmbedStore, embed_pairs, filter_lowest
     from gitd.stages.prototypes import build_prototypes, select_nearest
@@ -79,12 +83,15 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
     if config.pairs > len(dataset):
         raise ConfigError(f"asked for {config.pairs} pairs but {data} has only "
                           f"{len(dataset)} valid images")
+    folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
+        dataset).file(config_file, "config file"))
     timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
     if components is None:
         device = resolve_device(config.device)
         components = PdsComponents(config, device, resolve_dtype(config.dtype, device))
     c, cfg = components, config
     data_key = dataset_fingerprint(dataset)
+    note_input_change(work, dataset, data_key)
     stages: dict[str, str] = {}
 
     # -- embed ---------------------------------------------------------------------------
@@ -92,15 +99,9 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                        "revision": cfg.score_revision, "dtype": str(c.dtype)},
                        prepare=c.get_score_model)
     stages["embed"] = stage.key
-    clock = StageTimer(stage)
-    if stage.done:
-        log.info("embed: cached (%s)", stage.path.name)
-        store = EmbedStore.open(stage.path)
-    else:
-        store = embed_pairs(dataset.records, c.get_score_model(), stage.path)
-        clock.save()
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-    timings["embed"] = float(stage.summary().get("seconds", clock.total()))
+    store = stage.cached(lambda: EmbedStore.open(stage.path, dataset.records),
+                         lambda: embed_pairs(dataset.records, c.get_score_model(), stage.path))
+    timings["embed"] = float(stage.summary().get("seconds", 0.0))
     texts = [cap for r in dataset for cap in r.captions]
 
     # -- filter + prototypes -------------------------------------------------------------
@@ -115,10 +116,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                             "seed": cfg.seed})
     stages["prototypes"] = stage.key
     info_path = stage.path / "prototypes.json"
-    if stage.done and info_path.exists():
-        log.info("prototypes: cached (%s)", stage.path.name)
-    else:
-        clock = StageTimer(stage)
+
+    def compute_prototypes() -> None:
         protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], cfg.pairs,
                                   seed=cfg.seed)
         valid_rows = np.flatnonzero(store.valid)
@@ -132,11 +131,22 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                        for m in protos.members[j][:50]]})
         atomic_write_json(info_path, {"pairs_kept": int(len(cap_idx)),
                                       "pairs_dropped": int((~keep).sum()), "prototypes": table})
-        stage.mark_done({"seconds": round(clock.total(), 3)})
+
+    def load_prototypes() -> tuple[dict, np.ndarray]:
+        info = read_json(info_path)
+        require(isinstance(info, dict) and isinstance(info.get("prototypes"), list)
+                and len(info["prototypes"]) == cfg.pairs, "prototypes.json is missing or damaged")
+        image = np.load(stage.path / "image.npy", allow_pickle=False)
+        require(image.shape[0] == cfg.pairs, "image.npy has the wrong number of prototypes")
+        for row in info["prototypes"]:
+            require(0 <= row["caption_index"] < len(texts)
+                    and 0 <= row["nearest_record"] < len(dataset),
+                    "prototypes.json points outside the dataset")
+        return info, image
+
+    info, proto_image = stage.cached(load_prototypes, compute_prototypes)
     timings["prototypes"] = float(stage.summary().get("seconds", 0.0))
-    info = read_json(info_path)
     table = info["prototypes"]
-    proto_image = np.load(stage.path / "image.npy")
     k = len(table)
     prompts = [texts[row["caption_index"]] for row in table]
 
@@ -183,11 +193,14 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
 
             check_embedding_match(c.get_unclip(), proto_image.shape[1],
                                   score_model=cfg.score_model, unclip_model=cfg.unclip_model)
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="prototype",
-                  on_written=written)
+        def load(j: int):
+            unit_json(stage, j, "prompt", "seed")
+            return unit_image(stage, j)
+
+        images = run_units(stage, k, cfg.generate_batch_size, compute, write, load,
+                           noun="prototype", on_written=written)
         stage.mark_done({"seconds": round(clock.total(), 3)})
         timings["synthesize"] = round(clock.total(), 3)
-        images = [open_rgb(unit_path(stage, j, ".png")) for j in range(k)]
         image_key = stage.key
     else:
         # Generator-free variant: the real image nearest each prototype, copied as is.
@@ -224,15 +237,13 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
                                                     "candidates": list(res.candidates),
                                                     "scores": [float(x) for x in res.scores]})
 
-        run_units(stage, k, cfg.caption_batch_size, compute_caps, write_caps, noun="image",
-                  on_written=lambda j: (clock.save(), on_unit and on_unit("caption", j)))
+        done = run_units(stage, k, cfg.caption_batch_size, compute_caps, write_caps,
+                         lambda j: load_caption_unit(stage, j), noun="image",
+                         on_written=lambda j: (clock.save(), on_unit and on_unit("caption", j)))
         stage.mark_done({"seconds": round(clock.total(), 3)})
         timings["caption"] = round(clock.total(), 3)
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            captions[j] = meta["caption"]
-            caption_scores[j] = {"caption_candidates": meta["candidates"],
-                                 "caption_scores": meta["scores"]}
+        captions = [u["caption"] for u in done]
+        caption_scores = [u["scores"] for u in done]
 
     # -- output --------------------------------------------------------------------------
     pairs = []
@@ -267,7 +278,8 @@ def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
         "timings": timings, "device": str(c.device),
         "dtype": str(c.dtype).removeprefix("torch."),
     }
-    write_output(out, pairs, manifest)
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    with folder.replace() as staging:
+        write_output(staging, pairs, manifest)
+        atomic_write_json(staging / "config.json", cfg.to_dict())
     log.info("wrote %d pairs to %s", len(pairs), out)
     return out

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from gitd.errors import ConfigError, check_positive_int
 from gitd.models.captioner import FALLBACK_CAPTION
+from gitd.store import Stage, require, unit_json, unit_path
 
 
 @dataclass
@@ -64,3 +65,13 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
         results.append(CaptionResult(best=caps[index], candidates=list(caps), scores=scores,
                                      index=index, fallback=FALLBACK_CAPTION in caps))
     return results
+
+
+def load_caption_unit(stage: Stage, j: int) -> dict:
+    """A finished caption unit (``run_units``' ``load``): the kept caption and, as ``scores``,
+    every candidate with its score. ``Damaged`` if its JSON lacks them (e.g. emptied)."""
+    meta = unit_json(stage, j, "caption", "candidates", "scores")
+    require(isinstance(meta["caption"], str) and meta["caption"].strip(),
+            f"{unit_path(stage, j).name} has an empty caption")
+    return {"caption": meta["caption"], "scores": {"caption_candidates": meta["candidates"],
+                                                   "caption_scores": meta["scores"]}}
