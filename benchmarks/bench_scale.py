@@ -167,7 +167,8 @@ def run_encode(args) -> list[str]:
     lines = []
     data = image_shards(args.data_dir, max(args.n + args.small_n))
     rows, results = [], []
-    vaes = [("tiny-sd", 64), ("random-sd15", args.full_resolution)]
+    vaes = [v for v in [("tiny-sd", 64), ("random-sd15", args.full_resolution)]
+            if v[0] in args.vaes]
     for vae, res in vaes:
         # Ray's fixed overhead is measured once, with the tiny VAE, at --small-n.
         sizes = args.n + args.small_n if vae == "tiny-sd" else args.full_n
@@ -319,6 +320,8 @@ def main(argv=None) -> int:
     e.add_argument("--small-n", type=int, nargs="+", default=[16])
     e.add_argument("--full-n", type=int, nargs="+", default=[48])
     e.add_argument("--full-resolution", type=int, default=256)
+    e.add_argument("--vaes", nargs="+", default=["tiny-sd", "random-sd15"],
+                   choices=["tiny-sd", "random-sd15"])
     e.add_argument("--ray-workers", type=int, nargs="+", default=[1, 2])
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--workers", type=int, default=2, help="plain: DataLoader workers")
