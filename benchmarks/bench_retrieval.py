@@ -31,7 +31,7 @@ SELECT = {"random": {}, "herding": {}, "kcenter": {}, "pds-select": {"method": "
 
 def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
     """Write the training set of ``method`` with ``k`` pairs to ``out``; False if unavailable."""
-    from gitd.config import DistillConfig
+    from gitd.config import make_config
     from gitd.methods import distill
     from gitd.methods.coreset import select_coreset
 
@@ -46,7 +46,7 @@ def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
         # GITD's selection step alone: CLARA on SD-VAE latents, medoid image + longest caption.
         # The tiny preset's VAE has random weights: the clustering space is a random projection
         # of the pixels, not SD's latent space.
-        distill(data, out, DistillConfig.from_preset("tiny", pairs=k, seed=0, device="cpu",
+        distill(data, out, make_config("tiny", pairs=k, seed=0, device="cpu",
                                                      diffusion=False, captioner_on=False))
     else:
         raise SystemExit(f"unknown method {method}")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.errors import GitdError
 from gitd.methods.coreset import select_coreset
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 from gitd.outdir import MARKER, Inputs, OutputFolder, claim, read_marker
 from gitd.report import write_report
 
@@ -39,11 +39,11 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def no_models(**kw) -> DistillConfig:
+def no_models(**kw):
     """GITD with every model ablated: the output path runs in milliseconds."""
     kw = {"pairs": 3, "seed": 0, **kw}
-    return DistillConfig.from_preset("tiny", device="cpu", cluster=False, diffusion=False,
-                                     captioner_on=False, **kw)
+    return make_config("tiny", device="cpu", cluster=False, diffusion=False,
+                       captioner_on=False, **kw)
 
 
 @pytest.fixture
@@ -174,8 +174,8 @@ def test_a_run_that_fails_before_any_work_leaves_nothing_behind(data, tmp_path):
     from gitd.methods import distill as distill_any
 
     out = tmp_path / "new"
-    cfg = DistillConfig.from_preset("tiny", pairs=2, seed=0, device="cpu",
-                                    diffusion_model=str(tmp_path / "no-such-model"))
+    cfg = make_config("tiny", pairs=2, seed=0, device="cpu",
+                      diffusion_model=str(tmp_path / "no-such-model"))
     with pytest.raises(ModelUnavailableError):
         distill_any(data, out, cfg)
     assert not out.exists()

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data.shapes import make_shapes
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 from gitd.store import (Stage, atomic_write_json, remove_stale_temp_files, run_units, unit_json,
                         unit_path)
 
 PAIRS = 6
 
 
-def tiny() -> DistillConfig:
-    return DistillConfig.from_preset("tiny", pairs=PAIRS, seed=0, device="cpu")
+def tiny():
+    return make_config("tiny", pairs=PAIRS, seed=0, device="cpu")
 
 
 def result(out: Path) -> dict[str, bytes]:

@@ -62,30 +62,17 @@ MAX_SEED = 2**32 - 1
 def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
     """Validate an integer setting where work starts (scikit-learn style), naming the bad value."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {_short(value)}")
+        raise ConfigError(f"{name} must be an integer, got {short_value(value)}")
     if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {_short(value)}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {short_value(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {_short(value)}")
+        raise ConfigError(f"{name} must be <= {maximum}, got {short_value(value)}")
     return value
 
 
-def _short(value) -> str:
+def short_value(value) -> str:
+    """A value for a one-line message (a 5000-digit number is not one line)."""
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \
         f"a {len(str(abs(value))) if abs(value) < 10**4000 else 'huge'}-digit number"
     return text if len(text) <= 60 else text[:57] + "..."
 
-
-def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0,
-                   low_inclusive: bool = True, high_inclusive: bool = True) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    ok_low = v >= low if low_inclusive else v > low
-    ok_high = v <= high if high_inclusive else v < high
-    if not (ok_low and ok_high):
-        lb = "[" if low_inclusive else "("
-        hb = "]" if high_inclusive else ")"
-        raise ConfigError(f"{name} must be in {lb}{low}, {high}{hb}, got {value!r}")
-    return v

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +47,12 @@ def fingerprint(obj: Any, length: int = 16) -> str:
     """A short stable hash of a JSON-able object (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed for one unit of work, independent of which other units run beside it."""
+    blob = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def file_fingerprint(path: str | Path, length: int = 16) -> str:
@@ -202,7 +208,7 @@ class Damaged(Exception):
 
 
 # What loading a damaged cache raises: JSON, numpy and PIL errors, missing keys and files.
-_DAMAGE = (Damaged, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+_DAMAGE = (Damaged, GitdError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
            EOFError)
 
 
@@ -331,16 +337,6 @@ def unit_json(stage: Stage, j: int, *keys: str) -> dict[str, Any]:
     return data
 
 
-def unit_image(stage: Stage, j: int, suffix: str = ".png"):
-    """Unit ``j``'s image, fully decoded, or ``Damaged`` saying why it cannot be."""
-    from gitd.data.images import ImageError, open_rgb
-
-    try:
-        return open_rgb(unit_path(stage, j, suffix))
-    except ImageError as exc:
-        raise Damaged(f"{Path(exc.path).name}: {exc.problem}") from None
-
-
 def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], list],
               write: Callable[[int, Any], None], load: Callable[[int], Any], *,
               noun: str = "unit", on_written: Callable[[int], None] | None = None) -> list:
@@ -349,7 +345,7 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
 
     ``compute(chunk)`` returns one result per index of the chunk; ``write(j, result)`` writes
     unit ``j`` atomically, its ``.json`` last; ``load(j)`` reads a unit back and validates it
-    (``unit_json``, ``unit_image``, ``require``). A unit is finished when its ``.json`` exists
+    (``unit_json``, ``require``, ``gitd.stages.unit_image``). A unit is finished when its ``.json`` exists
     and it loads; one that exists but fails to load (a deleted or truncated image, an emptied
     JSON) is computed again, with a warning naming it, and finished units are kept. A chunk
     whose units are all finished is skipped. A partly finished chunk is computed again whole,
@@ -400,3 +396,100 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
         finally:
             bar.close()
     return [loaded[j] for j in range(n)]
+
+
+# -- stages of a run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a method's plan: its frozen settings object and the stage it reads from
+    (``"data"`` for the dataset itself)."""
+
+    settings: Any
+    upstream: str = "data"
+
+
+def stage_payload(settings: Any, upstream_key: str) -> dict[str, Any]:
+    """What a stage's key hashes: every field of its settings (``gitd.settings.key_dict``: all
+    but those declared ``affects_results=False``) and the key of the stage before it."""
+    from gitd.settings import key_dict
+
+    return {**key_dict(settings), "upstream": upstream_key}
+
+
+def plan_keys(plan: dict[str, StagePlan], data_key: str) -> dict[str, str]:
+    """The key of every planned stage, without running anything."""
+    keys = {"data": data_key}
+    for name, step in plan.items():
+        keys[name] = fingerprint(stage_payload(step.settings, keys[step.upstream]))
+    del keys["data"]
+    return keys
+
+
+class StageRunner:
+    """Runs the stages of one method run in a work folder, the same way for every stage of
+    every method: open the fingerprinted folder, skip what is done, recompute what is damaged,
+    time it (across resumed runs), resume per unit, mark it done, and record its key and
+    seconds for the manifest."""
+
+    def __init__(self, work: str | Path, plan: dict[str, StagePlan], data_key: str, *,
+                 on_unit: Callable[[str, int], None] | None = None):
+        self.work = Path(work)
+        self.plan = plan
+        self.keys: dict[str, str] = {"data": data_key}
+        self.timings: dict[str, float] = {}
+        self.on_unit = on_unit
+
+    @property
+    def stage_keys(self) -> dict[str, str]:
+        """Keys of the stages opened so far (the manifest's ``stages``)."""
+        return {k: v for k, v in self.keys.items() if k != "data"}
+
+    def open(self, name: str, prepare: Callable[[], Any] | None = None) -> Stage:
+        """The stage's folder (``Stage.open``; ``prepare`` builds its models first)."""
+        step = self.plan[name]
+        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]),
+                           prepare=prepare)
+        self.keys[name] = stage.key
+        return stage
+
+    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any], *,
+              prepare: Callable[[], Any] | None = None):
+        """A stage computed in one piece; returns ``load(stage)`` (``Stage.cached``: a done
+        stage whose files fail to load is recomputed). ``compute(stage)`` writes its files into
+        ``stage.path`` (atomically, resuming itself where it can); ``load`` validates them
+        (``require``). ``prepare()`` (building the models it needs) runs before anything is
+        created on disk, unless the stage is done."""
+        stage = self.open(name, prepare)
+        value = stage.cached(lambda: load(stage), lambda: compute(stage))
+        self.timings[name] = float(stage.summary().get("seconds", 0.0))
+        return value
+
+    def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
+              write: Callable[[Stage, int, Any], None], load: Callable[[Stage, int], Any], *,
+              noun: str = "unit", before: Callable[[], None] | None = None,
+              prepare: Callable[[], Any] | None = None) -> list:
+        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``);
+        returns ``load(stage, j)`` for every unit. ``compute(chunk)`` returns one result per
+        index, ``write(stage, j, result)`` writes unit ``j`` (its ``.json`` last), ``load``
+        reads one back and validates it (a unit that fails to load is computed again).
+        ``before()`` runs first when some unit is still missing (a check that must fail before
+        any work); ``prepare()`` as for ``whole``."""
+        stage = self.open(name, prepare)
+        clock = StageTimer(stage)
+
+        def written(j: int) -> None:
+            clock.save()
+            if self.on_unit:
+                self.on_unit(name, j)
+
+        if before is not None and not all(unit_path(stage, j).exists() for j in range(n)):
+            before()
+        values = run_units(stage, n, batch_size, compute, lambda j, r: write(stage, j, r),
+                           lambda j: load(stage, j), noun=noun, on_written=written)
+        stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings[name] = round(clock.total(), 3)
+        return values
+
+    def skip(self, name: str) -> None:
+        """A stage these settings do not run (an ablation): zero seconds in the manifest."""
+        self.timings[name] = 0.0

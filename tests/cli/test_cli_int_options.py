@@ -8,7 +8,7 @@ import re
 import pytest
 
 from gitd.cli import build_parser, main
-from gitd.config import DistillConfig, make_config
+from gitd.config import make_config
 from gitd.errors import ConfigError
 
 
@@ -56,7 +56,7 @@ def test_values_outside_the_range_are_one_line(capsys, command, flag, low, high)
 
 def test_seed_range_holds_in_the_library_and_config_files(tmp_path):
     with pytest.raises(ConfigError, match=r"seed must be <= 4294967295"):
-        DistillConfig.from_preset("tiny", seed=2**80).validate()
+        make_config("tiny", seed=2**80).validate()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"preset: tiny\nseed: {2**80}\n")
     with pytest.raises(ConfigError, match=r"seed must be <= 4294967295"):

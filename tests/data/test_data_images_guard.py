@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data.check import check_dataset
 from gitd.data.images import ImageError, open_rgb, resize_cover
 from gitd.methods.coreset import select_coreset
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 
 
 def dds_with_unknown_pixel_format(path: Path) -> None:
@@ -114,7 +114,7 @@ def test_check_lists_them_from_a_process_pool(tmp_path):
 def test_distill_skips_them_in_dataloader_workers(tmp_path):
     data = dataset(tmp_path / "d", good=8)
     out = tmp_path / "out"
-    distill(data, out, DistillConfig.from_preset(
+    distill(data, out, make_config(
         "tiny", pairs=3, seed=0, device="cpu", encode_workers=1, diffusion=False,
         captioner_on=False))
     manifest = json.loads((out / "manifest.json").read_text())
@@ -164,7 +164,7 @@ def test_a_decoder_that_kills_its_worker_process_is_one_line(tmp_path, monkeypat
     # The encode stage's workers decode through gitd.data.images.load_pixels -> open_rgb.
     monkeypatch.setattr(gitd.data.images, "open_rgb", crash_in_worker)
     with pytest.raises(GitdError, match="a process decoding images died .*--encode-workers 0"):
-        distill(data, tmp_path / "out", DistillConfig.from_preset(
+        distill(data, tmp_path / "out", make_config(
             "tiny", pairs=3, seed=0, device="cpu", encode_workers=1, diffusion=False,
             captioner_on=False))
     with pytest.raises(GitdError, match="crashed a worker"):

@@ -6,7 +6,7 @@ import pytest
 from gitd.errors import ConfigError, DataError
 from gitd.evaluation.evaluate import (BEST_ON_TEST_LABEL, eval_epochs, evaluate, format_table,
                                       summarize)
-from gitd.evaluation.metrics import METRIC_NAMES
+from gitd.retrieval.metrics import METRIC_NAMES
 
 TINY = dict(image_model="timm:resnet10t", pretrained=False, image_size=32, batch_size=4,
             lr=1e-3, workers=0)
@@ -54,7 +54,7 @@ def test_evaluate_reports_last_epoch_mean_and_std(tiny_sets, tiny_text, tmp_path
 
 def test_validation_picks_the_epoch_and_best_on_test_is_labelled(tiny_sets, tiny_text, tmp_path,
                                                                   monkeypatch):
-    import gitd.evaluation.train as T
+    import gitd.retrieval.train as T
     train, test = tiny_sets
     # Scripted scores: val peaks at epoch 2, test peaks at epoch 3.
     script = {("val", 1): 10, ("val", 2): 30, ("val", 3): 20,

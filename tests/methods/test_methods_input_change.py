@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import dataset_fingerprint, load_dataset
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 
 
-def tiny(**kw) -> DistillConfig:
-    return DistillConfig.from_preset("tiny", pairs=4, seed=0, device="cpu", **kw)
+def tiny(**kw):
+    return make_config("tiny", pairs=4, seed=0, device="cpu", **kw)
 
 
 def result(out: Path) -> dict[str, bytes]:

@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
 from gitd.errors import DataError, GitdError
 from gitd.methods.coreset import select_coreset
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 
 
 def test_cli_distill_on_shards_never_imports_ray(shard_set, tmp_path):
@@ -79,7 +79,7 @@ def test_evaluate_trains_on_shards(shard_set, tmp_path):
 
 def test_cluster_resolution_encodes_everything_small_and_only_medoids_large(shard_set, tmp_path):
     ann, _, _ = shard_set
-    cfg = DistillConfig.from_preset("tiny", pairs=3, seed=0, device="cpu", diffusion=True)
+    cfg = make_config("tiny", pairs=3, seed=0, device="cpu", diffusion=True)
     out = distill(ann, tmp_path / "small", cfg.replace(cluster_resolution=32))
     manifest = json.loads((out / "manifest.json").read_text())
     work = out / "work"

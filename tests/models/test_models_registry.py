@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gitd.config import DistillConfig
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.models import (build, build_captioner, build_img2img, build_score_model, build_vae,
-                         describe_models, list_models, register, resolve_device, resolve_dtype)
+                         list_models, register, resolve_device, resolve_dtype)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -163,18 +162,6 @@ def test_register_a_new_kind_and_name():
         build("unclip-test", "other", device="cpu")
     with pytest.raises(ConfigError, match="unknown model kind"):
         build("no-such-kind", "x")
-
-
-def test_describe_models_marks_tiny_untrained_and_ablations():
-    cfg = DistillConfig.from_preset("tiny")
-    d = describe_models(cfg, ablations={"cluster": True, "diffusion": False, "captioner": True,
-                                        "score": True})
-    assert d["captioner"]["name"] == "tiny-blip" and d["captioner"]["untrained"] is True
-    assert d["img2img"]["used"] is False and d["vae"]["used"] is True
-    paper = describe_models(DistillConfig.from_preset("paper", diffusion_revision="abc"))
-    assert paper["img2img"] == {"kind": "img2img", "name": cfg.from_preset("paper").diffusion_model,
-                                "revision": "abc", "source": "huggingface", "untrained": False,
-                                "used": True}
 
 
 def _closed_port() -> int:

@@ -13,9 +13,9 @@ import torch
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'gitd[ray]'")
 
-from gitd.config import DistillConfig  # noqa: E402
+from gitd.config import make_config  # noqa: E402
 from gitd.data import load_dataset  # noqa: E402
-from gitd.methods.gitd import distill  # noqa: E402
+from gitd.methods import distill  # noqa: E402
 from gitd.models import build_vae  # noqa: E402
 from gitd.stages.cluster import ShardedRows, clara  # noqa: E402
 from gitd.stages.encode import PARTS, encode_latents, part_path  # noqa: E402
@@ -121,7 +121,7 @@ def test_clara_assignment_as_ray_tasks_is_bit_identical(tmp_path):
 
 
 def test_distill_on_shards_with_and_without_ray_is_identical(shards, tmp_path):
-    cfg = DistillConfig.from_preset("tiny", pairs=4, seed=0, device="cpu")
+    cfg = make_config("tiny", pairs=4, seed=0, device="cpu")
     a = distill(shards, tmp_path / "plain", cfg)
     b = distill(shards, tmp_path / "ray", cfg.replace(ray="local"))
     for name in ("annotations.json", "metadata.jsonl", *(f"images/{i:04d}.png"

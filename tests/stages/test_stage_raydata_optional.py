@@ -26,11 +26,11 @@ def test_ray_flag(argv, expected):
 
 
 def test_cluster_resolution_is_validated():
-    from gitd.config import DistillConfig
+    from gitd.config import make_config
     from gitd.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cluster_resolution must be a multiple of 8"):
-        DistillConfig.from_preset("tiny", cluster_resolution=100).validate()
+        make_config("tiny", cluster_resolution=100).validate()
     args = build_parser().parse_args(["distill", "d", "--pairs", "2", "--out", "o",
                                       "--cluster-resolution", "256"])
     assert args.cluster_resolution == 256

@@ -16,7 +16,7 @@ from gitd.errors import GitdError, environment_error
 from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from gitd.cli.options import IMAGE_SIZE_RANGE, add_int
 
 def add_parser(sub):
     from gitd.cli._splits import add_split_options
-    from gitd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+    from gitd.retrieval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
     p = sub.add_parser(
         "evaluate", help="train a retrieval model on a (distilled) set and score it on a test set",
         description="Train the shared protocol's retrieval model (trainable image encoder, frozen "

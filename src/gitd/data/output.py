@@ -65,6 +65,17 @@ class OutputPair:
     info: dict[str, Any] = field(default_factory=dict)  # merged into the manifest item
 
 
+def source_block(dataset, *, n_valid: int | None = None) -> dict[str, Any]:
+    """The manifest's ``source``: where the pairs came from (the same for every method)."""
+    from gitd.data.formats import dataset_fingerprint
+
+    return {"path": str(Path(dataset.source).resolve()), "format": dataset.format,
+            "split": dataset.split, "image_root": str(dataset.image_root),
+            "fingerprint": dataset_fingerprint(dataset),
+            "n_records": len(dataset) + len(dataset.problems),
+            "n_valid": len(dataset) if n_valid is None else int(n_valid)}
+
+
 def image_name(i: int, suffix: str = ".png") -> str:
     return f"images/{i:04d}{suffix}"
 

@@ -632,14 +632,3 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
     return {"out": str(out), "train": train, "test": test, "size": size, "seed": seed,
             "train_json": str(out / "train.json"), "test_json": str(out / "test.json"),
             "seconds": round(elapsed, 2)}
-
-
-# Words a caption may use, per attribute value: tests and analyses check captions with these.
-def caption_words() -> dict[str, dict[str, tuple[str, ...]]]:
-    return {"shapes": dict(SHAPES), "colours": {k: v[1] for k, v in COLOURS.items()},
-            "backgrounds": {k: v[1] for k, v in BACKGROUNDS.items()},
-            "sizes": {k: v[1] for k, v in SIZES.items()}}
-
-
-def mentions(caption: str, word: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", caption) is not None

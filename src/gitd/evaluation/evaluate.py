@@ -19,11 +19,11 @@ import numpy as np
 from gitd import __version__
 from gitd.data.images import image_ref, image_sha256, image_size_mtime
 from gitd.errors import ConfigError, DataError, check_positive_int
-from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
+from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
-from gitd.evaluation.metrics import METRIC_NAMES
-from gitd.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from gitd.evaluation.train import Trainer, build_model, prepare_pairs
+from gitd.retrieval.metrics import METRIC_NAMES
+from gitd.retrieval.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from gitd.retrieval.train import Trainer, build_model, prepare_pairs
 from gitd.log import get_logger
 from gitd.outdir import Inputs, check_output_file, claim, file_starts_with, release
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
@@ -161,18 +161,18 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     several (default ``train``, ``test`` and ``val``); the split read is recorded per set. A test
     set that shares images with the training pairs' source split (or with ``val``) raises
     ``DataError`` unless ``allow_test_overlap``, which flags the results instead.
-    ``protocol``: ``gitd`` or ``lors`` (``gitd.evaluation.protocols``), with ``epochs``,
+    ``protocol``: ``gitd`` or ``lors`` (``gitd.retrieval.protocols``), with ``epochs``,
     ``image_size``, ``batch_size`` and ``lr`` overriding it; ``epochs=0`` scores the untrained
     model. ``seeds``: number of seeds (``first_seed`` .. ``first_seed + seeds - 1``).
-    ``image_model``/``text_model``: names (``gitd.evaluation.encoders``) or built encoders.
+    ``image_model``/``text_model``: names (``gitd.models.encoders``) or built encoders.
 
     Each finished seed is cached (``CACHE/evaluations/<key>/``, ``cache=False``: beside ``out``
     as ``OUT.partial/``) under a fingerprint of the three sets' rows and image bytes and of every
     setting that changes the numbers, so an interrupted run resumes after its finished seeds and
     an identical run returns at once.
     """
-    from gitd.evaluation.encoders import image_model_identity, text_model_identity
-    from gitd.evaluation.features import cache_root
+    from gitd.models.encoders import image_model_identity, text_model_identity
+    from gitd.stages.features import cache_root
 
     started = time.time()
     seeds = check_positive_int("seeds", seeds)

@@ -443,31 +443,3 @@ def describe_model(kind: str, name: str, revision: str | None = None) -> dict[st
         info["source"] = "huggingface"
     info["untrained"] = is_untrained(kind, name)
     return info
-
-
-def describe_models(config, ablations: dict[str, bool] | None = None) -> dict[str, Any]:
-    """The models a run with ``config`` (a DistillConfig) uses, for its manifest.
-
-    Each role has name, revision, source and ``untrained`` (True for tiny random-weight models);
-    ``used`` is False where an ablation switched the role off.
-    """
-    ab = dict(ablations) if ablations is not None else {
-        "cluster": config.cluster, "diffusion": config.diffusion,
-        "captioner": config.captioner_on, "score": config.score}
-    diffusion_used = bool(ab.get("cluster", True) or ab.get("diffusion", True))
-    roles = {
-        "vae": ("vae", config.diffusion_model, config.diffusion_revision, diffusion_used),
-        "img2img": ("img2img", config.diffusion_model, config.diffusion_revision,
-                    bool(ab.get("diffusion", True))),
-        # The score model picks among candidates (images or captions): with neither generated,
-        # it is never built.
-        "score": ("score", config.score_model, getattr(config, "score_revision", None),
-                  bool(ab.get("score", True)) and bool(ab.get("diffusion", True)
-                                                       or ab.get("captioner", True))),
-        "captioner": ("captioner", config.captioner, getattr(config, "captioner_revision", None),
-                      bool(ab.get("captioner", True))),
-    }
-    out = {}
-    for role, (kind, name, rev, used) in roles.items():
-        out[role] = {**describe_model(kind, name, rev), "used": used}
-    return out

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from gitd.data.images import open_rgb
 from gitd.errors import GitdError
 from gitd.log import get_logger
+from gitd.registry import summary_of
 from gitd.outdir import Inputs, check_output_file, claim, file_starts_with
 from gitd.report import plots
 from gitd.report.results import METRICS, Result, find_results
@@ -275,7 +276,9 @@ def _untrained(manifest: dict) -> bool:
 def _header(manifest: dict, out: Path, n_items: int) -> str:
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
     method = manifest.get("method", "unknown method")
-    facts = [("method", _e(method)),
+    about = summary_of(str(method), "select" if manifest.get("kind") == "select" else "distill")
+    facts = [("method", _e(method) + (f' <span class="muted">({_e(about)})</span>'
+                                      if about else "")),
              ("preset", _e(manifest.get("preset") or "–")),
              ("pairs", _e(manifest.get("pairs", n_items))),
              ("seed", _e(manifest.get("seed", "–")))]

@@ -19,6 +19,7 @@ import numpy as np
 from gitd.data.images import ImageError, open_rgb
 from gitd.data.records import Problem, Record
 from gitd.log import get_logger, progress
+from gitd.models.roles import ModelRef
 from gitd.stages.arrays import create_array_file, npy_ok
 from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json, require
 
@@ -141,3 +142,21 @@ def filter_lowest(image_emb: np.ndarray, text_emb: np.ndarray, pair_image: np.nd
         order = np.lexsort((-np.arange(len(cos)), cos))  # lowest cosine first
         keep[order[:drop]] = False
     return keep
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Everything the embeddings depend on besides the data (the ``embed`` key)."""
+
+    score: ModelRef
+    dtype: str
+    device: str
+
+
+def embed_stage(runner, name: str, st: EmbedSettings, records: Sequence[Record],
+                get_score_model) -> EmbedStore:
+    """Run (or reuse) the embed stage of ``runner`` (``gitd.store.StageRunner``)."""
+    return runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path),
+                        lambda stage: EmbedStore.open(stage.path, records),
+                        prepare=get_score_model)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,6 +32,8 @@ from gitd.data.images import image_ref, load_pixels, resize_crop
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
+from gitd.models.roles import ModelRef
+from gitd.settings import Interval, Text, setting
 from gitd.stages.arrays import create_array_file, npy_ok
 from gitd.stages.cluster import RowSubset, ShardedRows
 from gitd.store import Damaged, atomic_write_json, fingerprint, read_json, require
@@ -430,3 +433,53 @@ def _npy_offset(path: Path) -> int:
 
 __all__ = ["LatentStore", "encode_batch", "encode_latents", "latent_shape", "preprocess",
            "resize_crop", "to_input"]
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything the latents depend on (the key of the ``encode`` stage)."""
+
+    vae: ModelRef
+    resolution: int
+    sample: bool
+    seed: int | None  # only when sampling: the posterior mean does not depend on it
+    # Fixed batch ranges are what a resumed run encodes; batch composition can change the
+    # low-order bits of the VAE's output, so the batch size is part of the key.
+    batch_size: int
+    dtype: str
+    device: str
+    workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
+                           "images; decoding is exact, whatever the number",
+                           affects_results=False)
+    # Ray Data writes the same latents bit for bit (tests/stages/test_stage_raydata.py), in
+    # parts that LatentStore reads like the single file: where it runs is not part of the key.
+    ray: str | None = setting(None, Text(empty=True), "Ray address ('local', 'auto', an "
+                              "address, or '' for $RAY_ADDRESS); None: in this process",
+                              optional=True, affects_results=False, cli=False)
+    ray_workers: int | None = setting(None, Interval(int, 1, 100_000), "encoder actors on Ray",
+                                      optional=True, affects_results=False, cli=False)
+
+
+def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record],
+                 get_vae: Callable[[], Any], *, device, dtype,
+                 vae_for_actors: Callable[[], Any] | None = None) -> "LatentStore":
+    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``).
+    With ``st.ray`` set, Ray Data encodes (``gitd.stages.raydata``); ``vae_for_actors()`` gives
+    what the actors build their VAE from (the model itself, or a picklable factory)."""
+    def compute(stage) -> None:
+        if st.ray is not None:
+            from gitd.stages.raydata import encode_latents_ray
+
+            encode_latents_ray(records, (vae_for_actors or get_vae)(), stage.path,
+                               resolution=st.resolution, batch_size=st.batch_size,
+                               sample=st.sample, seed=st.seed or 0, dtype=dtype,
+                               workers=st.ray_workers, address=st.ray)
+            return
+        encode_latents(records, get_vae(), stage.path, resolution=st.resolution,
+                       batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
+                       seed=st.seed or 0, device=device, dtype=dtype)
+
+    ids = [r.id for r in records]
+    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path).check(ids),
+                        prepare=get_vae)

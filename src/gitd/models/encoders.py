@@ -34,8 +34,9 @@ from torch import nn
 
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.log import get_logger
+from gitd.models.registry import resolve_device  # noqa: F401  (the one device rule)
 
-log = get_logger("evaluation.encoders")
+log = get_logger("models.encoders")
 
 PAPER_IMAGE_MODEL = "nfnet_l0"
 PAPER_TEXT_MODEL = "bert-base-uncased"
@@ -44,18 +45,8 @@ OFFLINE_TEXT_MODEL = "minilm"
 _LITE0_ALIASES = ("efficientnet_lite0", "efficientnet-lite0", "lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available")
-    return dev
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,16 +28,16 @@ import torch
 
 from gitd.data.images import image_ref
 from gitd.errors import GitdError
-from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
+from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
-from gitd.evaluation.features import (embed_images, embed_texts, image_loader,
+from gitd.stages.features import (embed_images, embed_texts, image_loader,
                                       image_preprocessing, load_images)
-from gitd.evaluation.losses import in_batch_correct, info_nce
-from gitd.evaluation.model import RetrievalModel
-from gitd.evaluation.protocols import Protocol, get_protocol
+from gitd.retrieval.losses import in_batch_correct, info_nce
+from gitd.retrieval.model import RetrievalModel
+from gitd.retrieval.protocols import Protocol, get_protocol
 from gitd.log import get_logger
 
-log = get_logger("evaluation.train")
+log = get_logger("retrieval.train")
 
 PRELOAD_BYTES = 2 << 30  # decoded images kept in RAM up to this size, else streamed
 
@@ -281,8 +281,8 @@ class Trainer:
         return img, txt.astype(np.float32)
 
     def evaluate(self, pairs: PairSet, desc: str | None = None) -> dict[str, float]:
-        """Retrieval metrics (``gitd.evaluation.metrics``) of the current model on ``pairs``."""
-        from gitd.evaluation.metrics import retrieval_metrics
+        """Retrieval metrics (``gitd.retrieval.metrics``) of the current model on ``pairs``."""
+        from gitd.retrieval.metrics import retrieval_metrics
         img, txt = self.embed(pairs, desc=desc)
         try:
             return retrieval_metrics(img, txt, pairs.text_to_image)

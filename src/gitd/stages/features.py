@@ -33,7 +33,7 @@ from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
 from gitd.workers import loader_batches
 
-log = get_logger("evaluation.features")
+log = get_logger("stages.features")
 
 _INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
            "nearest": Image.Resampling.NEAREST}
@@ -198,7 +198,7 @@ def preprocess(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def image_preprocessing(encoder, normalize: str = "model"):
     """(mean, std) for ``normalize`` = "model" (the encoder's own) or "clip"."""
-    from gitd.evaluation.protocols import CLIP_MEAN, CLIP_STD
+    from gitd.models.encoders import CLIP_MEAN, CLIP_STD
     if normalize == "clip":
         return CLIP_MEAN, CLIP_STD
     return encoder.mean, encoder.std
@@ -231,12 +231,12 @@ def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size:
     without one, the first unreadable image raises ``ImageError``.
 
     ``image_model``: a name (``auto``, ``efficientnet_lite0``, ``timm:NAME``; see
-    ``gitd.evaluation.encoders``) or an ``ImageEncoder``. Images are resized to ``image_size``
+    ``gitd.models.encoders``) or an ``ImageEncoder``. Images are resized to ``image_size``
     squared (bicubic, no crop) and normalised with the encoder's own statistics
     (``normalize="model"``) or CLIP's (``"clip"``). Raises ``ImageError`` for an unreadable image
     and ``ModelUnavailableError`` for a model that cannot be loaded.
     """
-    from gitd.evaluation.encoders import build_image_encoder, resolve_device
+    from gitd.models.encoders import build_image_encoder, resolve_device
     paths = [image_ref(p) for p in paths]
     device = resolve_device(device)
     encoder = image_model
@@ -289,10 +289,10 @@ def embed_texts(texts: Sequence[str], text_model="auto", *, cache=None, device="
     """Frozen text features, float32 [len(texts), d], cached on disk.
 
     ``text_model``: a name (``auto``, ``minilm``, a Hugging Face name or folder; see
-    ``gitd.evaluation.encoders``) or a ``TextEncoder``. Not L2-normalised unless the encoder's
+    ``gitd.models.encoders``) or a ``TextEncoder``. Not L2-normalised unless the encoder's
     pooling says so (MiniLM, like sentence-transformers, normalises).
     """
-    from gitd.evaluation.encoders import build_text_encoder, resolve_device
+    from gitd.models.encoders import build_text_encoder, resolve_device
     texts = [str(t) for t in texts]
     device = resolve_device(device)
     encoder = build_text_encoder(text_model) if isinstance(text_model, str) else text_model
