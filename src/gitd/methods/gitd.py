@@ -97,7 +97,8 @@ class GitdSettings(CaptionerFields, DistillSettings):
                               "'auto' joins the running one, or a Ray address; '' takes "
                               "$RAY_ADDRESS (else auto). Same output as without it; needs pip "
                               "install 'gitd[ray]' (gitd only)", optional=True,
-                              affects_results=False, metavar="ADDRESS", cli=False)
+                              affects_results=False, metavar="ADDRESS", flags=("--ray",),
+                              cli=False)
     ray_workers: int | None = setting(None, Interval(int, 1, 100_000), "with --ray: encoder "
                                       "actors (default: one per GPU, else half the CPUs)",
                                       optional=True, affects_results=False)
