@@ -135,3 +135,11 @@ def fmt(x, spec: str = ".1f", missing: str = "-") -> str:
         return format(x, spec)
     except (TypeError, ValueError):
         return str(x)
+
+
+def reproduce(script: str, argv: list[str] | None) -> str:
+    """The footer line that re-runs a benchmark with the arguments it was given."""
+    import shlex
+    cmd = [os.path.basename(sys.executable), f"benchmarks/{script}",
+           *(sys.argv[1:] if argv is None else argv)]
+    return "reproduce: " + " ".join(shlex.quote(c) for c in cmd)

@@ -132,3 +132,27 @@ class FieldLoaders:
 @pytest.fixture(scope="session")
 def field_loaders() -> FieldLoaders:
     return FieldLoaders()
+
+
+@pytest.fixture(scope="session")
+def shard_set(tmp_path_factory):
+    """The stand-in dataset twice: a BLIP annotation file and the same samples written as
+    WebDataset shards by ``webdataset``'s own ShardWriter (5 samples a shard, PNG + TXT + JSON).
+    Returns (annotation file, shards folder, brace pattern); read only."""
+    import json
+
+    import webdataset as wds
+
+    from gitd.data import load_dataset
+    from gitd.data.shapes import make_shapes
+
+    root = tmp_path_factory.mktemp("shard-set")
+    make_shapes(root / "data", train=24, test=6, size=64, seed=5, workers=1)
+    ann = root / "data" / "train.json"
+    shards = root / "shards"
+    shards.mkdir()
+    with wds.ShardWriter(str(shards / "%05d.tar"), maxcount=5, verbose=0) as sink:
+        for i, rec in enumerate(load_dataset(ann)):
+            sink.write({"__key__": f"{i:06d}", "png": rec.image.read_bytes(),
+                        "txt": "\n".join(rec.captions), "json": json.dumps({"source": rec.id})})
+    return ann, shards, str(shards / "{00000..00004}.tar")

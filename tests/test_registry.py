@@ -218,6 +218,11 @@ def test_every_field_validated_keyed_and_a_flag(cls, name, decl, finetuned_runs)
     ("strength", {"generate", "caption"}),
     ("encode_batch_size", {"encode", "cluster", "generate", "caption"}),
     ("encode_workers", set()),
+    # Clustering latents at another side: every stage, and the medoids' own encode appears.
+    ("cluster_resolution", {"encode", "cluster", "encode-medoids", "generate", "caption"}),
+    # Ray writes the same bytes as the plain run.
+    ("ray", set()),
+    ("ray_workers", set()),
     ("work", set()),
     ("preset", set()),
 ])
@@ -229,7 +234,7 @@ def test_gitd_fields_change_exactly_these_stages(field, stages):
                                                           getattr(s, field), cls)})
     before, after = keys(cls, s), keys(cls, other)
     # The extra captions (base_settings asks for them) come after every stage.
-    assert {k for k in before if before[k] != after[k]} == (
+    assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == (
         stages | {"caption_synthesis"} if stages else set())
 
 
@@ -251,7 +256,8 @@ def test_pds_revisions_change_their_stages():
                           ("captioner_revision", {"caption"})):
         after = keys(cls, dataclasses.replace(s, **{field: "abc"}))
         before = keys(cls, s)
-        assert {k for k in before if before[k] != after[k]} == stages | {"caption_synthesis"}, \
+        changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        assert changed == stages | {"caption_synthesis"}, \
             field
 
 

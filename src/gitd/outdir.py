@@ -76,7 +76,13 @@ class Inputs:
         source = Path(ds.source)
         self.file(source, f"{what} annotation file")
         self.folder(ds.image_root, f"{what} image root")
+        shards: set = set()
         for rec in ds.records:
+            if hasattr(rec.image, "shard"):  # an image inside a tar shard: the shard is the input
+                if rec.image.shard not in shards:
+                    shards.add(rec.image.shard)
+                    self.files.setdefault(_real(rec.image.shard), f"{what} shard")
+                continue
             image = os.fspath(rec.image)
             parent, name = os.path.split(os.path.abspath(image))
             real_parent = self._dir_real.get(parent)

@@ -150,7 +150,6 @@ def test_a_decoder_that_kills_its_worker_process_is_one_line(tmp_path, monkeypat
     import signal
 
     import gitd.data.images
-    import gitd.stages.encode
     from gitd.errors import GitdError
 
     parent = os.getpid()
@@ -162,11 +161,11 @@ def test_a_decoder_that_kills_its_worker_process_is_one_line(tmp_path, monkeypat
         return real(path, **kwargs)
 
     data = dataset(tmp_path / "d", good=8)
-    monkeypatch.setattr(gitd.stages.encode, "open_rgb", crash_in_worker)
+    # The encode stage's workers decode through gitd.data.images.load_pixels -> open_rgb.
+    monkeypatch.setattr(gitd.data.images, "open_rgb", crash_in_worker)
     with pytest.raises(GitdError, match="a process decoding images died .*--encode-workers 0"):
         distill(data, tmp_path / "out", make_config(
             "tiny", pairs=3, seed=0, device="cpu", encode_workers=1, diffusion=False,
             captioner_on=False))
-    monkeypatch.setattr(gitd.data.images, "open_rgb", crash_in_worker)
     with pytest.raises(GitdError, match="crashed a worker"):
         check_dataset(dataset(tmp_path / "e", good=64), workers=2)

@@ -47,6 +47,8 @@ def add_parser(sub):
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
     add_arguments(p, [(m, get_method(m).Settings) for m in methods])
+    # Declared with cli=False because its value is optional: bare --ray means $RAY_ADDRESS.
+    add_argument_for(p, get_method("gitd").Settings, "ray", nargs="?", const="")
     return p
 
 

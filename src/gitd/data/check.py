@@ -15,6 +15,7 @@ from typing import Any
 
 from gitd.data.formats import _load, verify_image_files
 from gitd.data.records import Dataset, Problem
+from gitd.data.shards import TarMember
 from gitd.errors import DataError
 from gitd.store import to_json
 
@@ -82,7 +83,12 @@ def check_dataset(path, images=None, *, split: str = "train", allow_outside_root
         kept = []
         results = verify_image_files([r.image for r in ds.records], workers=workers)
         for r, (size, kind, message) in zip(ds.records, results):
-            if size is None:
+            if size is None and isinstance(r.image, TarMember):
+                # Name the shard and the member, where the user will look for it.
+                builder.problems.append(Problem(str(r.image.shard), f"member "
+                                                f"{r.image.name!r}: {message}", None,
+                                                kind or "bad-image"))
+            elif size is None:
                 builder.problem(f"image {r.id!r}: {message}", r.row, kind or "bad-image")
             else:
                 kept.append(r)

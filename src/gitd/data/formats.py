@@ -10,6 +10,9 @@
 * COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 * Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
   plus a text column), or such a file itself.
+* WebDataset: a tar shard, a folder of ``*.tar`` shards or a brace pattern
+  (``data/{00000..00331}.tar``) of ``KEY.jpg|png|webp`` + ``KEY.txt`` samples
+  (``gitd.data.shards``); records' images are ``TarMember``s, read by offset.
 
 Rows that cannot be used become ``Problem``s on the returned ``Dataset`` (or raise ``DataError``
 with ``strict=True``); a file that cannot be read at all raises ``DataError`` naming the file.
@@ -40,7 +43,7 @@ from gitd.workers import sigint_deferred, stop_pool
 
 log = get_logger("data.formats")
 
-FORMATS = ("blip", "karpathy", "coco", "imagefolder")
+FORMATS = ("blip", "karpathy", "coco", "imagefolder", "webdataset")
 TEXT_COLUMNS = ("text", "caption", "captions")
 # Karpathy's COCO split puts 30k val images in "restval"; every paper trains on train+restval.
 TRAIN_SPLITS = ("train", "restval")
@@ -665,11 +668,31 @@ def _check_files(records: list[Record], b: _Builder) -> list[Record]:
     return kept
 
 
+def _webdataset_shards(path: str | Path) -> list[Path] | None:
+    """Shards when ``path`` is WebDataset input; an annotation file in a folder wins."""
+    from gitd.data.shards import shard_paths
+
+    p = Path(path)
+    if p.is_dir() and _annotation_in(p) is not None:
+        return None
+    return shard_paths(path)
+
+
 def _load(path: str | Path, images: str | Path | None, split: str | None, strict: bool,
           allow_outside_root: bool, default_split: str = "train") -> tuple[Dataset, _Builder]:
     if split is not None and (not isinstance(split, str) or not split):
         raise DataError(f"split must be a non-empty string, got {split!r}")
     wanted = split if split is not None else default_split
+    shards = _webdataset_shards(path)
+    if shards is not None:
+        from gitd.data.shards import load_shards
+
+        if images is not None:
+            log.warning("%s: WebDataset shards hold their images; --images is ignored", path)
+        ds = load_shards(path, shards, strict=strict)
+        b = _Builder(str(path), ds.image_root, strict=strict, allow_outside_root=True)
+        b.problems = ds.problems
+        return ds, b
     src = _locate(path, wanted)
     root = _image_root(images, src)
     b = _Builder(src.shown, root, strict=strict, allow_outside_root=allow_outside_root)
@@ -741,6 +764,19 @@ def _stamp(record: Record) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _source_fingerprint(ds: Dataset) -> str:
+    """The annotation file's bytes; for WebDataset input, every shard's path, size and time."""
+    if ds.format != "webdataset":
+        return file_fingerprint(ds.source)
+    from gitd.data.shards import shards_of
+
+    stamps = []
+    for s in shards_of(ds):
+        st = os.stat(s)
+        stamps.append((str(s), st.st_size, st.st_mtime_ns))
+    return fingerprint(stamps)
+
+
 def images_fingerprint(ds: Dataset) -> str:
     """A hash of every image's id, size and modification time (taken when the dataset was
     loaded): cheap, and any replaced, rewritten or touched image changes it."""
@@ -753,7 +789,11 @@ def images_fingerprint(ds: Dataset) -> str:
 
 def dataset_fingerprint(ds: Dataset) -> str:
     """A fingerprint of what the stages read: annotation bytes, split, image root, and each
-    image's size and modification time (``images_fingerprint``)."""
+    image's size and modification time (``images_fingerprint``); for WebDataset shards, each
+    shard's path, size and modification time (a member cannot change without its shard)."""
+    if ds.format == "webdataset":
+        return fingerprint({"shards": _source_fingerprint(ds), "format": ds.format,
+                            "ids": len(ds.records)})
     return fingerprint({"annotations": file_fingerprint(ds.source), "format": ds.format,
                         "split": ds.split, "image_root": str(ds.image_root),
                         "images": images_fingerprint(ds)})
@@ -773,7 +813,7 @@ def note_input_change(work: str | Path, ds: Dataset, key: str) -> None:
         return
     images = ({r.id: list(_stamp(r) or ()) for r in ds.records}
               if len(ds) <= _INPUTS_LISTED else None)
-    annotations = file_fingerprint(ds.source)
+    annotations = _source_fingerprint(ds)
     if isinstance(previous, dict) and previous.get("key"):
         what = []
         if previous.get("annotations") != annotations:
@@ -806,10 +846,10 @@ def _init_worker(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def _verify_one(path: Path | str) -> VerifyResult:
+def _verify_one(path) -> VerifyResult:
     from gitd.data.images import ImageError, open_rgb
     try:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if isinstance(path, (str, Path)) and os.path.isfile(path) and os.path.getsize(path) == 0:
             return None, "corrupt-image", "empty file (0 bytes)"
         img = open_rgb(path)
     except ImageError as exc:
@@ -850,7 +890,8 @@ def verify_image_files(paths: Sequence[Path | str], *, workers: int | None = Non
                              initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
         try:
             with sigint_deferred():  # the workers are forked here; Ctrl-C is ours to handle
-                it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
+                it = pool.map(_verify_one, [p if hasattr(p, "shard") else str(p) for p in paths],
+                              chunksize=chunk)
             return list(progress(it, desc=desc, total=len(paths), unit="img"))
         except KeyboardInterrupt:
             stop_pool(pool)

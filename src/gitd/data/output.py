@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gitd import __version__
-from gitd.store import atomic_copy, atomic_save_image, atomic_write_json, atomic_write_text, to_json
+from gitd.store import (atomic_copy, atomic_save_image, atomic_write_bytes, atomic_write_json,
+                        atomic_write_text, to_json)
 
 _VERSIONED = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "timm",
               "kmedoids", "numpy", "pillow", "scikit-learn", "safetensors")
@@ -59,7 +60,7 @@ def now_iso() -> str:
 class OutputPair:
     """One distilled pair: an in-memory PIL image or the path of a file to copy, and its caption(s)."""
 
-    image: Any  # PIL.Image.Image or a Path to copy
+    image: Any  # PIL.Image.Image, or a Path / TarMember whose bytes are copied
     captions: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # merged into the manifest item
 
@@ -95,7 +96,10 @@ def write_output(out: str | Path, pairs: Sequence[OutputPair], manifest: dict[st
     (out / "images").mkdir(parents=True, exist_ok=True)
     annotations, items, meta_lines = [], [], []
     for i, pair in enumerate(pairs):
-        if isinstance(pair.image, (str, Path)):
+        if hasattr(pair.image, "shard"):  # an image inside a tar shard: its bytes, unchanged
+            rel = image_name(i, pair.image.suffix or ".png")
+            atomic_write_bytes(out / rel, pair.image.read_bytes())
+        elif isinstance(pair.image, (str, Path)):
             src = Path(pair.image)
             rel = image_name(i, src.suffix.lower() or ".png")
             atomic_copy(src, out / rel)

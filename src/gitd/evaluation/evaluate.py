@@ -10,7 +10,6 @@ dropout. A best-epoch-on-test figure is computed only on request and always labe
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gitd import __version__
+from gitd.data.images import image_ref, image_sha256, image_size_mtime
 from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
@@ -72,15 +72,9 @@ def set_fingerprint(ds, *, hash_limit: int = HASH_LIMIT) -> dict[str, Any]:
     modification times. A distilled set is rewritten with new times but the same bytes on every
     re-run; a full training set is too big to hash each time."""
     rows = fingerprint([[r.id, list(r.captions)] for r in ds], 32)
-    stats = []
-    for r in ds:
-        try:
-            st = os.stat(r.image)
-            stats.append((st.st_size, st.st_mtime_ns))
-        except OSError:
-            stats.append((None, None))
+    stats = [image_size_mtime(r.image) for r in ds]
     if sum(size or 0 for size, _ in stats) <= hash_limit:
-        images = fingerprint([file_fingerprint(r.image, 32) for r in ds], 32)
+        images = fingerprint([image_sha256(r.image) for r in ds], 32)
         mode = "sha256"
     else:
         images = fingerprint(stats, 32)
@@ -119,12 +113,12 @@ def check_test_overlap(train_ds, test_ds, val_ds=None, *, allow: bool = False
     for the results file instead. See ``gitd.evaluation.overlap``."""
     from gitd.evaluation.overlap import shared_images, training_origin
 
-    test_images = [Path(r.image) for r in test_ds]
+    test_images = [image_ref(r.image) for r in test_ds]
     origin = training_origin(train_ds)
     found = {"source": shared_images(test_images, origin.images)}
     against = {"source": origin.what}
     if val_ds is not None:
-        found["val"] = shared_images(test_images, [Path(r.image) for r in val_ds])
+        found["val"] = shared_images(test_images, [image_ref(r.image) for r in val_ds])
         against["val"] = f"the validation set {val_ds.source} (it picks the reported epoch)"
     report: dict[str, Any] = {"checked_against": list(against.values()), "images": 0}
     for key, hits in found.items():

@@ -15,13 +15,12 @@ size are hashed; others cannot be equal), so a copied test image is caught too.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from gitd.data.images import image_key, image_ref, image_sha256, image_size_mtime
 from gitd.errors import GitdError
 from gitd.log import get_logger
 from gitd.store import read_json
@@ -50,7 +49,7 @@ class Overlap:
 
 def training_origin(train_ds) -> Origin:
     """The training set's images plus, for a gitd output, its whole source split."""
-    images = [Path(r.image) for r in train_ds]
+    images = [image_ref(r.image) for r in train_ds]
     what = f"the training set {train_ds.source}"
     manifest = read_json(Path(train_ds.source).parent / "manifest.json")
     if not (isinstance(manifest, dict) and "gitd_version" in manifest
@@ -66,7 +65,7 @@ def training_origin(train_ds) -> Origin:
         from gitd.data.formats import _load
         source_ds, _ = _load(src.get("path"), src.get("image_root"), split, strict=False,
                              allow_outside_root=False)
-        images += [Path(r.image) for r in source_ds]
+        images += [image_ref(r.image) for r in source_ds]
         what = f"the source split the training pairs were made from ({where})"
     except (GitdError, TypeError) as exc:
         log.warning("cannot re-read the training pairs' source dataset %s (%s); checking the "
@@ -75,38 +74,28 @@ def training_origin(train_ds) -> Origin:
     return Origin(images, what, src)
 
 
-def _digest(path: Path, memo: dict[str, str | None]) -> str | None:
+def _digest(path, memo: dict[str, str | None]) -> str | None:
     key = str(path)
     if key not in memo:
-        h = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            memo[key] = h.hexdigest()
-        except OSError:
-            memo[key] = None
+        memo[key] = image_sha256(path)
     return memo[key]
 
 
-def _size(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
+def _size(path) -> int | None:
+    return image_size_mtime(path)[0]
 
 
 def shared_images(checked: Sequence[Path], reference: Sequence[Path]) -> Overlap:
     """Images of ``checked`` that are also in ``reference`` (same file, or same bytes)."""
-    real = {os.path.realpath(p): Path(p) for p in reference}
+    real = {image_key(p): image_ref(p) for p in reference}
     found = Overlap()
     rest = []
     for p in checked:
-        twin = real.get(os.path.realpath(p))
+        twin = real.get(image_key(p))
         if twin is not None:
-            found.pairs.append((Path(p), twin))
+            found.pairs.append((image_ref(p), twin))
         else:
-            rest.append(Path(p))
+            rest.append(image_ref(p))
     if not rest:
         return found
     by_size: dict[int, list[Path]] = defaultdict(list)

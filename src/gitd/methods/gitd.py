@@ -82,6 +82,27 @@ class GitdSettings(CaptionerFields, DistillSettings):
     clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
                                             "CLARA: rows per sample (default max(80 + 4k, 1000))",
                                             optional=True)
+    # Clustering on smaller latents than generation: every image encoded at this side, only the
+    # k medoids encoded again at ``resolution`` (unset: ``resolution``, as the paper).
+    cluster_resolution: int | None = setting(
+        None, Interval(int, 8, 4096, multiple_of=8),
+        "encode every image at this side for clustering and re-encode only the medoids at "
+        "--resolution (default: --resolution, as the paper); 256 cuts encode time and latent "
+        "storage about 4x at 512", optional=True)
+    # Encoding and clustering's assignment passes on Ray (gitd.stages.raydata). The output is
+    # byte-identical to the plain run (tests/stages/test_stage_raydata.py), so neither is part
+    # of any key. The flag takes an optional value (bare --ray: $RAY_ADDRESS, else auto), which
+    # the generated flags cannot say: gitd.cli.distill adds it.
+    ray: str | None = setting(None, Text(empty=True), "run encoding and clustering's "
+                              "assignment passes on Ray: 'local' starts a private cluster here, "
+                              "'auto' joins the running one, or a Ray address; '' takes "
+                              "$RAY_ADDRESS (else auto). Same output as without it; needs pip "
+                              "install 'gitd[ray]' (gitd only)", optional=True,
+                              affects_results=False, metavar="ADDRESS", flags=("--ray",),
+                              cli=False)
+    ray_workers: int | None = setting(None, Interval(int, 1, 100_000), "with --ray: encoder "
+                                      "actors (default: one per GPU, else half the CPUs)",
+                                      optional=True, affects_results=False)
     # Medoids per img2img call. Part of the cache key, because batch composition can change
     # low-order bits of GPU results.
     generate_batch_size: int = setting(2, Interval(int, 1, 1024), "medoids per img2img call")
@@ -151,16 +172,27 @@ class Gitd(DistillMethod):
         def ref(role):
             return cls.roles[role].ref(s)
 
+        def encode(resolution: int, **where) -> EncodeSettings:
+            return EncodeSettings(
+                vae=ref("vae"), resolution=resolution, sample=s.sample_latents,
+                seed=s.seed if s.sample_latents else None, batch_size=s.encode_batch_size,
+                dtype=rt.dtype_name, device=rt.device_type, **where)
+
         plan: dict[str, StagePlan] = {}
         if s.cluster or s.diffusion:
-            plan["encode"] = StagePlan(EncodeSettings(
-                vae=ref("vae"), resolution=s.resolution, sample=s.sample_latents,
-                seed=s.seed if s.sample_latents else None, batch_size=s.encode_batch_size,
-                dtype=rt.dtype_name, device=rt.device_type, workers=s.encode_workers))
+            plan["encode"] = StagePlan(encode(s.cluster_resolution or s.resolution,
+                                              workers=s.encode_workers, ray=s.ray,
+                                              ray_workers=s.ray_workers))
         plan["cluster"] = StagePlan(ClusterSettings(
             k=s.pairs, method="clara" if s.cluster else "random", n_samples=s.clara_samples,
-            sample_size=s.clara_sample_size, seed=s.seed, device=rt.device_type),
+            sample_size=s.clara_sample_size, seed=s.seed, device=rt.device_type,
+            ray=s.ray if s.cluster else None),
             upstream="encode" if "encode" in plan else "data")
+        if s.diffusion and (s.cluster_resolution or s.resolution) != s.resolution:
+            # --cluster-resolution: only the k medoids, at the generation resolution, in this
+            # process (k images do not need a cluster).
+            plan["encode-medoids"] = StagePlan(encode(s.resolution, workers=0),
+                                               upstream="cluster")
         score = ref("score") if s.score else None
         if s.diffusion:
             plan["generate"] = StagePlan(GenerateSettings(
@@ -169,11 +201,25 @@ class Gitd(DistillMethod):
                 steps=s.num_inference_steps, candidates=s.num_candidates,
                 negative_prompt=s.negative_prompt, prompt=s.prompt,
                 batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
-                device=rt.device_type), upstream="cluster")
+                device=rt.device_type),
+                upstream="encode-medoids" if "encode-medoids" in plan else "cluster")
         if s.captioner_on:
             plan["caption"] = StagePlan(s.caption_settings(ref("captioner"), score, rt),
                                         upstream="generate" if s.diffusion else "cluster")
         return cls.with_caption_synthesis(plan, s, rt)
+
+    def _vae_for_actors(self):
+        """What Ray's encoder actors build their VAE from: the model given to this run (tests),
+        else a registry call that each actor makes for itself (weights are not shipped)."""
+        if "vae" in (self.given_models or {}):
+            return self.given_models["vae"]
+        import functools
+
+        from gitd.models.registry import build
+
+        ref = self.roles["vae"].ref(self.settings)
+        return functools.partial(build, ref.kind, ref.name, device="cpu", dtype=self.models.dtype,
+                                 seed=self.settings.seed, revision=ref.revision)
 
     def prompt_of(self, rec) -> str:
         # The paper prompts with the longest of the medoid's captions.
@@ -189,7 +235,7 @@ class Gitd(DistillMethod):
         if "encode" in plan:
             store = encode_stage(runner, "encode", plan["encode"].settings, dataset.records,
                                  lambda: models.get("vae"), device=models.device,
-                                 dtype=models.dtype)
+                                 dtype=models.dtype, vae_for_actors=self._vae_for_actors)
             problems = list(store.problems)
             valid = np.asarray(store.valid_indices)
         else:
@@ -200,7 +246,8 @@ class Gitd(DistillMethod):
                               "could be read")
         cached = cluster_stage(
             runner, "cluster", plan["cluster"].settings,
-            lambda: store.matrix(valid_only=True) if store is not None else None, valid,
+            lambda: (store.matrix(valid_only=True, files=plan["cluster"].settings.ray is not None)
+                     if store is not None else None), valid,
             [r.id for r in dataset], device=models.device)
         medoids = list(zip(cached["medoids"], cached["sizes"]))
         prompts = [self.prompt_of(dataset[r]) for r, _ in medoids]
@@ -208,8 +255,15 @@ class Gitd(DistillMethod):
         # -- generate --------------------------------------------------------------------
         if "generate" in plan:
             rows = [r for r, _ in medoids]
+            latents = store.latents
+            if "encode-medoids" in plan:
+                # The generation-resolution latents of the medoids alone, in medoid order.
+                latents = encode_stage(runner, "encode-medoids", plan["encode-medoids"].settings,
+                                       [dataset[r] for r in rows], lambda: models.get("vae"),
+                                       device=models.device, dtype=models.dtype).latents
+                rows = list(range(len(rows)))
             images = generate_stage(runner, "generate", plan["generate"].settings,
-                                    lambda js: store.latents[[rows[j] for j in js]], prompts,
+                                    lambda js: latents[[rows[j] for j in js]], prompts,
                                     lambda: models.get("img2img"), scorer)
         else:
             runner.skip("generate")

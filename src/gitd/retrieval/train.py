@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from gitd.data.images import image_ref
 from gitd.errors import GitdError
 from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
@@ -98,7 +99,7 @@ def prepare_pairs(dataset, image_encoder: ImageEncoder, text_encoder: TextEncode
     encoder. An image that cannot be decoded drops its row, listed in ``PairSet.problems``
     (``PairSet.kept`` maps the pairs back to the dataset's rows)."""
     records = list(dataset)
-    paths = [Path(r.image) for r in records]
+    paths = [image_ref(r.image) for r in records]
     errors: list = []
     images = features = None
     if freeze_image:

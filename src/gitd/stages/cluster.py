@@ -13,19 +13,22 @@ Costs are sums of plain Euclidean distances (not squared), the k-medoids objecti
 
 from __future__ import annotations
 
+import copy
 import io
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
+from gitd.errors import ConfigError, DataError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.settings import Text, setting
 from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("stages.cluster")
@@ -179,53 +182,94 @@ def _chunk_tensor(rows, dev: torch.device) -> torch.Tensor:
     return t.to(dev).float()
 
 
+def _assign_rows(X, m: np.ndarray, a: int, b: int, chunk: int, device,
+                 row_sq: np.ndarray | None = None):
+    """Nearest of the medoid rows ``m`` (float32 [k, d]) for rows a..b-1 of X, chunk by chunk:
+    (labels, distances, [cost of each chunk]). Top level so that a Ray task can run it."""
+    dev = _device(device)
+    mm = torch.from_numpy(m).to(dev)
+    msq = (mm * mm).sum(1)
+    mt = mm.T.contiguous()
+    labels = np.empty(b - a, dtype=np.int32)
+    dist = np.empty(b - a, dtype=np.float32)
+    costs = []
+    for lo in range(a, b, chunk):
+        hi = min(b, lo + chunk)
+        x = _chunk_tensor(X[lo:hi], dev)
+        if row_sq is not None and not np.isnan(row_sq[lo:hi]).any():
+            xx = torch.from_numpy(row_sq[lo:hi]).to(dev)
+        else:
+            xx = torch.linalg.vector_norm(x, dim=1).square_()
+            if row_sq is not None:
+                row_sq[lo:hi] = xx.cpu().numpy()
+        # ||x||^2 is the same for every medoid: take the argmin of ||m||^2 - 2 x.m and add
+        # it back once per row instead of to the whole rows x k block.
+        part = torch.addmm(msq[None, :], x, mt, alpha=-2.0)
+        best, arg = part.min(1)
+        dd = (best + xx).clamp_min_(0).sqrt_().cpu().numpy()
+        labels[lo - a:hi - a] = arg.cpu().numpy()
+        dist[lo - a:hi - a] = dd
+        costs.append(float(dd.astype(np.float64).sum()))
+    return labels, dist, costs
+
+
+# Signature of a ``mapper``: (function, X, medoid rows, [(a, b), ...], chunk, device) -> results
+# of function(X, medoid rows, a, b, chunk, device) in span order (gitd.stages.raydata.map_spans
+# runs them as Ray tasks).
+Mapper = Callable[..., list]
+
+
 def assign(X, medoids: Sequence[int], *, device=None, chunk_size: int | None = None,
-           desc: str | None = None, row_sq: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray, float]:
+           desc: str | None = None, row_sq: np.ndarray | None = None,
+           mapper: Mapper | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Nearest medoid of every row of ``X``, read in chunks.
 
     Returns ``(labels int32 [n], distances float32 [n], total cost)``; ``labels`` index into
     ``medoids`` in the order given. Memory is one chunk of rows, never n x k or n x n.
     ``row_sq``: a float32 [n] buffer of squared row norms; NaN entries are computed and
     stored, others reused (CLARA assigns the same rows once per sample).
+    ``mapper``: runs spans of whole chunks elsewhere (Ray tasks, each reading its own rows);
+    chunk boundaries and the order in which chunk costs are added are the same as in the local
+    loop, so the result is the same to the last bit.
     """
     n, d = _shape(X)
     medoids = np.asarray(medoids, dtype=np.int64)
-    dev = _device(device)
     chunk = chunk_size or default_chunk_size(d, len(medoids))
     check_positive_int("chunk_size", int(chunk))
-    m = torch.from_numpy(_rows(X, medoids)).to(dev)
-    msq = (m * m).sum(1)
-    mt = m.T.contiguous()
-    labels = np.empty(n, dtype=np.int32)
-    dist = np.empty(n, dtype=np.float32)
+    m = _rows(X, medoids)
+    if mapper is None:
+        labels = np.empty(n, dtype=np.int32)
+        dist = np.empty(n, dtype=np.float32)
+        costs: list[float] = []
+        starts = range(0, n, chunk)
+        if desc:
+            starts = progress(starts, desc=desc, total=math.ceil(n / chunk), unit="chunk")
+        for a in starts:
+            b = min(n, a + chunk)
+            lab, dd, c = _assign_rows(X, m, a, b, chunk, device, row_sq)
+            labels[a:b], dist[a:b] = lab, dd
+            costs.extend(c)
+    else:
+        n_chunks = math.ceil(n / chunk)
+        per_task = max(1, math.ceil(n_chunks / _SPANS))
+        spans = [(a, min(n, a + per_task * chunk)) for a in range(0, n, per_task * chunk)]
+        parts = mapper(_assign_rows, X, m, spans, chunk, device)
+        labels = np.concatenate([p[0] for p in parts])
+        dist = np.concatenate([p[1] for p in parts])
+        costs = [c for p in parts for c in p[2]]
     cost = 0.0
-    starts = range(0, n, chunk)
-    if desc:
-        starts = progress(starts, desc=desc, total=math.ceil(n / chunk), unit="chunk")
-    for a in starts:
-        b = min(n, a + chunk)
-        x = _chunk_tensor(X[a:b], dev)
-        if row_sq is not None and not np.isnan(row_sq[a:b]).any():
-            xx = torch.from_numpy(row_sq[a:b]).to(dev)
-        else:
-            xx = torch.linalg.vector_norm(x, dim=1).square_()
-            if row_sq is not None:
-                row_sq[a:b] = xx.cpu().numpy()
-        # ||x||^2 is the same for every medoid: take the argmin of ||m||^2 - 2 x.m and add
-        # it back once per row instead of to the whole rows x k block.
-        part = torch.addmm(msq[None, :], x, mt, alpha=-2.0)
-        best, arg = part.min(1)
-        dd = (best + xx).clamp_min_(0).sqrt_().cpu().numpy()
-        labels[a:b] = arg.cpu().numpy()
-        dist[a:b] = dd
-        cost += float(dd.astype(np.float64).sum())
+    for c in costs:  # in chunk order, as the local loop adds them
+        cost += c
     return labels, dist, cost
 
 
-def _finish(X, medoids: np.ndarray, *, device, chunk_size, **fields) -> ClaraResult:
+# Ray tasks per assignment pass: enough to spread over a cluster and to retry a lost one cheaply.
+_SPANS = 64
+
+
+def _finish(X, medoids: np.ndarray, *, device, chunk_size, mapper=None, **fields) -> ClaraResult:
     medoids = np.sort(np.asarray(medoids, dtype=np.int64))
-    labels, _, cost = assign(X, medoids, device=device, chunk_size=chunk_size)
+    labels, _, cost = assign(X, medoids, device=device, chunk_size=chunk_size, mapper=mapper)
     sizes = np.bincount(labels, minlength=len(medoids)).astype(np.int64)
     return ClaraResult(medoids=medoids, labels=labels, sizes=sizes, cost=cost, **fields)
 
@@ -263,7 +307,7 @@ def refine_medoids(X, medoids: np.ndarray, labels: np.ndarray, rng: np.random.Ge
 
 def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed: int = 0,
           device=None, chunk_size: int | None = None, max_iter: int = 100,
-          n_cpu: int = 1, refine: int = 1) -> ClaraResult:
+          n_cpu: int = 1, refine: int = 1, mapper: Mapper | None = None) -> ClaraResult:
     """CLARA k-medoids of the rows of ``X`` ([n, d], any float dtype, memmap welcome).
 
     Each of ``n_samples`` samples holds the best medoids found so far plus random rows up to
@@ -296,7 +340,7 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     if n <= sample_size:
         diss = pairwise_distances(_rows(X, np.arange(n)), device)
         fit = _fasterpam(diss, k, max_iter, int(rng.integers(2**31 - 1)), n_cpu)
-        res = _finish(X, fit, device=device, chunk_size=chunk_size, seed=seed,
+        res = _finish(X, fit, device=device, chunk_size=chunk_size, mapper=mapper, seed=seed,
                       sample_size=n)
         res.sample_costs = [res.cost]
         res.seconds = time.perf_counter() - t0
@@ -319,7 +363,8 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         diss = pairwise_distances(_rows(X, sample), device)
         local = _fasterpam(diss, k, max_iter, int(rng.integers(2**31 - 1)), n_cpu)
         med = np.sort(sample[local])
-        labels, _, cost = assign(X, med, device=device, chunk_size=chunk_size, row_sq=row_sq)
+        labels, _, cost = assign(X, med, device=device, chunk_size=chunk_size, row_sq=row_sq,
+                                 mapper=mapper)
         costs.append(cost)
         log.debug("CLARA sample %d/%d: cost %.6g", s + 1, n_samples, cost)
         if cost < best_cost:
@@ -329,7 +374,8 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         med = refine_medoids(X, best, best_labels, rng, device=device)
         if np.array_equal(med, best):
             break
-        labels, _, cost = assign(X, med, device=device, chunk_size=chunk_size, row_sq=row_sq)
+        labels, _, cost = assign(X, med, device=device, chunk_size=chunk_size, row_sq=row_sq,
+                                 mapper=mapper)
         log.debug("CLARA refinement %d: cost %.6g -> %.6g", r + 1, best_cost, cost)
         costs.append(cost)
         if cost >= best_cost:
@@ -402,7 +448,124 @@ class RowSubset:
         return np.asarray(self.X[idx])
 
 
-__all__ = ["ClaraResult", "RowSubset", "assign", "clara", "default_chunk_size",
+class ShardedRows:
+    """The rows of several ``.npy`` files (same dtype and row shape, C order) as one array
+    ``[n, *row_shape]``, indexable like one (``len``, ``shape``, slices, index arrays).
+
+    A slice within one file is a read-only memory map of just those rows, made for the call and
+    unmapped when the caller drops it (zero-copy, as fast as rows in RAM once the pages are
+    cached); other reads (index arrays, slices across files) copy the rows with ``os.pread``.
+    Nothing stays mapped between calls, so resident memory is what the caller holds, whatever
+    n is. Picklable (paths and offsets only), so Ray tasks can read their own rows.
+    """
+
+    def __init__(self, files: Sequence[str | Path], *, flat: bool = False):
+        self.files = [str(f) for f in files]
+        if not self.files:
+            raise ConfigError("ShardedRows needs at least one file")
+        counts, offsets, row_shape, dtype = [], [], None, None
+        for f in self.files:
+            with open(f, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, fortran, dt = read(fh)
+                offsets.append(fh.tell())
+            if fortran or not shape:
+                raise DataError(f"{f}: expected a C-order array with rows")
+            if row_shape is None:
+                row_shape, dtype = tuple(shape[1:]), np.dtype(dt)
+            elif tuple(shape[1:]) != row_shape or np.dtype(dt) != dtype:
+                raise DataError(f"{f}: rows of shape {tuple(shape[1:])} {dt}, expected "
+                                f"{row_shape} {dtype} as in {self.files[0]}")
+            counts.append(int(shape[0]))
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        self.offsets = offsets
+        self.row_shape = row_shape
+        self.dtype = dtype
+        self.flat = flat
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n = int(self.starts[-1])
+        if self.flat:
+            return (n, int(np.prod(self.row_shape, dtype=np.int64)))
+        return (n, *self.row_shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def reshape(self, n: int, d: int = -1) -> "ShardedRows":
+        """``reshape(n, -1)``: the same rows flattened to 2-D (no copy, no reading)."""
+        if n != len(self) or d not in (-1, self.shape[1] if self.flat else
+                                        int(np.prod(self.row_shape, dtype=np.int64))):
+            raise ValueError(f"cannot reshape {self.shape} to ({n}, {d})")
+        out = copy.copy(self)
+        out.flat = True
+        return out
+
+    def _read(self, a: int, b: int, out: np.ndarray) -> None:
+        """Rows a..b-1 into ``out`` (a C-contiguous buffer of b - a rows)."""
+        buf = out.reshape(-1).view(np.uint8)
+        pos = 0
+        s = int(np.searchsorted(self.starts, a, side="right")) - 1
+        while a < b:
+            stop = min(b, int(self.starts[s + 1]))
+            nbytes = (stop - a) * self.row_bytes
+            with open(self.files[s], "rb") as f:
+                got = os.preadv(f.fileno(), [memoryview(buf[pos:pos + nbytes])],
+                                self.offsets[s] + (a - int(self.starts[s])) * self.row_bytes)
+            if got != nbytes:
+                raise DataError(f"{self.files[s]}: file is shorter than its header says")
+            pos += nbytes
+            a = stop
+            s += 1
+
+    def _rows_shape(self, m: int) -> tuple[int, ...]:
+        return (m, self.shape[1]) if self.flat else (m, *self.row_shape)
+
+    def __getitem__(self, key):
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (n if key < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"row {key} out of range for {n} rows")
+            out = np.empty(self._rows_shape(1), dtype=self.dtype)
+            self._read(i, i + 1, out)
+            return out[0]
+        if isinstance(key, slice):
+            a, b, step = key.indices(n)
+            if step != 1:
+                return self[np.arange(a, b, step)]
+            s = int(np.searchsorted(self.starts, a, side="right")) - 1
+            if b > a and b <= int(self.starts[s + 1]):
+                return np.memmap(self.files[s], dtype=self.dtype, mode="r",
+                                 offset=self.offsets[s] + (a - int(self.starts[s])) *
+                                 self.row_bytes, shape=self._rows_shape(b - a))
+            out = np.empty(self._rows_shape(max(0, b - a)), dtype=self.dtype)
+            if b > a:
+                self._read(a, b, out)
+            return out
+        idx = np.asarray(key, dtype=np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + n, idx)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        out = np.empty(self._rows_shape(len(idx)), dtype=self.dtype)
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        # Runs of consecutive rows are read in one call each.
+        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+        tmp = np.empty_like(out)
+        for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]])):
+            if hi > lo:
+                self._read(int(sorted_idx[lo]), int(sorted_idx[hi - 1]) + 1, tmp[lo:hi])
+        out[order] = tmp
+        return out
+
+
+__all__ = ["ClaraResult", "RowSubset", "ShardedRows", "assign", "clara", "default_chunk_size",
            "default_sample_size", "pairwise_distances", "random_medoids", "refine_medoids"]
 
 
@@ -417,6 +580,11 @@ class ClusterSettings:
     sample_size: int | None
     seed: int
     device: str
+    # Assignment passes as Ray tasks give the same chunks, the same sums in the same order and so
+    # the same medoids and cost (tests/stages/test_stage_raydata.py): not part of the key.
+    ray: str | None = setting(None, Text(empty=True), "Ray address for the assignment passes; "
+                              "None: in this process", optional=True, affects_results=False,
+                              cli=False)
 
 
 def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndarray,
@@ -431,6 +599,13 @@ def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndar
         X = matrix()
         if st.method == "clara":
             extra = {} if st.n_samples is None else {"n_samples": st.n_samples}
+            if st.ray is not None:
+                # Each task reads its own rows from the latent files (``matrix()`` must then be
+                # a ``ShardedRows``-backed one: ``LatentStore.matrix(files=True)``).
+                from gitd.stages.raydata import connect, map_spans
+
+                connect(st.ray)
+                extra["mapper"] = map_spans
             res = clara(X, st.k, sample_size=st.sample_size, seed=st.seed, device=device,
                         **extra)
         else:

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb, resize_cover
+from gitd.data.images import image_ref, load_pixels, resize_crop
 from gitd.data.records import Problem, Record
 from gitd.errors import ConfigError, DataError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
 from gitd.models.roles import ModelRef
-from gitd.settings import Interval, setting
+from gitd.settings import Interval, Text, setting
 from gitd.stages.arrays import create_array_file, npy_ok
-from gitd.stages.cluster import RowSubset
+from gitd.stages.cluster import RowSubset, ShardedRows
 from gitd.store import Damaged, atomic_write_json, fingerprint, read_json, require
 from gitd.workers import loader_batches
 
@@ -44,19 +44,74 @@ log = get_logger("stages.encode")
 LATENTS = "latents.npy"
 INDEX = "index.json"
 PROGRESS = "progress.json"
+# The sharded layout written by the Ray encoder: PARTS/index.json, PARTS/NNNNN.npy (rows
+# [s * shard_rows, ...)) and PARTS/NNNNN.json (its bad rows; written last, marks the part done).
+PARTS = "parts"
+
+
+def part_path(folder: Path, s: int, suffix: str) -> Path:
+    return Path(folder) / PARTS / f"{s:05d}{suffix}"
+
+
+def part_files(folder: Path, index: dict[str, Any]) -> list[Path]:
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    return [part_path(folder, s, ".npy") for s in range(-(-n // rows))]
+
+
+def part_done(folder: Path, index: dict[str, Any], s: int) -> dict[str, Any] | None:
+    """Part ``s``'s record (its ``.json``) when the part is finished and whole: the record
+    reads, and the ``.npy`` header and size say exactly its rows. A damaged part is not done
+    (it is encoded again), never trusted."""
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    meta = read_json(part_path(folder, s, ".json"))
+    if not isinstance(meta, dict):
+        return None
+    want = (min(rows, n - s * rows), *index["shape"][1:])
+    try:
+        with open(part_path(folder, s, ".npy"), "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+            whole = os.fstat(f.fileno()).st_size == f.tell() + int(np.prod(shape)) * 2
+    except (OSError, ValueError):
+        return None
+    if tuple(shape) != want or np.dtype(dtype) != np.float16 or not whole:
+        return None
+    return meta
+
+
+def parts_state(folder: Path, index: dict[str, Any]) -> dict[str, Any]:
+    """What the finished parts say, in the shape of the single-file ``progress.json``: rows
+    done (the finished prefix), invalid rows and problems (in row order)."""
+    n, rows = len(index["ids"]), int(index["shard_rows"])
+    done, invalid, problems = 0, [], []
+    for s in range(-(-n // rows)):
+        meta = part_done(folder, index, s)
+        if meta is None:
+            break
+        done = min(n, (s + 1) * rows)
+        invalid.extend(meta.get("invalid", []))
+        problems.extend(meta.get("problems", []))
+    return {"rows_done": done, "invalid": invalid, "problems": problems}
+
+
+def to_input(arr: np.ndarray) -> torch.Tensor:
+    """uint8 HWC -> CHW float32 in [-1, 1], the same operations in every process, so a Ray
+    actor's batch is bit-identical to a DataLoader's."""
+    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).div_(127.5).sub_(1.0)
 
 
 def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
     """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
-    arr = np.asarray(resize_cover(img, resolution, Image.BICUBIC), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).div_(127.5).sub_(1.0)
+    return to_input(resize_crop(img, resolution))
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    """Item i: (index, image tensor, ok, problem kind, problem message); never raises for a
-    bad image, so one unreadable file cannot kill a worker and with it the run."""
+    """Item i: (index, image tensor, ok, problem kind, problem message); a bad image gives
+    zeros and ok False (``load_pixels``)."""
 
-    def __init__(self, paths: Sequence[str], resolution: int, start: int):
+    def __init__(self, paths: Sequence, resolution: int, start: int):
         self.paths = list(paths)
         self.resolution = resolution
         self.start = start
@@ -66,15 +121,10 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int):
         i = self.start + j
-        try:
-            x = preprocess(open_rgb(self.paths[i]), self.resolution)
-            return i, x, True, "", ""
-        except ImageError as exc:
-            return i, torch.zeros(3, self.resolution, self.resolution), False, exc.kind, \
-                exc.problem
-        except Exception as exc:  # a decoder bug in one odd file must not stop 100k others
-            return i, torch.zeros(3, self.resolution, self.resolution), False, \
-                "bad-image", f"cannot preprocess image ({type(exc).__name__}: {exc})"
+        arr, kind, message = load_pixels(self.paths[i], self.resolution)
+        if arr is None:
+            return i, torch.zeros(3, self.resolution, self.resolution), False, kind, message
+        return i, to_input(arr), True, "", ""
 
 
 def latent_shape(vae, resolution: int) -> tuple[int, int, int]:
@@ -115,17 +165,28 @@ class LatentStore:
     @classmethod
     def open(cls, folder: str | Path) -> "LatentStore":
         folder = Path(folder)
+        # One stage folder may hold both layouts (a run with --ray resumed without it, or the
+        # other way round): the complete one is the result.
+        found = []
+        parts = read_json(folder / PARTS / INDEX)
+        if isinstance(parts, dict) and "ids" in parts and "shard_rows" in parts:
+            found.append(cls(folder, parts, parts_state(folder, parts)))
         index = read_json(folder / INDEX)
-        if not isinstance(index, dict) or "ids" not in index or not (folder / LATENTS).exists():
+        if isinstance(index, dict) and "ids" in index and (folder / LATENTS).exists():
+            found.append(cls(folder, index, read_json(folder / PROGRESS, {}) or {}))
+        if not found:
             raise NotEncoded(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
                             "run the encode stage first")
-        return cls(folder, index, read_json(folder / PROGRESS, {}) or {})
+        return next((s for s in found if s.complete), found[0])
 
     def check(self, ids: Sequence[str]) -> "LatentStore":
         """Validate a finished folder against the records it should hold; raise ``Damaged``
         saying what is wrong (the stage is then encoded again). Returns self."""
         require(self.ids == list(ids), f"{INDEX} lists other images than the dataset's")
-        lat = self.latents  # a truncated or rewritten file fails here
+        try:
+            lat = self.latents  # a truncated or rewritten file fails here
+        except DataError as exc:  # a part whose header disagrees with the others
+            raise Damaged(str(exc)) from None
         require(lat.shape == self.shape and lat.dtype == np.float16,
                 f"{LATENTS} holds {lat.dtype} {lat.shape}, {INDEX} says float16 {self.shape}")
         require(self.complete, f"{PROGRESS} says {self.rows_done} of {len(self.ids)} rows done")
@@ -136,9 +197,18 @@ class LatentStore:
         return self.rows_done >= len(self.ids)
 
     @property
-    def latents(self) -> np.ndarray:
+    def sharded(self) -> bool:
+        return "shard_rows" in self.index
+
+    @property
+    def latents(self):
+        """[n, C, h, w] float16: a read-only memmap, or for the sharded layout (``--ray``) a
+        ``ShardedRows`` over ``parts/*.npy`` that indexes the same way."""
         if self._latents is None:
-            self._latents = np.load(self.folder / LATENTS, mmap_mode="r")
+            if self.sharded:
+                self._latents = ShardedRows(part_files(self.folder, self.index))
+            else:
+                self._latents = np.load(self.folder / LATENTS, mmap_mode="r")
         return self._latents
 
     @property
@@ -148,10 +218,15 @@ class LatentStore:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def matrix(self, valid_only: bool = True):
+    def matrix(self, valid_only: bool = True, files: bool = False):
         """The latents as a 2-D [rows, C*h*w] float16 view without copying (valid rows only by
-        default, as a ``RowSubset``): pass this to ``clara`` when n is large."""
-        flat = self.latents.reshape(len(self.ids), -1)
+        default, as a ``RowSubset``): pass this to ``clara`` when n is large. ``files``: read
+        through ``ShardedRows`` even for the single-file layout, so that the view pickles to
+        file names (for Ray tasks), not to its rows."""
+        latents = self.latents
+        if files and not self.sharded:
+            latents = ShardedRows([self.folder / LATENTS])
+        flat = latents.reshape(len(self.ids), -1)
         return RowSubset(flat, self.valid_indices) if valid_only else flat
 
     def flat(self, indices: Sequence[int] | None = None, *, chunk: int = 1024) -> np.ndarray:
@@ -237,7 +312,7 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
 
     header = _npy_offset(out_dir / LATENTS)
     row_bytes = int(np.prod(shape[1:])) * 2
-    ds = _ImageDataset([str(r.image) for r in records], resolution, done)
+    ds = _ImageDataset([image_ref(r.image) for r in records], resolution, done)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, drop_last=False)
     dev = torch.device(device)
@@ -257,11 +332,8 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
             idx = idx.numpy()
             ok = ok.numpy().astype(bool)
             a, b = int(idx[0]), int(idx[-1]) + 1
-            lat = np.zeros((b - a, *shape[1:]), dtype=np.float16)
-            if ok.any():
-                with torch.inference_mode():
-                    z = _encode(vae, x[ok].to(dev, dtype=dtype), idx[ok], sample, seed)
-                lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+            lat = encode_batch(vae, x, ok, idx, shape[1:], scaling, sample=sample, seed=seed,
+                               device=dev, dtype=dtype)
             for j in np.flatnonzero(~ok):
                 r = records[idx[j]]
                 invalid.append(int(idx[j]))
@@ -290,6 +362,18 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
         raise DataError(f"none of the {n} images could be opened; first problem: "
                         f"{store.problems[0]}")
     return store
+
+
+def encode_batch(vae, x: torch.Tensor, ok: np.ndarray, indices: np.ndarray, row_shape,
+                 scaling: float, *, sample: bool, seed: int, device, dtype) -> np.ndarray:
+    """float16 latents [len(x), *row_shape] of one fixed batch; rows not ``ok`` stay zero.
+    Shared by the in-process and the Ray encoder so that both give the same bytes."""
+    lat = np.zeros((len(x), *row_shape), dtype=np.float16)
+    if ok.any():
+        with torch.inference_mode():
+            z = _encode(vae, x[ok].to(device, dtype=dtype), indices[ok], sample, seed)
+        lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+    return lat
 
 
 def _encode(vae, x: torch.Tensor, indices: np.ndarray, sample: bool, seed: int) -> torch.Tensor:
@@ -347,7 +431,8 @@ def _npy_offset(path: Path) -> int:
     return offset
 
 
-__all__ = ["LatentStore", "encode_latents", "latent_shape", "preprocess"]
+__all__ = ["LatentStore", "encode_batch", "encode_latents", "latent_shape", "preprocess",
+           "resize_crop", "to_input"]
 
 
 # -- as a stage of a method run ------------------------------------------------------------------
@@ -367,12 +452,30 @@ class EncodeSettings:
     workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
                            "images; decoding is exact, whatever the number",
                            affects_results=False)
+    # Ray Data writes the same latents bit for bit (tests/stages/test_stage_raydata.py), in
+    # parts that LatentStore reads like the single file: where it runs is not part of the key.
+    ray: str | None = setting(None, Text(empty=True), "Ray address ('local', 'auto', an "
+                              "address, or '' for $RAY_ADDRESS); None: in this process",
+                              optional=True, affects_results=False, cli=False)
+    ray_workers: int | None = setting(None, Interval(int, 1, 100_000), "encoder actors on Ray",
+                                      optional=True, affects_results=False, cli=False)
 
 
 def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record],
-                 get_vae: Callable[[], Any], *, device, dtype) -> "LatentStore":
-    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``)."""
+                 get_vae: Callable[[], Any], *, device, dtype,
+                 vae_for_actors: Callable[[], Any] | None = None) -> "LatentStore":
+    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``).
+    With ``st.ray`` set, Ray Data encodes (``gitd.stages.raydata``); ``vae_for_actors()`` gives
+    what the actors build their VAE from (the model itself, or a picklable factory)."""
     def compute(stage) -> None:
+        if st.ray is not None:
+            from gitd.stages.raydata import encode_latents_ray
+
+            encode_latents_ray(records, (vae_for_actors or get_vae)(), stage.path,
+                               resolution=st.resolution, batch_size=st.batch_size,
+                               sample=st.sample, seed=st.seed or 0, dtype=dtype,
+                               workers=st.ray_workers, address=st.ray)
+            return
         encode_latents(records, get_vae(), stage.path, resolution=st.resolution,
                        batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
                        seed=st.seed or 0, device=device, dtype=dtype)

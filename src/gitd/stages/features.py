@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb, resize_exact
+from gitd.data.images import ImageError, image_ref, open_rgb, resize_exact
 from gitd.errors import GitdError
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
@@ -82,6 +82,9 @@ def file_stamps(paths: Sequence[str | Path]) -> list:
     """(path, size, mtime_ns) per file: cheap identity for cache keys, no reading of contents."""
     out = []
     for p in paths:
+        if hasattr(p, "stamp"):  # an image inside a tar shard
+            out.append(p.stamp())
+            continue
         try:
             st = os.stat(p)
             out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
@@ -234,7 +237,7 @@ def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size:
     and ``ModelUnavailableError`` for a model that cannot be loaded.
     """
     from gitd.models.encoders import build_image_encoder, resolve_device
-    paths = [Path(p) for p in paths]
+    paths = [image_ref(p) for p in paths]
     device = resolve_device(device)
     encoder = image_model
     if isinstance(image_model, str):

@@ -1,0 +1,313 @@
+"""Per-image stages on a Ray cluster (``--ray auto|local|ADDRESS``), with the single-process
+results to the bit.
+
+Encode is a Ray Data pipeline over *parts* of ``shard_rows`` consecutive rows (a multiple of the
+encode batch size): ``from_items`` (one row per unfinished part, carrying its image references)
+-> ``map`` (CPU tasks: open and decode each image through ``gitd.data.images.open_rgb``, resize
+and crop to uint8) -> ``map_batches`` on an actor pool (one actor per GPU, or CPU actors when the
+cluster has none) that encodes the part in the same fixed batches as the in-process encoder
+(``encode.encode_batch``) and writes ``parts/NNNNN.npy`` then ``parts/NNNNN.json`` atomically.
+A finished part is the unit of resume: a re-run after the driver or a worker was killed
+encodes only the parts whose ``.json`` is missing, and Ray itself restarts a killed actor and
+retries its part (Ray Data's actor pools default to ``max_restarts=-1``,
+``max_task_retries=-1``). Only small summaries come back to the driver.
+
+``map_spans`` runs CLARA's assignment passes as Ray tasks over spans of rows
+(``gitd.stages.cluster.assign``'s ``mapper``).
+
+Ray is imported only here, and only when ``--ray`` is given.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from gitd.errors import ConfigError, DataError, GitdError, check_positive_int
+from gitd.log import get_logger, progress
+
+log = get_logger("stages.raydata")
+
+# Pixels of one part that travel through the object store (uint8): parts are sized to this.
+_PART_BYTES = 64 << 20
+_MAX_PART_ROWS = 1024
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise GitdError("--ray needs Ray Data: pip install 'gitd[ray]' (or pip install "
+                        "'ray[data]')") from None
+    return ray
+
+
+def connect(address: str | None = None):
+    """Connect to (or start) Ray and return the module. ``address``: ``local`` starts a
+    private cluster on this machine; ``auto`` joins the running one; anything else is a Ray
+    address; None or empty takes ``$RAY_ADDRESS``, else ``auto``. A session already started
+    in this process (``ray.init`` by the caller) is used as it is."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    if not address:
+        address = os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, configure_logging=False)
+        else:
+            ray.init(address=address, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        hint = " (start one with 'ray start --head', or use --ray local)" \
+            if address == "auto" else ""
+        raise GitdError(f"cannot connect to a Ray cluster at {address!r}{hint}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+            from None
+    from ray.data import DataContext
+
+    # gitd draws its own progress bar from the finished parts.
+    DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+def cluster_resources(ray) -> tuple[float, float]:
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# CLARA's assignment as Ray tasks
+
+def map_spans(fn: Callable, X, m: np.ndarray, spans: Sequence[tuple[int, int]], chunk: int,
+              device) -> list:
+    """``fn(X, m, a, b, chunk, device)`` for every span as Ray tasks; results in span order.
+    X must pickle to a reference to its files (``ShardedRows``), not to its rows."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        raise GitdError("map_spans needs a Ray session (gitd.stages.raydata.connect)")
+    remote = ray.remote(num_cpus=1)(fn)
+    x_ref, m_ref = ray.put(X), ray.put(m)
+    # Tasks run on workers, which have no GPU unless the cluster gives them one.
+    dev = "cpu" if str(device).startswith("cuda") and not cluster_resources(ray)[1] else device
+    return ray.get([remote.remote(x_ref, m_ref, a, b, chunk, dev) for a, b in spans])
+
+
+# --------------------------------------------------------------------------------------------
+# Encode
+
+def part_rows(resolution: int, batch_size: int) -> int:
+    """Rows per part: about ``_PART_BYTES`` of uint8 pixels, a multiple of ``batch_size`` so a
+    part's batches are exactly the in-process encoder's."""
+    rows = max(1, min(_MAX_PART_ROWS, _PART_BYTES // (3 * resolution * resolution)))
+    return max(batch_size, rows // batch_size * batch_size)
+
+
+def _ref_payload(record, i: int) -> list:
+    img = record.image
+    if hasattr(img, "shard"):
+        return [str(img.shard), img.name, img.offset, img.size, record.row, record.id, i]
+    return [str(img), None, -1, -1, record.row, record.id, i]
+
+
+def _ref_of(payload: list):
+    path, name, offset, size = payload[:4]
+    if name is None:
+        return Path(path)
+    from gitd.data.shards import TarMember
+
+    return TarMember(Path(path), name, int(offset), int(size))
+
+
+def _decode_part(row: dict[str, Any], resolution: int) -> dict[str, Any]:
+    """CPU task: every image of one part opened, decoded, resized and cropped (uint8). Needs
+    PIL and numpy only: a decode worker never imports torch."""
+    from gitd.data.images import load_pixels
+
+    refs = json.loads(row["refs"])
+    pixels = np.zeros((len(refs), resolution, resolution, 3), dtype=np.uint8)
+    ok = np.zeros(len(refs), dtype=bool)
+    problems = []
+    for j, payload in enumerate(refs):
+        ref = _ref_of(payload)
+        arr, kind, message = load_pixels(ref, resolution)
+        if arr is None:
+            problems.append({"file": str(ref), "row": payload[4], "kind": kind,
+                             "problem": message, "index": payload[6], "id": payload[5]})
+        else:
+            pixels[j], ok[j] = arr, True
+    return {"part": row["part"], "start": row["start"], "pixels": pixels, "ok": ok,
+            "problems": json.dumps(problems)}
+
+
+class _Encoder:
+    """Actor: builds the VAE once, then encodes whole parts and writes each one atomically."""
+
+    def __init__(self, vae, out_dir: str, row_shape: tuple, scaling: float, batch_size: int,
+                 sample: bool, seed: int, dtype: str, threads: int | None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if callable(vae) and not isinstance(vae, torch.nn.Module):
+            vae = vae()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = getattr(torch, dtype)
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.out_dir = Path(out_dir)
+        self.row_shape = tuple(row_shape)
+        self.scaling = scaling
+        self.batch_size = batch_size
+        self.sample = sample
+        self.seed = seed
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from gitd.stages.encode import encode_batch, part_path, to_input
+        from gitd.store import atomic_write_bytes, atomic_write_json
+
+        done = []
+        for part, start, pixels, ok, problems in zip(batch["part"], batch["start"],
+                                                     batch["pixels"], batch["ok"],
+                                                     batch["problems"]):
+            part, start = int(part), int(start)
+            m = len(ok)
+            lat = np.zeros((m, *self.row_shape), dtype=np.float16)
+            for lo in range(0, m, self.batch_size):
+                hi = min(m, lo + self.batch_size)
+                # torch.stack of per-image tensors, as the DataLoader's collate builds a batch.
+                x = torch.stack([to_input(p) for p in pixels[lo:hi]])
+                lat[lo:hi] = encode_batch(self.vae, x, np.asarray(ok[lo:hi], dtype=bool),
+                                          np.arange(start + lo, start + hi), self.row_shape,
+                                          self.scaling, sample=self.sample, seed=self.seed,
+                                          device=self.device, dtype=self.dtype)
+            buf = io.BytesIO()
+            np.save(buf, lat, allow_pickle=False)
+            atomic_write_bytes(part_path(self.out_dir, part, ".npy"), buf.getvalue())
+            probs = json.loads(problems)
+            atomic_write_json(part_path(self.out_dir, part, ".json"), {
+                "start": start, "stop": start + m,
+                "invalid": [start + int(j) for j in np.flatnonzero(~np.asarray(ok, bool))],
+                "problems": probs})
+            done.append((part, m))
+        return {"part": np.asarray([d[0] for d in done], dtype=np.int64),
+                "rows": np.asarray([d[1] for d in done], dtype=np.int64)}
+
+
+def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolution: int = 512,
+                       batch_size: int = 8, sample: bool = False, seed: int = 0,
+                       dtype=None, workers: int | None = None, shard_rows: int | None = None,
+                       address: str | None = None):
+    """``encode.encode_latents`` on Ray: the same latents, bit for bit, written as parts.
+
+    ``vae``: the model (shipped to the actors through the object store) or a zero-argument
+    callable that builds it (called once in each actor, and once here for its config).
+    ``workers``: encoder actors (default: one per GPU of the cluster, or half its CPUs).
+    ``shard_rows``: rows per part (default ``part_rows``); a multiple of ``batch_size``.
+    Returns a ``LatentStore`` over the parts.
+    """
+    import torch
+
+    from gitd.stages.encode import (INDEX, PARTS, LatentStore, _settings, latent_shape,
+                                    part_done, parts_state)
+    from gitd.store import atomic_write_json, read_json
+
+    check_positive_int("resolution", resolution)
+    check_positive_int("batch_size", batch_size)
+    if workers is not None:
+        check_positive_int("ray workers", workers)
+    records = list(records)
+    n = len(records)
+    if n == 0:
+        raise DataError("no images to encode (the dataset has no valid records)")
+    dtype = dtype or torch.float32
+    model = vae() if callable(vae) and not isinstance(vae, torch.nn.Module) else vae
+    row_shape = latent_shape(model, resolution)
+    scaling = float(getattr(model.config, "scaling_factor", 1.0) or 1.0)
+    settings = _settings(records, model, resolution, sample, seed, (n, *row_shape))
+    rows = shard_rows or part_rows(resolution, batch_size)
+    if rows % batch_size:
+        raise ConfigError(f"shard_rows ({rows}) must be a multiple of the encode batch size "
+                          f"({batch_size}), so that batches are the in-process encoder's")
+    out_dir = Path(out_dir)
+    index = read_json(out_dir / PARTS / INDEX)
+    if not (isinstance(index, dict) and index.get("settings") == settings
+            and index.get("shard_rows") == rows):
+        if isinstance(index, dict):
+            log.info("encode: %s holds parts made with other records or settings; encoding "
+                     "again", out_dir / PARTS)
+        index = {"ids": [r.id for r in records], "shape": [n, *row_shape], "dtype": "float16",
+                 "scaling_factor": scaling, "settings": settings, "shard_rows": rows}
+        for old in (out_dir / PARTS).glob("*.json") if (out_dir / PARTS).is_dir() else ():
+            old.unlink()  # our own parts of another run: none of them may be trusted now
+        atomic_write_json(out_dir / PARTS / INDEX, index)
+    n_parts = -(-n // rows)
+    todo = [s for s in range(n_parts) if part_done(out_dir, index, s) is None]
+    if len(todo) < n_parts:
+        log.info("encode: %d of %d parts already done, not redone", n_parts - len(todo), n_parts)
+    if todo:
+        ray = connect(address)
+        cpus, gpus = cluster_resources(ray)
+        # A killed actor is restarted and its part retried: Ray Data's actor pools default to
+        # max_restarts=-1 and max_task_retries=-1 (tests/stages/test_stage_raydata.py kills one).
+        if gpus >= 1:
+            actors = workers or int(gpus)
+            actor_res = {"num_gpus": 1, "num_cpus": 1}
+            threads = None
+        else:
+            actors = workers or max(1, int(cpus) // 2)
+            # Logical CPUs only: half the cluster for the encoders, the rest for decoding.
+            share = max(0.25, (cpus / 2) / actors)
+            actor_res = {"num_cpus": share}
+            # On a CPU the intra-op thread count changes the low bits of a convolution
+            # (measured: 1 vs 2 threads differ by up to 3e-5 in the float16 latents), so the
+            # actors use this process's count, and give its bytes, not their CPU share's.
+            threads = torch.get_num_threads()
+        items = [{"part": s, "start": s * rows,
+                  "refs": json.dumps([_ref_payload(records[i], i)
+                                      for i in range(s * rows, min(n, (s + 1) * rows))])}
+                 for s in todo]
+        from ray.data import ActorPoolStrategy, from_items
+
+        ds = from_items(items, override_num_blocks=len(items))
+        # The decode task's memory is its part's pixels plus PIL's working copies; declaring it
+        # also keeps Ray from fusing decoding into the encoder actors (different resources),
+        # which would put decoding behind encoding on one process.
+        ds = ds.map(_decode_part, fn_kwargs={"resolution": resolution}, num_cpus=1,
+                    memory=4 * rows * 3 * resolution * resolution)
+        ds = ds.map_batches(
+            _Encoder, batch_size=1, compute=ActorPoolStrategy(size=actors),
+            fn_constructor_kwargs={"vae": vae, "out_dir": str(out_dir), "row_shape": row_shape,
+                                   "scaling": scaling, "batch_size": batch_size,
+                                   "sample": sample, "seed": seed,
+                                   "dtype": str(dtype).removeprefix("torch."),
+                                   "threads": threads},
+            **actor_res)
+        log.info("encode: %d parts of %d rows on Ray (%d encoder actors, %g CPUs, %g GPUs)",
+                 len(todo), rows, actors, cpus, gpus)
+        bar = progress(desc="encode (ray)", total=n, unit="img")
+        bar.update(n - sum(min(n, (s + 1) * rows) - s * rows for s in todo))
+        try:
+            for row in ds.iter_rows():
+                bar.update(int(row["rows"]))
+        finally:
+            bar.close()
+    store = LatentStore(out_dir, index, parts_state(out_dir, index))
+    if not store.complete:
+        raise GitdError(f"{out_dir}: Ray finished but some parts are missing; re-run the same "
+                        "command to encode them")
+    if store.problems:
+        log.warning("encode: %d of %d images could not be used (see %s/*.json)",
+                    len(store.problems), n, out_dir / PARTS)
+    if not store.valid.any():
+        raise DataError(f"none of the {n} images could be opened; first problem: "
+                        f"{store.problems[0]}")
+    return store
+
+
+__all__ = ["cluster_resources", "connect", "encode_latents_ray", "map_spans", "part_rows"]
