@@ -166,3 +166,13 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int 
         return LogProgress(iterable, desc=desc, total=total, unit=unit)
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
                 disable=_quiet, file=stream, dynamic_ncols=True)
+
+
+def close_bars() -> None:
+    """Close every terminal progress bar still open (a run stopped by an error or Ctrl-C), so
+    the line that says why starts on a clean line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the interrupt: nothing left to clean
+            pass

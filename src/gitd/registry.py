@@ -31,12 +31,10 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from gitd.errors import ConfigError
+from gitd.errors import MAX_SEED, ConfigError
 from gitd.settings import Interval, Text, field_names, setting, validate
 
 KINDS = ("distill", "select")
-# Seeds feed numpy and torch generators; numpy takes at most 32 bits.
-MAX_SEED = 2**32 - 1
 # Far beyond any sensible run; an upper bound turns a typo into one line naming the setting.
 MAX_PAIRS = 10_000_000
 _METHODS: dict[str, dict[str, type["Method"]]] = {kind: {} for kind in KINDS}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from gitd.errors import ConfigError
+from gitd.errors import short_value as _short
 
 _META = "gitd"
 
@@ -51,15 +52,6 @@ class Constraint:
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def _short(value: Any) -> str:
-    """A value for a one-line message (a 5000-digit number is not one line)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        digits = len(str(abs(value))) if abs(value) < 10**4000 else "huge"
-        return f"a {digits}-digit number"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fmt(x: float) -> str:

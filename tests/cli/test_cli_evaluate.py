@@ -46,8 +46,8 @@ def test_cli_evaluate_prints_table_and_writes_results(tmp_path, tiny_text_folder
 
 @pytest.mark.parametrize("extra,needle", [
     (["--train", "/nonexistent/train.json"], "/nonexistent/train.json"),
-    (["--seeds", "0"], "seeds must be >= 1"),
-    (["--epochs", "-1"], "epochs must be an integer >= 0"),
+    (["--seeds", "0"], "--seeds: must be an integer in [1, 1000], got '0'"),
+    (["--epochs", "-1"], "--epochs: must be an integer in [0, 100000], got '-1'"),
     (["--image-model", "timm:no_such_net"], "no_such_net"),
     (["--device", "tpu:9"], "device"),
 ])

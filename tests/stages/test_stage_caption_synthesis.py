@@ -121,7 +121,7 @@ def test_not_a_gitd_output_and_overlap_are_one_line_errors(output, tmp_path, vlm
     (tmp_path / "plain" / "annotations.json").write_text("[]")
     with pytest.raises(GitdError, match="not a gitd output"):
         caption_output(tmp_path / "plain", command_settings("tiny"), vlm=vlm)
-    with pytest.raises(ConfigError, match="overlaps"):
+    with pytest.raises(GitdError, match="never writes over its inputs"):
         caption_output(output, command_settings("tiny"), dest=output / "inner", vlm=vlm)
     with pytest.raises(ConfigError, match="extra_captions must be >= 1"):
         caption_output(output, command_settings("tiny", extra_captions=0), vlm=vlm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gitd.cli.options import WORKERS_RANGE, add_int
 from gitd.errors import check_positive_int
 
 
@@ -23,8 +24,8 @@ def add_parser(sub):
                         "layout (DATA/train/metadata.jsonl)")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept image paths outside the image root (.., absolute, symlinks)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes that decode images (default: all CPUs)")
+    add_int(p, "--workers", range=WORKERS_RANGE, default=None,
+            help="processes that decode images (default: all CPUs)")
     p.add_argument("--json", action="store_true", help="print the summary and problems as JSON")
     return p
 

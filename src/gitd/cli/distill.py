@@ -64,6 +64,7 @@ def run(args) -> int:
                            **overrides)
     out = distill(args.data, args.out, settings, images=given.get("images"),
                   split=given.get("split", "train"), strict=given.get("strict", False),
-                  allow_outside_root=given.get("allow_outside_root", False))
+                  allow_outside_root=given.get("allow_outside_root", False),
+                  config_file=given.get("config"))
     print(out)
     return 0

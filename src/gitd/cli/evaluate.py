@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gitd.cli.options import IMAGE_SIZE_RANGE, add_int
+
 
 def add_parser(sub):
     from gitd.cli._splits import add_split_options
@@ -31,9 +33,9 @@ def add_parser(sub):
     p.add_argument("--val-images", metavar="ROOT", help="image root of --val")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=sorted(PROTOCOLS),
                    help=f"training protocol (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--epochs", type=int, metavar="E",
-                   help="epochs (default: the protocol's; 0 = score the untrained model)")
-    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds (default: 3)")
+    add_int(p, "--epochs", range=(0, 100_000), metavar="E",
+            help="epochs (default: the protocol's; 0 = score the untrained model)")
+    add_int(p, "--seeds", range=(1, 1000), default=3, metavar="N", help="seeds (default: 3)")
     p.add_argument("--image-model", default="auto", metavar="M",
                    help="auto (nfnet_l0 if cached, else efficientnet_lite0), efficientnet_lite0, "
                         "or timm:NAME")
@@ -44,16 +46,19 @@ def add_parser(sub):
                    help="random image-encoder weights (smoke tests only)")
     p.add_argument("--freeze-image", action="store_true",
                    help="keep the image encoder frozen (features cached; only the head trains)")
-    p.add_argument("--image-size", type=int, metavar="PX", help="image size (protocol: 224)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (protocol's default)")
+    add_int(p, "--image-size", range=IMAGE_SIZE_RANGE, metavar="PX",
+            help="image size (protocol: 224)")
+    add_int(p, "--batch-size", range=(1, 65_536), metavar="B",
+            help="batch size (protocol's default)")
     p.add_argument("--lr", type=float, metavar="LR", help="learning rate (protocol's default)")
-    p.add_argument("--eval-every", type=int, metavar="K",
-                   help="score the test set every K epochs and at the last (default: ~5 points)")
+    add_int(p, "--eval-every", range=(1, 100_000), metavar="K",
+            help="score the test set every K epochs and at the last (default: ~5 points)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--cache", metavar="DIR",
                    help="cache of features and finished seeds (default: $GITD_CACHE or "
                         "~/.cache/gitd); an identical evaluation is not run again")
-    p.add_argument("--workers", type=int, metavar="W", help="image decoding workers")
+    add_int(p, "--workers", range=(0, 256), metavar="W",
+            help="image decoding worker processes (0: decode in the main process)")
     p.add_argument("--out", metavar="results.json",
                    help="write every seed's per-epoch metrics, the config and the summary here")
     p.add_argument("--report-best-on-test", action="store_true",

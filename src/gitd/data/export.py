@@ -32,6 +32,7 @@ from gitd.data.output import image_name, training_rows
 from gitd.data.records import Dataset
 from gitd.errors import ConfigError, DataError
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs
 from gitd.store import atomic_copy, atomic_write_json, read_json
 
 log = get_logger("data.export")
@@ -57,16 +58,16 @@ class Export:
     usage: str = ""
 
 
-def _inside(a: Path, b: Path) -> bool:
-    """Whether ``a`` is ``b`` or lies inside it (both resolved)."""
-    return a == b or b in a.parents
-
-
-def _check_no_overlap(dest: Path, inputs: list[Path]) -> None:
-    for folder in inputs:
-        if _inside(dest, folder) or _inside(folder, dest):
-            raise ConfigError(f"export folder {dest} overlaps the data read from {folder}; "
-                              "choose a folder outside it")
+def _check_no_overlap(dest: Path, sets: list[Dataset]) -> None:
+    """The output-safety rule of every gitd output (``gitd.outdir``): not the folder of, nor
+    inside, nor around any annotation file, image root or image read."""
+    inputs = Inputs()
+    for ds in sets:
+        inputs.dataset(ds)
+    how = inputs.overlap(os.path.realpath(dest), as_folder=True)
+    if how:
+        raise ConfigError(f"export folder {dest} overlaps the data read: it {how}; choose a "
+                          "folder outside it")
 
 
 def _owned(dest: Path) -> set[str]:
@@ -109,10 +110,7 @@ def export(out: str | Path, to: str, dest: str | Path, *, name: str = "flickr30k
     dest = Path(os.path.abspath(dest))
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"export folder {dest} exists and is not a folder")
-    inputs = [Path(ds.source).resolve().parent, Path(ds.image_root).resolve()]
-    for e in evals.values():
-        inputs += [Path(e.source).resolve().parent, Path(e.image_root).resolve()]
-    _check_no_overlap(dest.resolve(), inputs)
+    _check_no_overlap(dest, [ds, *evals.values()])
 
     edge = to == "edge"
     train_file = (_EDGE_TRAIN_FILE if edge else _TRAIN_FILE)[name]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from gitd.retrieval.metrics import METRIC_NAMES
 from gitd.retrieval.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from gitd.retrieval.train import Trainer, build_model, prepare_pairs
 from gitd.log import get_logger
+from gitd.outdir import Inputs, check_output_file, claim, file_starts_with, release
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
 
 log = get_logger("evaluation")
@@ -196,6 +196,11 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     test_ds = _load(test, test_images, test_split, "test", "test")
     val_ds = (_load(val, val_images, val_split, "val", "validation")
               if val is not None else None)
+    if out is not None:
+        inputs = Inputs().dataset(train_ds, "training set").dataset(test_ds, "test set")
+        if val_ds is not None:
+            inputs.dataset(val_ds, "validation set")
+        check_output_file(out, inputs, what="results file", owned=is_results_file)
     sets = {"train": _describe_set(train_ds), "test": _describe_set(test_ds),
             "val": _describe_set(val_ds) if val_ds is not None else None}
     for name, info in sets.items():
@@ -265,6 +270,13 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
         val_pairs = (prepare_pairs(val_ds, img_enc, txt_enc, prot, freeze_image=freeze_image,
                                    device=dev, cache=cache, workers=workers, name="val images")
                      if val_ds is not None else None)
+        # Images that could not be decoded were left out: the results say which, and count
+        # what was used.
+        config["undecodable"] = {
+            name: {"images": pairs.n_images, "captions": pairs.n_texts,
+                   "skipped": [p.to_dict() for p in pairs.problems]}
+            for name, pairs in (("train", train_pairs), ("test", test_pairs), ("val", val_pairs))
+            if pairs is not None and pairs.problems}
     for seed in todo:
         result = _train_seed(seed, img_enc, txt_enc, prot, train_pairs, test_pairs, val_pairs,
                              points, freeze_image=freeze_image, device=dev, workers=workers)
@@ -273,12 +285,34 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
             atomic_write_json(seed_dir / f"seed-{seed}.json",
                               {"run_key": key, "result": result, "encoders": encoders,
                                "config": config})
+            if root is None:
+                claim(seed_dir / f"seed-{seed}.json")
     run = {"key": key, "seeds": done, "encoders": encoders, "config": config}
     results = _finish(run, wanted, sets, overlap, out, report_best_on_test, started,
                       cached=False)
-    if root is None and seed_dir is not None and seed_dir.is_dir():
-        shutil.rmtree(seed_dir, ignore_errors=True)
+    if root is None:
+        _remove_partial(seed_dir)
     return results
+
+
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` looks like a results file ``gitd evaluate`` wrote (so it may be
+    overwritten by a new one)."""
+    return file_starts_with(path, b'"gitd_version"', b'"summary"', limit=1 << 24)
+
+
+def _remove_partial(partial: Path | None) -> None:
+    """Remove the per-seed files of a finished evaluation beside its results (only those; the
+    folder goes if it is left empty)."""
+    if partial is None or not partial.is_dir():
+        return
+    for saved in partial.glob("seed-*.json"):
+        saved.unlink(missing_ok=True)
+        release(saved)
+    try:
+        partial.rmdir()
+    except OSError:
+        pass
 
 
 def _finished_seeds(seed_dir: Path | None, key: str) -> dict[int, dict]:
@@ -357,6 +391,8 @@ def _finish(run: dict[str, Any], wanted: list[int], sets: dict, overlap: dict,
     seed_results = [run["seeds"][s]["result"] for s in wanted]
     config = dict(run.get("config") or {})
     config.update({"seeds": len(wanted), "first_seed": wanted[0]})
+    sets = {k: ({**v, **(config.get("undecodable") or {}).get(k, {})} if v else v)
+            for k, v in sets.items()}
     use_val = sets["val"] is not None
     if use_val:
         selection = ("epoch chosen on the validation split (highest val r_mean); the test "
@@ -390,6 +426,7 @@ def _finish(run: dict[str, Any], wanted: list[int], sets: dict, overlap: dict,
                  "(key %s); change a setting or a file to recompute", run["key"])
     if out is not None and read_json(out) != results:
         atomic_write_json(out, results)
+        claim(out)
     results["from_cache"] = cached
     results["elapsed_s"] = round(time.time() - started, 2)
     return results

@@ -16,7 +16,7 @@ def distill(data: str | Path, out: str | Path, settings, *, models: dict[str, An
 
     ``models``: prebuilt models by role (see the method's ``roles``); ``io``: the method's
     ``run`` arguments (``images``, ``split``, ``strict``, ``allow_outside_root``, ``work``,
-    ``on_unit``)."""
+    ``config_file``, ``on_unit``)."""
     from gitd.registry import get_method
 
     return get_method(settings.method)(settings, models=models).run(data, out, **io)

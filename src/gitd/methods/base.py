@@ -5,7 +5,8 @@ A distillation method subclasses :class:`DistillMethod`, declares ``Settings`` (
 implements ``distill(dataset)``, which runs its stages through ``self.runner`` (a
 ``gitd.store.StageRunner``) with models from ``self.models`` (``gitd.models.roles.Models``) and
 returns the output pairs plus the method's own manifest entries. Loading the data, the device,
-the work folder, timings, the manifest and ``config.json`` are done here, once for all methods.
+the work folder, the output folder's safety (``gitd.outdir``), timings, the manifest and
+``config.json`` are done here, once for all methods.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gitd.data import Dataset
-from gitd.data.formats import dataset_fingerprint, load_dataset
+from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
+from gitd.outdir import Inputs, OutputFolder
 from gitd.registry import MAX_PAIRS, Method, MethodSettings
 from gitd.settings import Interval, Options, PathText, Text, setting
 from gitd.stages.caption_synthesis import (ROLE as VLM_ROLE, CaptionSynthesisFields,
@@ -71,15 +73,27 @@ class DistillMethod(Method):
 
     def run(self, data: str | Path, out: str | Path, *, images: str | Path | None = None,
             split: str = "train", strict: bool = False, allow_outside_root: bool = False,
-            work: str | Path | None = None,
+            work: str | Path | None = None, config_file: str | Path | None = None,
             on_unit: Callable[[str, int], None] | None = None) -> Path:
         """Distil ``data`` into ``settings.pairs`` pairs written to ``out``; returns ``out``.
 
-        ``on_unit(stage, index)`` is called after each finished unit is written (tests use it
-        to interrupt a run at a known point)."""
+        ``out`` (and ``work``) may not overlap the dataset or ``config_file``, and ``out`` is
+        replaced as a whole (``gitd.outdir``); a run that fails before doing any work leaves
+        nothing behind. ``on_unit(stage, index)`` is called after each finished unit is written
+        (tests use it to interrupt a run at a known point)."""
+        try:
+            return self._run(data, Path(out), images=images, split=split, strict=strict,
+                             allow_outside_root=allow_outside_root, work=work,
+                             config_file=config_file, on_unit=on_unit)
+        except BaseException:
+            OutputFolder.discard_unused(out)
+            raise
+
+    def _run(self, data, out: Path, *, images, split, strict, allow_outside_root, work,
+             config_file, on_unit) -> Path:
         s = type(self).validate(self.settings)
-        out = Path(out)
-        work = Path(work if work is not None else s.work if s.work is not None else out / "work")
+        work = work if work is not None else s.work
+        work = Path(work if work is not None else out / "work")
         t0 = time.perf_counter()
         dataset = load_dataset(data, images, split=split, strict=strict,
                                allow_outside_root=allow_outside_root)
@@ -93,11 +107,14 @@ class DistillMethod(Method):
             log.warning("%d input problems; those rows are skipped (listed in the manifest; "
                         "run 'gitd check' for details, or --strict to stop on them)",
                         len(dataset.problems))
+        folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
+            dataset).file(config_file, "config file"))
         runtime = Runtime.resolve(s.device, s.dtype)
         self.runtime = runtime
         self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
-        self.runner = StageRunner(work, self.stages(s, runtime), dataset_fingerprint(dataset),
-                                  on_unit=on_unit)
+        data_key = dataset_fingerprint(dataset)
+        note_input_change(work, dataset, data_key)
+        self.runner = StageRunner(work, self.stages(s, runtime), data_key, on_unit=on_unit)
         self.runner.timings["load"] = round(time.perf_counter() - t0, 3)
         pairs, extra = self.distill(dataset)
         if "caption_synthesis" in self.runner.plan:
@@ -115,13 +132,14 @@ class DistillMethod(Method):
             "dtype": runtime.dtype_name.removeprefix("torch."),
         }
         t_out = time.perf_counter()
-        write_output(out, pairs, manifest)
-        # The settings alone, loadable with `gitd distill --config OUT/config.json`.
-        atomic_write_json(out / "config.json", s.to_dict())
-        self.runner.timings["output"] = round(time.perf_counter() - t_out, 3)
-        # Written once more so that it carries the output stage's own time.
-        atomic_write_json(out / "manifest.json", {**read_json(out / "manifest.json"),
-                                                  "timings": self.runner.timings})
+        with folder.replace() as staging:
+            write_output(staging, pairs, manifest)
+            # The settings alone, loadable with `gitd distill --config OUT/config.json`.
+            atomic_write_json(staging / "config.json", s.to_dict())
+            self.runner.timings["output"] = round(time.perf_counter() - t_out, 3)
+            # Written once more so that it carries the output stage's own time.
+            atomic_write_json(staging / "manifest.json", {**read_json(staging / "manifest.json"),
+                                                          "timings": self.runner.timings})
         log.info("wrote %d pairs to %s", len(pairs), out)
         return out
 

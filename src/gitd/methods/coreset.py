@@ -43,6 +43,7 @@ from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs, OutputFolder
 from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
 from gitd.settings import Interval, Options, PathText, Text, field_names, setting
 from gitd.store import StagePlan, plan_keys
@@ -125,12 +126,14 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
-                  image_size: int = 224, cache=None, device="auto") -> np.ndarray:
-    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features))."""
+                  image_size: int = 224, cache=None, device="auto",
+                  errors: list | None = None) -> np.ndarray:
+    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features)).
+    ``errors``: as ``embed_images`` (rows of images that do not decode are listed there)."""
     from gitd.stages.features import embed_images, embed_texts
 
     img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
-                           cache=cache, device=device))
+                           cache=cache, device=device, errors=errors))
     texts = [c for r in dataset for c in r.captions]
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
@@ -141,10 +144,11 @@ def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
 
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       learned: str = "batch", image_model="auto", text_model="auto",
-                      image_size: int = 224, cache=None, device="auto"
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+                      image_size: int = 224, cache=None, device="auto",
+                      problems: list | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image forgetting score from a short frozen-image-feature training on the full set;
-    ``learned`` picks what counts as right (module docstring)."""
+    ``learned`` picks what counts as right (module docstring). An image that does not decode
+    is left out of the training, scores -1 and is appended to ``problems``."""
     from gitd.retrieval.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
@@ -166,13 +170,20 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
         unit = "images"
     else:
         owner = np.asarray(trainer.pairs.text_to_image)
-        per_image = np.bincount(owner, weights=events, minlength=len(dataset))
+        per_image = np.bincount(owner, weights=events, minlength=trainer.pairs.n_images)
         unit = "captions"
     info = {"epochs": epochs, "frozen_image_features": True, "learned_test": learned,
             f"{unit}_never_learned": int((~h.any(0)).sum()),
             f"{unit}_learned_at_end": int(h[-1].sum()),
             f"{unit}_forgotten_at_least_once": int((events[h.any(0)] > 0).sum()),
             "distinct_scores": int(len(np.unique(per_image)))}
+    kept = trainer.pairs.kept
+    if kept is not None and len(kept) < len(dataset):
+        full = np.full(len(dataset), -1.0)
+        full[kept] = per_image
+        per_image = full
+        if problems is not None:
+            problems.extend(trainer.pairs.problems)
     return per_image, info
 
 
@@ -201,6 +212,13 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     info = {"match_counts": protos.match_count.tolist(),
             "members": [int(len(m)) for m in protos.members]}
     return chosen, captions, info
+
+
+def _caption_features(dataset: Dataset, text_model, cache, device) -> np.ndarray:
+    from gitd.stages.features import embed_texts
+
+    return embed_texts([c for r in dataset for c in r.captions], text_model, cache=cache,
+                       device=device)
 
 
 def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
@@ -274,7 +292,21 @@ class SelectMethod(Method):
         if self.features_fn is not None:
             return self.features_fn(dataset)
         return pair_features(dataset, image_model=s.image_model, text_model=s.text_model,
-                             image_size=s.image_size, cache=s.cache, device=s.device)
+                             image_size=s.image_size, cache=s.cache, device=s.device,
+                             errors=self.errors)
+
+    def usable(self, dataset: Dataset, k: int) -> np.ndarray:
+        """Indices of the rows whose images decoded (``self.errors`` lists the others, which
+        become skipped rows); a one-line error when fewer than ``k`` are left."""
+        bad = {i for i, _ in self.errors}
+        self.skipped.extend(exc.to_problem(dataset[i].row)
+                            for i, exc in sorted(self.errors, key=lambda e: e[0]))
+        self.errors = []
+        keep = np.asarray([i for i in range(len(dataset)) if i not in bad], dtype=np.int64)
+        if k > len(keep):
+            raise ConfigError(f"asked for {k} pairs but only {len(keep)} images of "
+                              f"{dataset.source} could be decoded")
+        return keep
 
     def select(self, dataset: Dataset, k: int) -> Selection:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -284,15 +316,19 @@ class SelectMethod(Method):
             features_fn: Callable[[Dataset], np.ndarray] | None = None) -> Path:
         """Select ``settings.pairs`` images of ``data`` and write them to ``out`` in gitd's
         output format (images copied byte for byte). ``features_fn`` replaces the evaluation
-        encoders' features (tests, other feature spaces)."""
+        encoders' features (tests, other feature spaces). Images that fail to decode (only
+        the feature selections decode) are skipped rows."""
         s = type(self).validate(self.settings)
         self.features_fn = features_fn
+        self.errors: list = []   # (row, ImageError) of images that did not decode
+        self.skipped: list = []  # their problems
         t0 = time.perf_counter()
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
         n = len(dataset)
         if n == 0:
             raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+        folder = OutputFolder.prepare(out, command="select", inputs=Inputs().dataset(dataset))
         if not self.needs_pairs:
             k = n
         else:
@@ -305,6 +341,8 @@ class SelectMethod(Method):
         timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
         t1 = time.perf_counter()
         sel = self.select(dataset, k)
+        for p in self.skipped:
+            log.warning("%s (skipped)", p)
         timings["select"] = round(time.perf_counter() - t1, 3)
         if len(np.unique(sel.chosen)) != len(sel.chosen):  # a bug, not bad input
             raise RuntimeError(f"{self.name} selected an image more than once: "
@@ -326,12 +364,14 @@ class SelectMethod(Method):
         manifest = {
             "method": self.name, "kind": self.kind, "seed": s.seed,
             "config": config, "untrained": False, "selection": sel.info,
-            "source": source_block(dataset),
+            "source": source_block(dataset, n_valid=n - len(self.skipped)),
             "stages": plan_keys(self.stages(s), dataset_fingerprint(dataset)),
-            "skipped": [p.to_dict() for p in dataset.problems], "timings": timings,
+            "skipped": [p.to_dict() for p in dataset.problems + self.skipped],
+            "timings": timings,
         }
         t2 = time.perf_counter()
-        write_output(out, out_pairs, manifest)
+        with folder.replace() as staging:
+            write_output(staging, out_pairs, manifest)
         log.info("%s: wrote %d pairs to %s (output %.1fs)", self.name, len(out_pairs), out,
                  time.perf_counter() - t2)
         return Path(out)
@@ -353,7 +393,9 @@ class HerdingSelection(SelectMethod):
 
     def select(self, dataset: Dataset, k: int) -> Selection:
         feats = self.features(dataset)
-        return Selection(herding(feats, k), info=_feature_info(feats, self.features_fn))
+        keep = self.usable(dataset, k)
+        return Selection(keep[herding(feats[keep], k)],
+                         info=_feature_info(feats, self.features_fn))
 
 
 @register_method("kcenter", kind="select")
@@ -364,7 +406,8 @@ class KCenterSelection(SelectMethod):
 
     def select(self, dataset: Dataset, k: int) -> Selection:
         feats = self.features(dataset)
-        return Selection(kcenter_greedy(feats, k, self.settings.seed),
+        keep = self.usable(dataset, k)
+        return Selection(keep[kcenter_greedy(feats[keep], k, self.settings.seed)],
                          info=_feature_info(feats, self.features_fn))
 
 
@@ -380,7 +423,11 @@ class ForgettingSelection(SelectMethod):
                                          learned=s.forgetting_learned,
                                          image_model=s.image_model, text_model=s.text_model,
                                          image_size=s.image_size, cache=s.cache,
-                                         device=s.device)
+                                         device=s.device, problems=self.skipped)
+        usable = int((scores >= 0).sum())
+        if k > usable:
+            raise ConfigError(f"asked for {k} pairs but only {usable} images of "
+                              f"{dataset.source} could be decoded")
         return Selection(top_k(scores, k), scores=scores, info=info)
 
 
@@ -391,11 +438,19 @@ class PdsSelection(SelectMethod):
     Settings = FeatureSettings
 
     def select(self, dataset: Dataset, k: int) -> Selection:
+        from gitd.stages.features import embed_images
+
         s = self.settings
-        chosen, captions, info = pds_select(dataset, k, seed=s.seed, image_model=s.image_model,
+        img = embed_images([r.image for r in dataset], s.image_model, image_size=s.image_size,
+                           cache=s.cache, device=s.device, errors=self.errors)
+        keep = self.usable(dataset, k)
+        part = dataset.subset(keep)
+        features = None if len(keep) == len(dataset) else (
+            img[keep], _caption_features(part, s.text_model, s.cache, s.device))
+        chosen, captions, info = pds_select(part, k, seed=s.seed, image_model=s.image_model,
                                             text_model=s.text_model, image_size=s.image_size,
-                                            cache=s.cache, device=s.device)
-        return Selection(chosen, captions=captions, info=info)
+                                            cache=s.cache, device=s.device, features=features)
+        return Selection(keep[chosen], captions=captions, info=info)
 
 
 @register_method("full", kind="select")

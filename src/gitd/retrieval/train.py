@@ -57,6 +57,8 @@ class PairSet:
     image_size: int = 224
     interpolation: str = "bicubic"
     captions_of: list[np.ndarray] = field(default_factory=list)  # per image: caption indices
+    kept: np.ndarray | None = None   # dataset row of each image (rows that failed to decode
+    problems: list = field(default_factory=list)  # are dropped and listed here)
 
     def __post_init__(self):
         if not self.captions_of:
@@ -93,28 +95,57 @@ def prepare_pairs(dataset, image_encoder: ImageEncoder, text_encoder: TextEncode
                   name: str = "images") -> PairSet:
     """A ``PairSet`` for a ``gitd.data.Dataset`` (or any sequence of records with ``.image`` and
     ``.captions``): every caption of every image, text features from the (cached) frozen text
-    encoder."""
+    encoder. An image that cannot be decoded drops its row, listed in ``PairSet.problems``
+    (``PairSet.kept`` maps the pairs back to the dataset's rows)."""
     records = list(dataset)
     paths = [Path(r.image) for r in records]
+    errors: list = []
+    images = features = None
+    if freeze_image:
+        features = torch.from_numpy(embed_images(
+            paths, image_encoder, image_size=protocol.image_size, cache=cache, device=device,
+            normalize=protocol.normalize, interpolation=protocol.interpolation,
+            workers=workers, errors=errors))
+    elif len(paths) * 3 * protocol.image_size ** 2 <= preload_bytes:
+        images = load_images(paths, protocol.image_size, interpolation=protocol.interpolation,
+                             workers=workers, desc=f"decoding {name}", errors=errors)
+    else:
+        log.info("%s: %d images do not fit the %.1f GiB preload budget; streaming them from disk "
+                 "each epoch", name, len(paths), preload_bytes / 2**30)
+        errors = _undecodable(paths, workers)
+    bad = {i for i, _ in errors}
+    kept = np.asarray([i for i in range(len(records)) if i not in bad], dtype=np.int64)
+    problems = [exc.to_problem(getattr(records[i], "row", None))
+                for i, exc in sorted(errors, key=lambda e: e[0])]
+    for p in problems:
+        log.warning("%s: %s (skipped)", name, p)
+    if bad:
+        if not len(kept):
+            raise GitdError(f"none of the {len(records)} {name} could be decoded; first: "
+                            f"{problems[0]}")
+        records, paths = [records[i] for i in kept], [paths[i] for i in kept]
+        index = torch.from_numpy(kept)
+        images = images[index] if images is not None else None
+        features = features[index] if features is not None else None
     texts, t2i = [], []
     for i, r in enumerate(records):
         texts.extend(r.captions)
         t2i.extend([i] * len(r.captions))
     text_feats = torch.from_numpy(embed_texts(texts, text_encoder, cache=cache, device=device))
-    pairs = PairSet(paths=paths, text_features=text_feats, text_to_image=np.asarray(t2i, np.int64),
-                    image_size=protocol.image_size, interpolation=protocol.interpolation)
-    if freeze_image:
-        feats = embed_images(paths, image_encoder, image_size=protocol.image_size, cache=cache,
-                             device=device, normalize=protocol.normalize,
-                             interpolation=protocol.interpolation, workers=workers)
-        pairs.features = torch.from_numpy(feats)
-    elif len(paths) * 3 * protocol.image_size ** 2 <= preload_bytes:
-        pairs.images = load_images(paths, protocol.image_size, interpolation=protocol.interpolation,
-                                   workers=workers, desc=f"decoding {name}")
-    else:
-        log.info("%s: %d images do not fit the %.1f GiB preload budget; streaming them from disk "
-                 "each epoch", name, len(paths), preload_bytes / 2**30)
-    return pairs
+    return PairSet(paths=paths, text_features=text_feats, text_to_image=np.asarray(t2i, np.int64),
+                   images=images, features=features, image_size=protocol.image_size,
+                   interpolation=protocol.interpolation, kept=kept, problems=problems)
+
+
+def _undecodable(paths: list[Path], workers: int | None) -> list:
+    """(index, ImageError) of every image that does not decode, found in a process pool before
+    streaming (a streamed epoch must not meet a bad file half way)."""
+    from gitd.data import verify_image_files
+    from gitd.data.images import ImageError
+
+    results = verify_image_files(paths, workers=workers or None, desc="checking images")
+    return [(i, ImageError(paths[i], message, kind))
+            for i, (size, kind, message) in enumerate(results) if size is None]
 
 
 def build_model(image_encoder: ImageEncoder, text_dim: int, protocol: Protocol, *, seed: int,

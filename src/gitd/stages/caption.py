@@ -9,6 +9,7 @@ from gitd.errors import ConfigError, check_positive_int
 from gitd.models.captioner import FALLBACK_CAPTION
 from gitd.models.roles import ModelRef
 from gitd.settings import Interval, Text, setting
+from gitd.store import Stage, atomic_write_json, derive_seed, require, unit_json, unit_path
 
 
 @dataclass
@@ -68,6 +69,16 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
     return results
 
 
+def load_caption_unit(stage: Stage, j: int) -> dict:
+    """A finished caption unit (``run_units``' ``load``): the kept caption and, as ``scores``,
+    every candidate with its score. ``Damaged`` if its JSON lacks them (e.g. emptied)."""
+    meta = unit_json(stage, j, "caption", "candidates", "scores")
+    require(isinstance(meta["caption"], str) and meta["caption"].strip(),
+            f"{unit_path(stage, j).name} has an empty caption")
+    return {"caption": meta["caption"], "scores": {"caption_candidates": meta["candidates"],
+                                                   "caption_scores": meta["scores"]}}
+
+
 # -- as a stage of a method run ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -125,7 +136,6 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
     from pathlib import Path
 
     from gitd.data.images import open_rgb
-    from gitd.store import atomic_write_json, derive_seed, read_json, unit_path
 
     models: dict[str, Any] = {}
 
@@ -148,11 +158,6 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
             "caption": res.best, "candidates": list(res.candidates),
             "scores": [float(x) for x in res.scores], "seed": seed})
 
-    def load(stage, j: int) -> dict[str, Any]:
-        meta = read_json(unit_path(stage, j), {})
-        return {"caption": meta["caption"], "scores": {
-            "caption_candidates": meta.get("candidates", []),
-            "caption_scores": meta.get("scores", [])}}
-
-    return runner.units(name, len(images), st.batch_size, compute, write, load, noun="image",
+    return runner.units(name, len(images), st.batch_size, compute, write, load_caption_unit,
+                        noun="image",
                         prepare=lambda: (get_captioner(), get_scorer and get_scorer()))

@@ -181,10 +181,9 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
         raise GitdError(f"{src}: not a gitd output (no manifest.json with items); gitd caption "
                         "adds captions to what gitd distill or gitd select wrote")
     if dest.resolve() != src.resolve():
-        a, b = dest.resolve(), src.resolve()
-        if a in b.parents or b in a.parents:
-            raise ConfigError(f"--out {dest} overlaps the input {src}; write elsewhere or "
-                              "leave --out out to rewrite the input in place")
+        from gitd.outdir import Inputs, refuse_overlap
+
+        refuse_overlap(dest, Inputs().folder(src, "input output folder"), "--out folder")
         if dest.exists() and any(dest.iterdir()) and not (dest / "manifest.json").is_file():
             raise ConfigError(f"--out {dest} is a non-empty folder that is not a gitd output")
     dataset = load_dataset(src)

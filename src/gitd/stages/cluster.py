@@ -24,9 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, DataError, check_positive_int
+from gitd.errors import ConfigError, check_positive_int
 from gitd.log import get_logger, progress
-from gitd.store import atomic_write_bytes, atomic_write_json, read_json
+from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("stages.cluster")
 
@@ -447,11 +447,18 @@ def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndar
             "sample_costs": [float(c) for c in (res.sample_costs or [])],
         })
 
+    usable = set(int(v) for v in valid)
+
     def load(stage) -> dict[str, Any]:
-        result = read_json(result_path(stage))
-        if not result:
-            raise DataError(f"{result_path(stage)}: missing or unreadable; delete "
-                            f"{stage.path} to recompute it")
-        return result
+        res = read_json(result_path(stage))
+        require(isinstance(res, dict), "medoids.json is missing or not a JSON object")
+        rows, sizes = res["medoids"], res["sizes"]
+        require(isinstance(rows, list) and len(rows) == st.k and all(r in usable for r in rows),
+                f"medoids.json does not hold {st.k} usable rows")
+        require(isinstance(sizes, list) and len(sizes) == len(rows)
+                and all(isinstance(x, int) for x in sizes), "medoids.json has bad sizes")
+        require(res["ids"] == [ids[r] for r in rows],
+                "medoids.json names other images than the dataset's")
+        return res
 
     return runner.whole(name, compute, load)

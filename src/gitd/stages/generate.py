@@ -21,6 +21,7 @@ import torch
 
 from gitd.errors import ConfigError, check_positive_int
 from gitd.models.roles import ModelRef
+from gitd.stages import unit_image
 
 
 def candidate_seed(seed: int, candidate: int) -> int:
@@ -113,8 +114,8 @@ def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[l
     """Run (or finish) the generate stage: unit ``j`` is the chosen candidate for prompt ``j``
     from ``latents([j, ...])`` (float32 ``[B, 4, h, w]``). Returns per unit the PIL image and
     its scores."""
-    from gitd.data.images import open_rgb
-    from gitd.store import atomic_save_image, atomic_write_json, derive_seed, read_json, unit_path
+    from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
+                            unit_path)
 
     models: dict[str, Any] = {}
 
@@ -142,10 +143,10 @@ def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[l
             "chosen_candidate": int(best)})
 
     def load(stage, j: int) -> dict[str, Any]:
-        meta = read_json(unit_path(stage, j), {})
-        return {"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
-            "image_prompt_scores": meta.get("candidate_scores", []),
-            "chosen_candidate": meta.get("chosen_candidate", 0)}}
+        meta = unit_json(stage, j, "prompt", "seed", "candidate_scores", "chosen_candidate")
+        return {"image": unit_image(stage, j), "scores": {
+            "image_prompt_scores": meta["candidate_scores"],
+            "chosen_candidate": meta["chosen_candidate"]}}
 
     return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid",
                         prepare=lambda: (get_img2img(), get_scorer and get_scorer()))

@@ -121,7 +121,7 @@ def prototype_stage(runner, name: str, st: PrototypeSettings, store,
 
     from gitd.errors import ConfigError
     from gitd.stages.embed import filter_lowest
-    from gitd.store import atomic_write_bytes, atomic_write_json, read_json
+    from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
     cap_idx, rec_idx = store.pairs()
     keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, st.filter_fraction)
@@ -148,5 +148,19 @@ def prototype_stage(runner, name: str, st: PrototypeSettings, store,
             "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
             "prototypes": table})
 
-    return runner.whole(name, compute, lambda stage: (read_json(stage.path / "prototypes.json"),
-                                                      np.load(stage.path / "image.npy")))
+    def load(stage) -> tuple[dict, np.ndarray]:
+        # A damaged cache is recomputed (issue 11), never trusted: check what the later stages
+        # index with before handing it on.
+        info = read_json(stage.path / "prototypes.json")
+        require(isinstance(info, dict) and isinstance(info.get("prototypes"), list)
+                and len(info["prototypes"]) == st.k, "prototypes.json is missing or damaged")
+        image = np.load(stage.path / "image.npy", allow_pickle=False)
+        require(image.shape[0] == st.k, "image.npy has the wrong number of prototypes")
+        n_captions = sum(len(r.captions) for r in records)
+        for row in info["prototypes"]:
+            require(0 <= row["caption_index"] < n_captions
+                    and 0 <= row["nearest_record"] < len(records),
+                    "prototypes.json points outside the dataset")
+        return info, image
+
+    return runner.whole(name, compute, load)

@@ -10,6 +10,7 @@ import torch
 
 from gitd.errors import check_positive_int
 from gitd.models.roles import ModelRef
+from gitd.stages import unit_image
 
 
 def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
@@ -69,8 +70,8 @@ def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarr
                      prompts: Sequence[str], norms: Sequence[float], get_unclip: Callable[[], Any],
                      *, before: Callable[[], None] | None = None) -> list:
     """Run (or finish) the synthesize stage, one unit per prototype; returns the PIL images."""
-    from gitd.data.images import open_rgb
-    from gitd.store import atomic_save_image, atomic_write_json, derive_seed, unit_path
+    from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
+                            unit_path)
 
     def compute(chunk: range) -> list:
         seeds = [derive_seed(st.seed, "synthesize", j) for j in chunk]
@@ -85,6 +86,9 @@ def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarr
         atomic_save_image(unit_path(stage, j, ".png"), image)
         atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
 
-    return runner.units(name, len(prompts), st.batch_size, compute, write,
-                        lambda stage, j: open_rgb(unit_path(stage, j, ".png")),
+    def load(stage, j: int):
+        unit_json(stage, j, "prompt", "seed")
+        return unit_image(stage, j)
+
+    return runner.units(name, len(prompts), st.batch_size, compute, write, load,
                         noun="prototype", before=before, prepare=get_unclip)

@@ -11,7 +11,7 @@ import torch
 
 from gitd.data import load_dataset
 from gitd.data.images import open_rgb
-from gitd.errors import ConfigError
+from gitd.errors import ConfigError, GitdError
 from gitd.stages.encode import preprocess
 from gitd.stages.finetune import (FinetuneSettings, Trainer, apply_trained, build_edge_models,
                                   finetune, is_trainable, read_trained)
@@ -166,7 +166,8 @@ def test_finished_run_is_not_redone_and_other_settings_are_refused(ft_data, tmp_
 
 def test_run_folder_guards(ft_data, tmp_path):
     s = settings(epochs=1)
-    with pytest.raises(ConfigError, match="overlaps the input"):
+    # The one output-safety rule of gitd.outdir: never inside (or around) an input.
+    with pytest.raises(GitdError, match="never writes over its inputs"):
         finetune(ft_data, ft_data.parent / "run", s)
     foreign = tmp_path / "mine"
     foreign.mkdir()

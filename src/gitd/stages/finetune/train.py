@@ -201,12 +201,10 @@ class Trainer:
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _check_run_folder(run: Path, data: Path, image_root: Path) -> None:
-    run_r = run.resolve()
-    for src in {data.resolve(), image_root.resolve()}:
-        folder = src if src.is_dir() else src.parent
-        if run_r == folder or folder in run_r.parents or run_r in folder.parents:
-            raise ConfigError(f"--out {run} overlaps the input {src}; write the run elsewhere")
+def _check_run_folder(run: Path, dataset) -> None:
+    from gitd.outdir import Inputs, refuse_overlap
+
+    refuse_overlap(run, Inputs().dataset(dataset), "run folder")
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {run} exists and is not a folder")
     if run.is_dir() and not (run / SETTINGS).is_file():
@@ -267,7 +265,7 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     acc = accelerator or make_accelerator(settings)
     dataset = load_dataset(data, images, split=split, strict=strict,
                            allow_outside_root=allow_outside_root)
-    _check_run_folder(run, Path(data), dataset.image_root)
+    _check_run_folder(run, dataset)
     data_key = dataset_fingerprint(dataset)
     if acc.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
