@@ -31,7 +31,6 @@ from gitd.stages.prototypes import PrototypeSettings, prototype_stage
 from gitd.stages.sample import SampleSettings, random_prompts, sample_stage, text2img
 from gitd.store import StagePlan, atomic_write_json, read_json
 
-_POSITIVE = Interval(int, 1, None)
 STRATEGIES = ("random", "clara", "prototype")
 
 
@@ -52,7 +51,7 @@ class EdgeSettings(DistillSettings):
         "loaded onto the base model (default: the base model, the paper's no-fine-tuning row); "
         "the sample stage's key records the weights' fingerprint, not the path", optional=True,
         metavar="RUN")
-    resolution: int = setting(512, Interval(int, 8, None, multiple_of=8),
+    resolution: int = setting(512, Interval(int, 8, 4096, multiple_of=8),
                               "side of the sampled images in pixels")
     diffusion_model: str = setting("stable-diffusion-v1-5/stable-diffusion-v1-5", Text(),
                                    "Stable Diffusion id or folder (the fine-tuned run's base "
@@ -61,31 +60,34 @@ class EdgeSettings(DistillSettings):
                                              "diffusion model", optional=True, metavar="REV")
     guidance_scale: float = setting(7.5, Interval(float, 0, None),
                                     "classifier-free guidance scale")
-    num_inference_steps: int = setting(50, _POSITIVE, "scheduler steps")
+    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps")
     negative_prompt: str = setting("", Text(empty=True), "negative prompt (EDGE: none)")
     prompts: str = setting("random", Options(*STRATEGIES),
                            "which captions prompt the generator: random (EDGE's: training "
                            "captions drawn at random, seeded), clara (the longest caption of "
-                           "each CLARA medoid, as GITD) or prototype (each PDS prototype's "
-                           "nearest caption)")
+                           "each CLARA medoid, as GITD; --encode-*, --clara-*) or prototype "
+                           "(each PDS prototype's nearest caption; --score-model, "
+                           "--filter-fraction)")
     score_model: str = setting("openai/clip-vit-base-patch32", Text(),
                                "CLIP id or folder that embeds the pairs for --prompts "
                                "prototype, or tiny-clip")
     score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
                                          "model", optional=True, metavar="REV")
+    # The settings of the stages EDGE borrows, as GITD (clara) and PDS (prototype) declare them.
     filter_fraction: float = setting(0.2, Interval(float, 0, 1, closed="left"),
-                                     "--prompts prototype: fraction of pairs with the lowest "
-                                     "image-text cosine dropped before clustering")
-    encode_batch_size: int = setting(16, _POSITIVE, "--prompts clara: images per VAE batch")
-    encode_workers: int = setting(2, Interval(int, 0, None), "--prompts clara: DataLoader "
-                                  "processes that decode images (decoding is exact, so not part "
-                                  "of any key)", affects_results=False)
-    clara_samples: int | None = setting(None, _POSITIVE, "--prompts clara: CLARA's number of "
-                                        "random samples (default 5)", optional=True)
-    clara_sample_size: int | None = setting(None, _POSITIVE, "--prompts clara: rows per sample "
-                                            "(default max(80 + 4k, 1000))", optional=True)
+                                     "fraction of pairs with the lowest image-text cosine "
+                                     "dropped before clustering")
+    encode_batch_size: int = setting(16, Interval(int, 1, 4096), "images per VAE batch")
+    encode_workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
+                                  "images for encoding (decoding is exact, so not part of any "
+                                  "key)", affects_results=False)
+    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random "
+                                        "samples (default 5)", optional=True)
+    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
+                                            "CLARA: rows per sample (default max(80 + 4k, 1000))",
+                                            optional=True)
     # Part of the cache key: batch composition can change low-order bits of the images.
-    generate_batch_size: int = setting(4, _POSITIVE, "pairs per pipeline call")
+    generate_batch_size: int = setting(4, Interval(int, 1, 1024), "pairs per pipeline call")
 
 
 # EDGE's sampling: diffusers' defaults for SD 1.5 (PNDM, 50 steps, CFG 7.5, 512 px), no
