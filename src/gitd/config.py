@@ -22,6 +22,7 @@ from gitd.errors import ConfigError
 
 METHODS = ("gitd", "pds")
 PROMPT_CHOICES = ("longest", "first")
+CLUSTER_SPACES = ("latents", "features")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -61,6 +62,16 @@ class DistillConfig:
     sample_latents: bool = False
     clara_samples: int | None = None
     clara_sample_size: int | None = None
+    # VAEs by registry name, Hugging Face id or folder (SD's AutoencoderKL or TAESD's
+    # AutoencoderTiny). ``vae`` encodes the latents img2img starts from and is the pipeline's
+    # decoder (None: the diffusion model's own); ``cluster_vae`` makes the latents CLARA
+    # clusters (None: the same as ``vae``, as in the paper), after which only the k medoids are
+    # encoded with ``vae``. ``cluster_space: features`` clusters the evaluation encoders' image
+    # and text features (the coreset baselines' space, at ``feature_image_size`` px) instead.
+    vae: str | None = None
+    cluster_vae: str | None = None
+    cluster_space: str = "latents"
+    feature_image_size: int = 224
     # Batching: medoids per img2img call, images per captioner call. Part of the cache key,
     # because batch composition can change low-order bits of GPU results.
     generate_batch_size: int = 2
@@ -115,6 +126,18 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def vae_source(self, role: str = "generate") -> tuple[str, str | None, bool]:
+        """(name, revision, standalone) of the VAE for ``role``: ``generate`` (img2img's latents
+        and decoder) or ``cluster``. ``standalone``: named by itself, not a pipeline's vae/."""
+        name = self.vae
+        if role == "cluster" and self.cluster_vae is not None:
+            name = self.cluster_vae
+        elif role not in ("generate", "cluster"):
+            raise ValueError(f"role must be generate or cluster, got {role!r}")
+        if name is None or name == self.diffusion_model:
+            return self.diffusion_model, self.diffusion_revision, False
+        return name, None, True
+
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> "DistillConfig":
         """Check every field; raise ``ConfigError`` naming the first bad one. Returns self."""
@@ -125,7 +148,9 @@ class DistillConfig:
         _string("device", self.device)
         for name in ("diffusion_model", "score_model", "captioner"):
             _string(name, getattr(self, name))
-        for name in ("diffusion_revision", "score_revision", "captioner_revision", "work"):
+        _choice("cluster_space", self.cluster_space, CLUSTER_SPACES)
+        for name in ("diffusion_revision", "score_revision", "captioner_revision", "work", "vae",
+                     "cluster_vae"):
             if getattr(self, name) is not None:
                 _string(name, getattr(self, name))
         if not isinstance(self.negative_prompt, str):
@@ -137,6 +162,7 @@ class DistillConfig:
         _int("seed", self.seed, 0)
         _int("encode_workers", self.encode_workers, 0)
         _int("resolution", self.resolution, 8)
+        _int("feature_image_size", self.feature_image_size, 16)
         if self.resolution % 8:
             raise ConfigError(f"resolution must be a multiple of 8 (the VAE downsamples by 8), "
                               f"got {self.resolution}")

@@ -37,6 +37,13 @@ _HELP = {
     "max_new_tokens": "longest caption, in tokens",
     "encode_batch_size": "images per VAE batch",
     "encode_workers": "DataLoader worker processes that decode images for encoding",
+    "vae": "VAE for img2img's latents and decoding: SD VAE or TAESD id or folder (e.g. "
+           "madebyollin/taesd); default the diffusion model's own",
+    "cluster_vae": "VAE whose latents are clustered (e.g. a TAESD folder); only the medoids are "
+                   "then encoded with --vae; default the same as --vae",
+    "cluster_space": "what CLARA clusters: latents (default, the paper) or features (the "
+                     "evaluation encoders' image + caption embeddings, as herding/k-center)",
+    "feature_image_size": "image side for --cluster-space features",
     "clara_samples": "CLARA: number of random samples (default 5)",
     "clara_sample_size": "CLARA: rows per sample (default max(80 + 4k, 1000))",
     "generate_batch_size": "medoids per img2img call",

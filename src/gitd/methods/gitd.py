@@ -15,6 +15,7 @@ own seed and batches always have the same composition.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from gitd.config import DistillConfig
 from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, write_output
-from gitd.errors import ConfigError, GitdError
+from gitd.errors import ConfigError, DataError, GitdError
 from gitd.log import get_logger, progress
 from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
                         run_units, unit_path)
@@ -48,17 +49,31 @@ class Components:
     device: Any
     dtype: Any
     vae: Any = None
+    cluster_vae: Any = None
     img2img: Any = None
     score_model: Any = None
     captioner: Any = None
 
     def get_vae(self):
+        """The generation VAE: img2img's starting latents and its decoder."""
         if self.vae is None:
-            from gitd.models import build_vae
-
-            self.vae = build_vae(self.config.diffusion_model, device=self.device, dtype=self.dtype,
-                                 seed=self.config.seed, revision=self.config.diffusion_revision)
+            self.vae = self._build_vae("generate")
         return self.vae
+
+    def get_cluster_vae(self):
+        """The VAE whose latents are clustered (the generation VAE unless ``cluster_vae``)."""
+        if self.cluster_vae is None:
+            cfg = self.config
+            same = cfg.vae_source("cluster") == cfg.vae_source("generate")
+            self.cluster_vae = self.get_vae() if same else self._build_vae("cluster")
+        return self.cluster_vae
+
+    def _build_vae(self, role: str):
+        from gitd.models import build_vae
+
+        name, revision, standalone = self.config.vae_source(role)
+        return build_vae(name, device=self.device, dtype=self.dtype, seed=self.config.seed,
+                         revision=revision, standalone=standalone)
 
     def get_img2img(self):
         if self.img2img is None:
@@ -213,46 +228,92 @@ class _Run:
         return stage
 
     # -- encode + cluster ----------------------------------------------------------------
-    def encode(self):
+    def shared_latents(self) -> bool:
+        """True when one encode of every image with the generation VAE serves both clustering
+        and img2img (the paper; also /C with diffusion); else clustering reads its own space
+        and only the medoids are encoded with the generation VAE (``encode_medoids``)."""
+        c = self.cfg
+        return not c.cluster or (c.cluster_space == "latents"
+                                 and c.vae_source("cluster") == c.vae_source("generate"))
+
+    def encode(self, name: str, role: str, records, upstream: str):
+        """Stage ``name``: ``records`` encoded with the ``role`` VAE (``Components``)."""
         from gitd.stages.encode import LatentStore, encode_latents
 
         cfg = self.cfg
-        stage = self._stage("encode", {
-            "data": self.data_key, "ids": len(self.dataset), "vae": cfg.diffusion_model,
-            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
-            "sample_latents": cfg.sample_latents,
+        vae_name, revision, _ = cfg.vae_source(role)
+        stage = self._stage(name, {
+            "data": upstream, "ids": len(records), "vae": vae_name, "revision": revision,
+            "resolution": cfg.resolution, "sample_latents": cfg.sample_latents,
             "seed": cfg.seed if cfg.sample_latents else None,
             "dtype": str(self.c.dtype),
         })
         clock = StageTimer(stage)
         if stage.done:
-            log.info("encode: cached (%s)", stage.path.name)
+            log.info("%s: cached (%s)", name, stage.path.name)
             store = LatentStore.open(stage.path)
         else:
-            store = encode_latents(self.dataset.records, self.c.get_vae(), stage.path,
+            vae = self.c.get_vae() if role == "generate" else self.c.get_cluster_vae()
+            store = encode_latents(records, vae, stage.path,
                                    resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
                                    num_workers=cfg.encode_workers, sample=cfg.sample_latents,
                                    seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
             clock.save()
             stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["encode"] = float(stage.summary().get("seconds", clock.total()))
-        self.extra_problems = list(store.problems)
-        self.latents = store
+        self.timings[name] = float(stage.summary().get("seconds", clock.total()))
         return stage, store
+
+    def features(self):
+        """Stage ``features``: the coreset baselines' image ++ caption features of every image."""
+        from gitd.evaluation.encoders import build_image_encoder, build_text_encoder
+        from gitd.methods.coreset import pair_features
+        from gitd.store import atomic_write_bytes
+
+        cfg = self.cfg
+        image_enc = build_image_encoder("auto", image_size=cfg.feature_image_size)
+        text_enc = build_text_encoder("auto")
+        stage = self._stage("features", {
+            "data": self.data_key, "image_model": image_enc.info, "text_model": text_enc.info,
+            "text_identity": text_enc.identity, "image_size": cfg.feature_image_size})
+        path = stage.path / "features.npy"
+        clock = StageTimer(stage)
+        if stage.done and path.is_file():
+            log.info("features: cached (%s)", stage.path.name)
+            feats = np.load(path, allow_pickle=False)
+        else:
+            feats = pair_features(self.dataset, image_model=image_enc, text_model=text_enc,
+                                  image_size=cfg.feature_image_size, cache=False,
+                                  device=self.c.device)
+            buf = io.BytesIO()
+            np.save(buf, feats, allow_pickle=False)
+            atomic_write_bytes(path, buf.getvalue())
+            stage.mark_done({"seconds": round(clock.total(), 3), "shape": list(feats.shape)})
+        self.timings["features"] = float(stage.summary().get("seconds", clock.total()))
+        self.feature_encoders = {"image": image_enc.info, "text": text_enc.info}
+        return stage, feats
 
     def select_medoids(self) -> list[dict[str, Any]]:
         """Medoid records (dataset indices), in output order, with their cluster sizes."""
         from gitd.stages.cluster import clara, random_medoids
 
         cfg = self.cfg
-        need_latents = cfg.cluster or cfg.diffusion
-        if need_latents:
-            enc_stage, store = self.encode()
+        X = None
+        if cfg.cluster and cfg.cluster_space == "features":
+            feat_stage, X = self.features()
+            valid = np.arange(len(self.dataset))
+            upstream = feat_stage.key
+        elif cfg.cluster or cfg.diffusion:
+            shared = self.shared_latents()
+            enc_stage, store = self.encode("encode", "generate" if shared else "cluster",
+                                           self.dataset.records, self.data_key)
+            self.extra_problems = list(store.problems)
+            if shared:
+                self.latents = store
             valid = np.asarray(store.valid_indices)
+            X = store.matrix(valid_only=True)
             upstream = enc_stage.key
         else:
             # Neither clustering nor diffusion needs latents: random medoids over all valid rows.
-            store = None
             valid = np.arange(len(self.dataset))
             upstream = self.data_key
         if cfg.pairs > len(valid):
@@ -260,6 +321,7 @@ class _Run:
                               "could be read")
         stage = self._stage("cluster", {
             "upstream": upstream, "k": cfg.pairs, "method": "clara" if cfg.cluster else "random",
+            "space": cfg.cluster_space if cfg.cluster else None,
             "n_samples": cfg.clara_samples, "sample_size": cfg.clara_sample_size,
             "seed": cfg.seed,
         })
@@ -271,12 +333,11 @@ class _Run:
             clock = StageTimer(stage)
             if cfg.cluster:
                 extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
-                res = clara(store.matrix(valid_only=True), cfg.pairs,
-                            sample_size=cfg.clara_sample_size, seed=cfg.seed,
+                res = clara(X, cfg.pairs, sample_size=cfg.clara_sample_size, seed=cfg.seed,
                             device=self.c.device, **extra)
             else:
-                res = random_medoids(store.matrix(valid_only=True) if store is not None
-                                     else len(valid), cfg.pairs, seed=cfg.seed)
+                res = random_medoids(X if X is not None else len(valid), cfg.pairs,
+                                     seed=cfg.seed)
             medoid_rows = [int(valid[i]) for i in res.medoids]
             sizes = ([int(s) for s in res.sizes] if res.sizes is not None
                      else [1] * len(medoid_rows))
@@ -296,10 +357,26 @@ class _Run:
         self.cluster_summary = {k: cached.get(k) for k in
                                 ("method", "cost", "sizes", "sample_size", "sample_costs")}
         self.cluster_summary["medoid_ids"] = cached["ids"]
+        if cfg.cluster:
+            self.cluster_summary["space"] = cfg.cluster_space
+            if cfg.cluster_space == "latents":
+                self.cluster_summary["vae"] = cfg.vae_source("cluster")[0]
+            else:
+                self.cluster_summary["feature_encoders"] = self.feature_encoders
         self._cluster_key = stage.key
         return [{"record": r, "size": s} for r, s in zip(cached["medoids"], cached["sizes"])]
 
     # -- generate ------------------------------------------------------------------------
+    def medoid_latents(self, medoids: list[dict[str, Any]]):
+        """(latents array, row of medoid j in it, upstream stage key) for img2img."""
+        if self.latents is not None:  # every image encoded with the generation VAE already
+            return (self.latents.latents, [m["record"] for m in medoids], self._cluster_key)
+        records = [self.dataset[m["record"]] for m in medoids]
+        stage, store = self.encode("encode-medoids", "generate", records, self._cluster_key)
+        if not store.valid.all():
+            raise DataError(f"a medoid image could not be encoded: {store.problems[0]}")
+        return store.latents, list(range(len(medoids))), stage.key
+
     def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from gitd.data.images import open_rgb
 
@@ -309,9 +386,11 @@ class _Run:
             self.timings["generate"] = 0.0
             # /D: the medoid's own image, copied byte for byte into the output.
             return [{"image": self.dataset[m["record"]].image, "scores": {}} for m in medoids]
+        latents, rows, upstream = self.medoid_latents(medoids)
         stage = self._stage("generate", {
-            "upstream": self._cluster_key, "model": cfg.diffusion_model,
-            "revision": cfg.diffusion_revision, "resolution": cfg.resolution,
+            "upstream": upstream, "model": cfg.diffusion_model,
+            "revision": cfg.diffusion_revision, "vae": cfg.vae_source("generate")[:2],
+            "resolution": cfg.resolution,
             "strength": cfg.strength, "guidance_scale": cfg.guidance_scale,
             "steps": cfg.num_inference_steps, "candidates": cfg.num_candidates,
             "negative_prompt": cfg.negative_prompt, "prompt": cfg.prompt,
@@ -332,9 +411,9 @@ class _Run:
             if pipe is None:
                 pipe = self.c.get_img2img()
                 scorer = self.c.get_score_model() if cfg.score else None
-            rows = [medoids[j]["record"] for j in chunk]
-            lat = torch.from_numpy(np.asarray(self.latents.latents[rows], dtype=np.float32))
-            prompts = [self.prompt_of(self.dataset[r]) for r in rows]
+            lat = torch.from_numpy(np.asarray(latents[[rows[j] for j in chunk]],
+                                              dtype=np.float32))
+            prompts = [self.prompt_of(self.dataset[medoids[j]["record"]]) for j in chunk]
             seeds = [derive_seed(cfg.seed, "generate", j) for j in chunk]
             cands = generate_candidates(
                 pipe, lat, prompts, negative_prompt=cfg.negative_prompt,
