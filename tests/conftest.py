@@ -16,3 +16,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+TAESD_ENV = "GITD_TAESD"
+
+
+@pytest.fixture(scope="session")
+def taesd_dir():
+    """The real TAESD (SD 1.x) weights folder, named only by $GITD_TAESD (CI points it at
+    ../shared/weights/taesd-sd1 when that exists); tests that need real weights skip without."""
+    from pathlib import Path
+
+    value = os.environ.get(TAESD_ENV, "").strip()
+    if not value:
+        pytest.skip(f"real TAESD weights not given: set {TAESD_ENV} to the TAESD for SD 1.x "
+                    "folder (diffusers layout of madebyollin/taesd, e.g. "
+                    "../shared/weights/taesd-sd1)")
+    folder = Path(value).expanduser()
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{TAESD_ENV}={value}: no such TAESD folder (config.json missing)")
+    return folder

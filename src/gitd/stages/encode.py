@@ -89,7 +89,7 @@ def latent_scale(vae) -> float:
     """
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    factor = getattr(vae.config, "scaling_factor", None)
+    factor = getattr(getattr(vae, "config", None), "scaling_factor", None)
     if isinstance(vae, AutoencoderTiny):
         if factor not in (None, 1.0):
             raise ConfigError(f"AutoencoderTiny with scaling_factor {factor} in its config: TAESD "
