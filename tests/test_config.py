@@ -117,3 +117,19 @@ def test_field_names_are_cli_friendly():
     assert {"num_candidates", "num_captions", "generate_batch_size", "caption_batch_size",
             "encode_batch_size", "encode_workers", "clara_samples", "clara_sample_size",
             "sample_latents", "negative_prompt", "max_new_tokens"} <= set(FIELD_NAMES)
+
+
+def test_vae_settings_are_validated():
+    with pytest.raises(ConfigError, match="cluster_space must be one of latents, features"):
+        DistillConfig.from_preset("tiny", cluster_space="pixels").validate()
+    with pytest.raises(ConfigError, match="vae must be a non-empty string"):
+        DistillConfig.from_preset("tiny", vae=" ").validate()
+    with pytest.raises(ConfigError, match="feature_image_size must be >= 16"):
+        DistillConfig.from_preset("tiny", feature_image_size=8).validate()
+    cfg = DistillConfig.from_preset("tiny", vae="madebyollin/taesd")
+    assert cfg.vae_source("generate") == ("madebyollin/taesd", None, True)
+    assert cfg.vae_source("cluster") == ("madebyollin/taesd", None, True)
+    assert DistillConfig.from_preset("tiny").vae_source("cluster") == ("tiny-sd", None, False)
+    split = DistillConfig.from_preset("paper", diffusion_revision="r1", cluster_vae="/m/taesd")
+    assert split.vae_source("generate") == (split.diffusion_model, "r1", False)
+    assert split.vae_source("cluster") == ("/m/taesd", None, True)

@@ -19,7 +19,6 @@ diffusers = pytest.importorskip("diffusers")
 
 from gitd.config import DistillConfig
 from gitd.data import load_dataset
-from gitd.errors import ConfigError
 from gitd.methods.gitd import distill
 from gitd.stages.cluster import clara
 from gitd.stages.encode import LatentStore, preprocess, vae_latents
@@ -108,19 +107,6 @@ def test_cluster_space_features_picks_clara_medoids_of_the_coreset_features(shap
     stages = json.loads((tmp_path / "gen" / "manifest.json").read_text())["stages"]
     assert stages["features"] == manifest["stages"]["features"]  # cached, reused
     assert len(LatentStore.open(stage_dir(tmp_path / "gen", "encode-medoids"))) == PAIRS
-
-
-def test_vae_settings_are_validated():
-    with pytest.raises(ConfigError, match="cluster_space must be one of latents, features"):
-        tiny(cluster_space="pixels").validate()
-    with pytest.raises(ConfigError, match="vae must be a non-empty string"):
-        tiny(vae=" ").validate()
-    with pytest.raises(ConfigError, match="feature_image_size must be >= 16"):
-        tiny(feature_image_size=8).validate()
-    cfg = tiny(vae="madebyollin/taesd")
-    assert cfg.vae_source("generate") == ("madebyollin/taesd", None, True)
-    assert cfg.vae_source("cluster") == ("madebyollin/taesd", None, True)
-    assert tiny().vae_source("cluster") == ("tiny-sd", None, False)
 
 
 def test_held_out_check_taesd_medoids_come_from_real_sd_latents(shapes, taesd_dir, tmp_path):
