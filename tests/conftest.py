@@ -38,3 +38,18 @@ def taesd_dir():
     if not (folder / "config.json").is_file():
         pytest.skip(f"{TAESD_ENV}={value}: no such TAESD folder (config.json missing)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_tiny_vae():
+    """Factory of small random-weight ``AutoencoderTiny`` (TAESD's class, 8x downsampling, 4
+    latent channels unless overridden); keyword arguments override its config."""
+    def make(**config):
+        import diffusers
+
+        torch.manual_seed(0)
+        return diffusers.AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), **config).eval()
+
+    return make

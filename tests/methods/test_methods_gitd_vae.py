@@ -31,14 +31,10 @@ def tiny(**overrides) -> DistillConfig:
 
 
 @pytest.fixture(scope="module")
-def tiny_taesd(tmp_path_factory) -> Path:
+def tiny_taesd(tmp_path_factory, small_tiny_vae) -> Path:
     """A small random-weight AutoencoderTiny folder, laid out like madebyollin/taesd."""
     folder = tmp_path_factory.mktemp("taesd") / "taesd"
-    torch.manual_seed(0)
-    diffusers.AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
-                              decoder_block_out_channels=(8, 8, 8, 8),
-                              num_encoder_blocks=(1, 1, 1, 1),
-                              num_decoder_blocks=(1, 1, 1, 1)).save_pretrained(folder)
+    small_tiny_vae().save_pretrained(folder)
     return folder
 
 

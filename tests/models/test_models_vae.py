@@ -22,19 +22,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def save_tiny(folder, **kw):
-    """A small random AutoencoderTiny saved like madebyollin/taesd (config.json at the top)."""
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
-                                    decoder_block_out_channels=(8, 8, 8, 8),
-                                    num_encoder_blocks=(1, 1, 1, 1),
-                                    num_decoder_blocks=(1, 1, 1, 1), **kw)
-    vae.save_pretrained(folder)
-    return vae
-
-
-def test_local_folders_say_their_class(tmp_path):
-    save_tiny(tmp_path / "taesd")
+def test_local_folders_say_their_class(tmp_path, small_tiny_vae):
+    # Saved like madebyollin/taesd: config.json and weights at the top.
+    small_tiny_vae().save_pretrained(tmp_path / "taesd")
     assert _vae_source(str(tmp_path / "taesd"), standalone=False) == ("AutoencoderTiny", None)
     vae = build_vae(str(tmp_path / "taesd"))
     assert isinstance(vae, diffusers.AutoencoderTiny) and not vae.training
@@ -60,23 +50,23 @@ def test_taesd_hub_id_offline_is_one_line():
     assert "\n" not in str(err.value) and "hf download madebyollin/taesd" in str(err.value)
 
 
-def test_folders_that_are_not_an_sd1_vae_are_refused(tmp_path):
+def test_folders_that_are_not_an_sd1_vae_are_refused(tmp_path, small_tiny_vae):
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text(json.dumps(
         {"_class_name": "UNet2DConditionModel"}))
     with pytest.raises(ConfigError, match="_class_name is 'UNet2DConditionModel'"):
         build_vae(str(tmp_path / "unet"))
-    save_tiny(tmp_path / "taef1", latent_channels=16)
+    small_tiny_vae(latent_channels=16).save_pretrained(tmp_path / "taef1")
     with pytest.raises(ConfigError, match="16 latent channels is not TAESD for SD 1.x"):
         build_vae(str(tmp_path / "taef1"))
 
 
-def test_taesd_as_the_img2img_pipelines_vae(tmp_path):
+def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
     """diffusers takes AutoencoderTiny as the SD pipeline's VAE (its documented use): gitd's
     scaled latents go in, the pipeline decodes with TAESD."""
     from gitd.stages.generate import generate_candidates
 
-    save_tiny(tmp_path / "taesd")
+    small_tiny_vae().save_pretrained(tmp_path / "taesd")
     vae = build_vae(str(tmp_path / "taesd"))
     pipe = build_img2img("tiny", vae=vae)
     assert pipe.vae is vae and pipe.vae_scale_factor == 8

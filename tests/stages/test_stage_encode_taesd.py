@@ -20,14 +20,6 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 RES = 256
 
 
-def small_tiny(**kw):
-    torch.manual_seed(0)
-    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
-                                     decoder_block_out_channels=(8, 8, 8, 8),
-                                     num_encoder_blocks=(1, 1, 1, 1),
-                                     num_decoder_blocks=(1, 1, 1, 1), **kw).eval()
-
-
 def small_kl():
     torch.manual_seed(0)
     return diffusers.AutoencoderKL(
@@ -46,20 +38,20 @@ def write_images(folder, arrays):
     return recs
 
 
-def test_latent_scale_is_decided_per_class():
+def test_latent_scale_is_decided_per_class(small_tiny_vae):
     assert latent_scale(small_kl()) == pytest.approx(SD_SCALE)
-    assert latent_scale(small_tiny()) == 1.0
+    assert latent_scale(small_tiny_vae()) == 1.0
     # diffusers decodes latents / config.scaling_factor: a TAESD config saying otherwise would
     # decode gitd's latents wrongly, so it is refused rather than followed.
     with pytest.raises(ConfigError, match="already on SD's scaled range"):
-        latent_scale(small_tiny(scaling_factor=SD_SCALE))
+        latent_scale(small_tiny_vae(scaling_factor=SD_SCALE))
     with pytest.raises(ConfigError, match="AutoencoderKL .* or AutoencoderTiny"):
         latent_scale(torch.nn.Linear(2, 2))
 
 
-def test_tiny_latents_are_encoder_output_unscaled_and_kl_latents_scaled_once():
+def test_tiny_latents_are_encoder_output_unscaled_and_kl_latents_scaled_once(small_tiny_vae):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    tiny, kl = small_tiny(), small_kl()
+    tiny, kl = small_tiny_vae(), small_kl()
     with torch.inference_mode():
         assert torch.equal(vae_latents(tiny, x), tiny.encode(x).latents)
         assert torch.allclose(vae_latents(kl, x), kl.encode(x).latent_dist.mean * SD_SCALE)
@@ -67,11 +59,11 @@ def test_tiny_latents_are_encoder_output_unscaled_and_kl_latents_scaled_once():
         vae_latents(tiny, x, sample=True, indices=[0, 1])
 
 
-def test_encode_stage_with_tiny_vae(tmp_path):
+def test_encode_stage_with_tiny_vae(tmp_path, small_tiny_vae):
     rng = np.random.default_rng(0)
     recs = write_images(tmp_path / "img", [(rng.random((40, 48, 3)) * 255).astype("uint8")
                                            for _ in range(5)])
-    vae = small_tiny()
+    vae = small_tiny_vae()
     store = encode_latents(recs, vae, tmp_path / "out", resolution=32, batch_size=2,
                            num_workers=0)
     assert store.latents.shape == (5, *latent_shape(vae, 32)) == (5, 4, 4, 4)
