@@ -124,6 +124,8 @@ def test_vae_settings_are_validated():
         DistillConfig.from_preset("tiny", cluster_space="pixels").validate()
     with pytest.raises(ConfigError, match="vae must be a non-empty string"):
         DistillConfig.from_preset("tiny", vae=" ").validate()
+    with pytest.raises(ConfigError, match="settings of method gitd; method pds"):
+        DistillConfig.from_preset("tiny", method="pds", cluster_vae="x").validate()
     with pytest.raises(ConfigError, match="feature_image_size must be >= 16"):
         DistillConfig.from_preset("tiny", feature_image_size=8).validate()
     cfg = DistillConfig.from_preset("tiny", vae="madebyollin/taesd")

@@ -149,6 +149,10 @@ class DistillConfig:
         for name in ("diffusion_model", "score_model", "captioner"):
             _string(name, getattr(self, name))
         _choice("cluster_space", self.cluster_space, CLUSTER_SPACES)
+        if self.method != "gitd" and (self.vae or self.cluster_vae
+                                      or self.cluster_space != "latents"):
+            raise ConfigError(f"vae, cluster_vae and cluster_space are settings of method gitd; "
+                              f"method {self.method} encodes no latents")
         for name in ("diffusion_revision", "score_revision", "captioner_revision", "work", "vae",
                      "cluster_vae"):
             if getattr(self, name) is not None:
