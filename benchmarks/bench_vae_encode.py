@@ -10,7 +10,9 @@ the encode stage calls per batch) on the same input batch, in one process:
 
 The timed runs are interleaved (taesd then sd-vae, then sd-vae then taesd, ...), so load from
 other processes falls on both, and each repeat gives one ratio; the table shows medians. FLOPs
-per image are counted once with ``torch.utils.flop_counter``. Inputs are a fixed random batch
+per image are counted once with ``torch.utils.flop_counter``. CPU time (``process_time``, all
+threads) is recorded beside wall time: on a machine shared with other jobs it is the steadier
+of the two, since waiting for a core costs wall time only. Inputs are a fixed random batch
 in [-1, 1]: a convolutional encoder's cost does not depend on the pixels.
 
     python benchmarks/bench_vae_encode.py --resolutions 256 512 --repeat 5
@@ -99,31 +101,37 @@ def main(argv: list[str] | None = None) -> int:
             # Counting FLOPs runs the encoder once; it is also the warm-up (allocator, kernels).
             flops[name] = count_flops(lambda: encode(vae, x[:1]))
         times: dict[str, list[float]] = {name: [] for name in encoders}
+        cpu: dict[str, list[float]] = {name: [] for name in encoders}
         for r in range(args.repeat):
             order = list(encoders) if r % 2 == 0 else list(reversed(encoders))
             for name in order:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 encode(encoders[name], x)
                 times[name].append((time.perf_counter() - t0) / args.batch)
+                cpu[name].append((time.process_time() - c0) / args.batch)
             print(f"{res} px repeat {r + 1}: " + ", ".join(
-                f"{n} {times[n][-1]:.3f} s/image" for n in encoders), file=sys.stderr, flush=True)
+                f"{n} {times[n][-1]:.3f} s/image ({cpu[n][-1]:.3f} CPU s)" for n in encoders),
+                file=sys.stderr, flush=True)
         ratios = [sd / tiny for sd, tiny in zip(times["sd-vae"], times["taesd"])]
+        cpu_ratio = statistics.median(cpu["sd-vae"]) / statistics.median(cpu["taesd"])
         for name in encoders:
             med = statistics.median(times[name])
             results.append({"resolution": res, "encoder": name, "params": params[name],
                             "gflop_per_image": flops[name] / 1e9, "seconds_per_image": times[name],
-                            "median_s": med, "images_per_s": 1 / med})
+                            "cpu_seconds_per_image": cpu[name], "median_s": med,
+                            "median_cpu_s": statistics.median(cpu[name]), "images_per_s": 1 / med})
             rows.append([res, name, f"{params[name] / 1e6:.2f}M", fmt(flops[name] / 1e9, ".0f"),
                          args.repeat, fmt(med, ".3f"),
                          f"{min(times[name]):.3f}-{max(times[name]):.3f}", fmt(1 / med, ".2f"),
+                         fmt(statistics.median(cpu[name]), ".3f"),
                          "-" if name == "taesd" else
                          f"**{statistics.median(ratios):.1f}x** "
-                         f"({min(ratios):.1f}-{max(ratios):.1f}; FLOPs "
-                         f"{flops['sd-vae'] / flops['taesd']:.1f}x)"])
+                         f"({min(ratios):.1f}-{max(ratios):.1f}); CPU time {cpu_ratio:.1f}x; "
+                         f"FLOPs {flops['sd-vae'] / flops['taesd']:.1f}x"])
     load_after = os.getloadavg()
     print(table(["px", "encoder", "encoder params", "GFLOP/image", "runs", "median s/image",
-                 "range s/image", "images/s", "TAESD speed-up (median of per-repeat ratios)"],
-                rows))
+                 "range s/image", "images/s", "median CPU s/image",
+                 "TAESD speed-up: wall (median of per-repeat ratios, range); CPU; FLOPs"], rows))
     print()
     print(f"machine: {machine()}; device {device}, {args.dtype}, {args.threads} torch threads, "
           f"batch {args.batch}; TAESD weights: {taesd_source}; load average (1/5/15 min) "
