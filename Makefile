@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch and torchvision are installed first and pinned: an unpinned torch pulls a CUDA build of
 # several GB, and timm needs a torchvision that imports beside the chosen torch. Override on a
-# machine of your own, e.g. `make TORCH="torch==2.5.1 torchvision==0.20.1" demo`.
+# machine of your own, e.g. `make TORCH="torch==2.5.1 torchvision==0.20.1" demo`; with a torch
+# already installed, `make install VENV_FLAGS=--system-site-packages TORCH=` uses it (README).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+VENV_FLAGS ?=
 DEMO ?= demo
 PAIRS ?= 8
 
@@ -15,9 +17,9 @@ PAIRS ?= 8
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
+	$(if $(strip $(TORCH)),$(BIN)/python -m pip install -q $(TORCH))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 

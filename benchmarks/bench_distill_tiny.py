@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data.shapes import make_shapes
 from gitd.log import setup_logging
 from gitd.methods import distill
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"out-{threads}-{batch}-{r}"
                 t0 = time.perf_counter()
                 distill(data / "train.json", out,
-                        DistillConfig.from_preset(args.preset, pairs=args.pairs,
+                        make_config(args.preset, pairs=args.pairs,
                                                   seed=args.seed, device=args.device, **extra))
                 total = time.perf_counter() - t0
                 timings = json.loads((out / "manifest.json").read_text())["timings"]

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, table  # noqa: E402
 
-from gitd.config import DistillConfig  # noqa: E402
+from gitd.config import make_config  # noqa: E402
 from gitd.log import setup_logging  # noqa: E402
 from gitd.models import build_captioner, build_img2img, build_score_model, build_vae  # noqa: E402
 from gitd.stages.caption import caption_images  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     overrides = {"num_inference_steps": args.steps} if args.steps else {}
-    cfg = DistillConfig.from_preset(args.preset, **overrides)
+    cfg = make_config(args.preset, **overrides)
     res = cfg.resolution
 
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ SELECT = {"random": {}, "herding": {}, "kcenter": {}, "pds-select": {"method": "
 
 def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
     """Write the training set of ``method`` with ``k`` pairs to ``out``; False if unavailable."""
-    from gitd.config import DistillConfig
+    from gitd.config import make_config
     from gitd.methods import distill
     from gitd.methods.coreset import select_coreset
 
@@ -61,8 +61,8 @@ def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
             kw["vae"] = str(args.taesd)
         if kw.get("cluster_space") == "features":
             kw["feature_image_size"] = args.image_size  # herding's and k-center's features
-        distill(data, out, DistillConfig.from_preset("tiny", pairs=k, seed=0, device="cpu",
-                                                     diffusion=False, captioner_on=False, **kw))
+        distill(data, out, make_config("tiny", pairs=k, seed=0, device="cpu",
+                                       diffusion=False, captioner_on=False, **kw))
     else:
         raise SystemExit(f"unknown method {method}")
     return True

@@ -1,4 +1,4 @@
-"""Suite-wide settings.
+"""Suite-wide settings and the small image-caption sets several test folders share.
 
 One intra-op thread: the tests' models are tiny, so a second thread buys nothing, and when the
 machine is busy OpenMP's spin-waiting threads make small ops up to 50x slower (measured: a tiny
@@ -6,6 +6,7 @@ BLIP caption call took 18 s with 2 threads under load, 0.3 s with 1). Subprocess
 environment variables. The hub is never contacted from tests.
 """
 
+import json
 import os
 
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -17,8 +18,121 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30), "black": (10, 10, 10), "white": (245, 245, 245),
+           "purple": (140, 30, 160), "orange": (240, 140, 20)}
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory):
+    from gitd.evaluation.tiny import write_tiny_text_model
+    return str(write_tiny_text_model(tmp_path_factory.mktemp("tiny-text")))
+
+
+def write_set(folder, names, *, captions_per_image=1, size=40, file="set.json", prefix=""):
+    """A BLIP JSON set of flat-colour images with one caption list per image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "images").mkdir(exist_ok=True)
+    rows = []
+    rng = np.random.default_rng(len(names))
+    for i, name in enumerate(names):
+        arr = np.zeros((size, size, 3), np.uint8) + np.array(COLOURS[name], np.uint8)
+        arr[: size // 2, : size // 2] = rng.integers(0, 255, 3)  # some texture
+        path = f"images/{prefix}{i:03d}-{name}.png"
+        Image.fromarray(arr).save(folder / path)
+        caps = [f"a {name} picture number {j}" for j in range(captions_per_image)]
+        rows.append({"image": path, "caption": caps})
+    (folder / file).write_text(json.dumps(rows))
+    return folder / file
+
+
+@pytest.fixture
+def set_writer():
+    """``write_set`` for tests that build their own sets (a fixture, because ``import conftest``
+    is ambiguous when several test folders have one)."""
+    return write_set
+
+
+@pytest.fixture
+def tiny_sets(tmp_path):
+    names = list(COLOURS)
+    train = write_set(tmp_path / "data", names, file="train.json", prefix="tr")
+    test = write_set(tmp_path / "data", names[:6], captions_per_image=2, file="test.json",
+                     prefix="te")
+    return train, test
+
+
+class FieldLoaders:
+    """The access pattern of the training dataset classes of BLIP, LoRS, MTT-VL and EDGE
+    (``flickr30k_train`` / ``coco_train``), re-implemented here, not copied: they read
+    ``ann_root/<file>`` with ``json.load``, number the distinct ``ann['image_id']`` values in
+    first-appearance order, and per row open ``os.path.join(image_root, ann['image'])`` with PIL
+    and lower-case / strip / truncate ``ann['caption']`` as a string."""
+
+    # (ann_root, image_root) relative to an export folder, and the file each loader opens.
+    LAYOUTS = {
+        "blip": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "lors": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "mtt-vl": ("flickr30k_train.json", "coco_karpathy_train.json"),
+        "edge": ("flickr30k_train.json", "coco_train.json"),
+    }
+
+    @staticmethod
+    def pre_caption(caption, max_words=30):
+        # the strictest variant in use: ALBEF-style code raises on text left empty
+        import re
+        caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
+        caption = re.sub(r"\s{2,}", " ", caption).rstrip("\n").strip(" ")
+        caption = " ".join(caption.split(" ")[:max_words])
+        if not caption:
+            raise ValueError("pre_caption yields invalid text")
+        return caption
+
+    def train_items(self, ann_file, image_root):
+        """[(image path, caption, image index)] exactly as the loaders' __getitem__ yields them
+        (the image decoded to RGB)."""
+        import json as _json
+        import os as _os
+
+        from PIL import Image as _Image
+
+        with open(ann_file) as f:
+            annotation = _json.load(f)
+        img_ids = {}
+        for ann in annotation:
+            if ann["image_id"] not in img_ids:
+                img_ids[ann["image_id"]] = len(img_ids)
+        items = []
+        for ann in annotation:
+            path = _os.path.join(image_root, ann["image"])
+            _Image.open(path).convert("RGB")
+            items.append((path, self.pre_caption(ann["caption"]), img_ids[ann["image_id"]]))
+        return items
+
+    def check_output(self, out):
+        """An OUT folder read as a training set (ann file OUT/annotations.json, image root OUT):
+        one item per caption, one image index per image, paths inside OUT."""
+        import json as _json
+        out = Path(out)
+        items = self.train_items(out / "annotations.json", str(out))
+        rows = _json.loads((out / "annotations.json").read_text())
+        assert all(isinstance(r["caption"], str) and type(r["image_id"]) is int for r in rows)
+        manifest = _json.loads((out / "manifest.json").read_text())
+        assert {p for p, _, _ in items} == {str(out / i["image"]) for i in manifest["items"]}
+        assert len({i for _, _, i in items}) == len(manifest["items"])
+        return items
+
+
+@pytest.fixture(scope="session")
+def field_loaders() -> FieldLoaders:
+    return FieldLoaders()
+
 
 TAESD_ENV = "GITD_TAESD"
 

@@ -1,4 +1,4 @@
-"""DistillConfig: presets, overrides, validation, YAML/JSON files and precedence."""
+"""Distillation settings from presets, config files and flags: precedence, validation, files."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from gitd.config import (FIELD_NAMES, PRESETS, DistillConfig, load_config, make_config,
-                         save_config)
+from gitd.config import distill_fields, load_config, make_config, save_config
 from gitd.errors import ConfigError
+from gitd.registry import get_method
 
 
 def test_paper_preset_matches_the_published_setting():
-    c = DistillConfig.from_preset("paper").validate()
+    c = make_config("paper").validate()
     assert c.diffusion_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert c.score_model == "openai/clip-vit-base-patch32"
     assert c.captioner == "Salesforce/blip2-opt-6.7b-coco"
@@ -24,22 +24,23 @@ def test_paper_preset_matches_the_published_setting():
 
 
 def test_every_preset_validates_and_tiny_is_offline():
-    for name in PRESETS:
-        assert DistillConfig.from_preset(name).validate().preset == name
-    tiny = DistillConfig.from_preset("tiny")
+    for method in ("gitd", "pds"):
+        for name in get_method(method).presets:
+            assert make_config(name, method=method).validate().preset == name
+    tiny = make_config("tiny")
     assert tiny.resolution == 64 and tiny.num_inference_steps <= 10
     assert all(m.startswith("tiny") for m in (tiny.diffusion_model, tiny.score_model,
                                              tiny.captioner))
-    assert DistillConfig.from_preset("fast").captioner == "Salesforce/blip-image-captioning-base"
+    assert make_config("fast").captioner == "Salesforce/blip-image-captioning-base"
 
 
 def test_overrides_and_unknown_names():
-    c = DistillConfig.from_preset("tiny", pairs=7, num_candidates=1, score=False)
+    c = make_config("tiny", pairs=7, num_candidates=1, score=False)
     assert (c.pairs, c.num_candidates, c.score, c.preset) == (7, 1, False, "tiny")
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
-        DistillConfig.from_preset("huge")
+        make_config("huge")
     with pytest.raises(ConfigError, match="num_candidate") as err:
-        DistillConfig.from_preset("tiny", num_candidate=2)
+        make_config("tiny", num_candidate=2)
     assert "num_candidates" in str(err.value)  # the known names are listed
 
 
@@ -58,14 +59,13 @@ def test_overrides_and_unknown_names():
     ("resolution", 100, "multiple of 8"),
     ("prompt", "shortest", "prompt must be one of"),
     ("dtype", "int8", "dtype"),
-    ("method", "magic", "method"),
     ("score", "yes", "score must be true or false"),
     ("diffusion_model", "", "diffusion_model"),
     ("clara_samples", 0, "clara_samples"),
     ("seed", -1, "seed"),
 ])
 def test_validate_names_the_bad_field(field, value, needle):
-    cfg = DistillConfig.from_preset("tiny", **{field: value})  # constructing never fails
+    cfg = make_config("tiny", **{field: value})  # constructing never fails
     with pytest.raises(ConfigError) as err:
         cfg.validate()
     assert needle in str(err.value) and "\n" not in str(err.value)
@@ -73,7 +73,7 @@ def test_validate_names_the_bad_field(field, value, needle):
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_round_trip(tmp_path, suffix):
-    cfg = DistillConfig.from_preset("fast", pairs=13, clara_sample_size=200, work="w")
+    cfg = make_config("fast", pairs=13, clara_sample_size=200, work="w")
     path = tmp_path / f"cfg{suffix}"
     save_config(cfg, path)
     assert load_config(path) == cfg
@@ -109,29 +109,58 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "empty.yaml").write_text("")
-    assert load_config(tmp_path / "empty.yaml") == DistillConfig.from_preset("paper")
+    assert load_config(tmp_path / "empty.yaml") == make_config("paper")
 
 
 def test_field_names_are_cli_friendly():
-    assert all(n.isidentifier() and n == n.lower() for n in FIELD_NAMES)
+    names = distill_fields()
+    assert all(n.isidentifier() and n == n.lower() for n in names)
     assert {"num_candidates", "num_captions", "generate_batch_size", "caption_batch_size",
             "encode_batch_size", "encode_workers", "clara_samples", "clara_sample_size",
-            "sample_latents", "negative_prompt", "max_new_tokens"} <= set(FIELD_NAMES)
+            "sample_latents", "negative_prompt", "max_new_tokens"} <= set(names)
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown distill method 'magic'; known: gitd, pds"):
+        make_config("tiny", method="magic")
+
+
+def test_settings_of_another_method():
+    # A flag of another method is an error; a file key of another method (files written before
+    # each method had its own settings carry all of them) is ignored.
+    with pytest.raises(ConfigError, match="noise_level: not a setting of method gitd"):
+        make_config("tiny", noise_level=3)
+
+
+def test_old_flat_config_file_with_every_methods_fields_loads(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"method": "pds", "preset": "tiny", "pairs": 4, "strength": 0.5,
+                                "cluster": True, "noise_level": 3}))
+    c = load_config(path)
+    assert (c.method, c.pairs, c.noise_level) == ("pds", 4, 3)
+    assert not hasattr(c, "strength")
+
+
+def test_method_settings_are_frozen():
+    c = make_config("tiny")
+    with pytest.raises(AttributeError):
+        c.pairs = 3
+    assert c.replace(pairs=3).pairs == 3
 
 
 def test_vae_settings_are_validated():
-    with pytest.raises(ConfigError, match="cluster_space must be one of latents, features"):
-        DistillConfig.from_preset("tiny", cluster_space="pixels").validate()
-    with pytest.raises(ConfigError, match="vae must be a non-empty string"):
-        DistillConfig.from_preset("tiny", vae=" ").validate()
-    with pytest.raises(ConfigError, match="settings of method gitd; method pds"):
-        DistillConfig.from_preset("tiny", method="pds", cluster_vae="x").validate()
-    with pytest.raises(ConfigError, match="feature_image_size must be >= 16"):
-        DistillConfig.from_preset("tiny", feature_image_size=8).validate()
-    cfg = DistillConfig.from_preset("tiny", vae="madebyollin/taesd")
-    assert cfg.vae_source("generate") == ("madebyollin/taesd", None, True)
-    assert cfg.vae_source("cluster") == ("madebyollin/taesd", None, True)
-    assert DistillConfig.from_preset("tiny").vae_source("cluster") == ("tiny-sd", None, False)
-    split = DistillConfig.from_preset("paper", diffusion_revision="r1", cluster_vae="/m/taesd")
-    assert split.vae_source("generate") == (split.diffusion_model, "r1", False)
-    assert split.vae_source("cluster") == ("/m/taesd", None, True)
+    with pytest.raises(ConfigError, match="cluster_space must be one of"):
+        make_config("tiny", cluster_space="pixels").validate()
+    with pytest.raises(ConfigError, match="vae "):
+        make_config("tiny", vae=" ").validate()
+    with pytest.raises(ConfigError, match="cluster_vae: not a setting of method pds"):
+        make_config("tiny", method="pds", cluster_vae="x")
+    with pytest.raises(ConfigError, match="feature_image_size "):
+        make_config("tiny", feature_image_size=8).validate()
+    cfg = make_config("tiny", vae="madebyollin/taesd")
+    assert cfg.vae_source("generate") == ("madebyollin/taesd", None, {"standalone": True})
+    assert cfg.vae_source("cluster") == ("madebyollin/taesd", None, {"standalone": True})
+    assert make_config("tiny").vae_source("cluster") == ("tiny-sd", None, {})
+    split = make_config("paper", diffusion_revision="r1", cluster_vae="/m/taesd")
+    assert split.vae_source("generate") == (split.diffusion_model, "r1", {})
+    assert split.vae_source("cluster") == ("/m/taesd", None, {"standalone": True})

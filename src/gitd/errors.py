@@ -7,6 +7,9 @@ ordinary exceptions so they do show a traceback.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
+
 
 class GitdError(Exception):
     """An error caused by input or environment, reported to the user as one line."""
@@ -31,25 +34,45 @@ class ModelUnavailableError(GitdError):
     """A named model is neither on disk nor reachable."""
 
 
-def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+_ADVICE = {
+    _errno.ENOSPC: "the disk is full: free some space",
+    _errno.EDQUOT: "the disk quota is exhausted: free some space",
+    _errno.EROFS: "the file system is read-only: choose a writable folder",
+    _errno.EACCES: "permission denied: choose a folder you can write to",
+    _errno.EPERM: "operation not permitted: choose a folder you can write to",
+}
+
+
+def environment_error(path, exc: OSError, *, action: str = "write") -> GitdError:
+    """One line for an operating-system failure (full disk, read-only or forbidden folder, ...)
+    naming the path; finished units are on disk already, so the same command resumes."""
+    where = exc.filename if exc.filename is not None else path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = _ADVICE.get(exc.errno)
+    tail = f"; {advice}" if advice else ""
+    return GitdError(f"{os.fsdecode(where) if isinstance(where, bytes) else where}: cannot "
+                     f"{action} ({reason}){tail}; finished work is kept, re-run the same command "
+                     "to resume")
+
+
+# Seeds feed numpy and torch generators, which take at most 32 (numpy) or 64 bits.
+MAX_SEED = 2**32 - 1
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
     """Validate an integer setting where work starts (scikit-learn style), naming the bad value."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {short_value(value)}")
     if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {short_value(value)}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {short_value(value)}")
     return value
 
 
-def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0,
-                   low_inclusive: bool = True, high_inclusive: bool = True) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    ok_low = v >= low if low_inclusive else v > low
-    ok_high = v <= high if high_inclusive else v < high
-    if not (ok_low and ok_high):
-        lb = "[" if low_inclusive else "("
-        hb = "]" if high_inclusive else ")"
-        raise ConfigError(f"{name} must be in {lb}{low}, {high}{hb}, got {value!r}")
-    return v
+def short_value(value) -> str:
+    """A value for a one-line message (a 5000-digit number is not one line)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \
+        f"a {len(str(abs(value))) if abs(value) < 10**4000 else 'huge'}-digit number"
+    return text if len(text) <= 60 else text[:57] + "..."
+

@@ -1,14 +1,20 @@
-"""Logging and progress bars.
+"""Logging and progress.
 
-Logs and progress go to stderr; results go to stdout. ``set_quiet(True)`` (the CLI's ``--quiet``)
-silences progress bars and info logs, leaving warnings and errors.
+Logs and progress go to stderr; results go to stdout. ``setup_logging(quiet=True)`` (the CLI's
+``--quiet``) silences progress and info logs, leaving warnings and errors.
+
+``progress`` draws a tqdm bar when stderr is a terminal. When it is not (a log file, CI, a pipe),
+carriage-return bars would pile up as one endless line, so it writes a plain log line instead,
+at most every ``GITD_PROGRESS_SECONDS`` seconds (default 10): done/total, percent, rate, ETA.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Iterable, Iterator, TypeVar
+import time
+from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -54,8 +60,119 @@ def is_quiet() -> bool:
     return _quiet
 
 
+DEFAULT_LOG_SECONDS = 10.0
+
+
+def _log_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("GITD_PROGRESS_SECONDS", DEFAULT_LOG_SECONDS)))
+    except ValueError:
+        return DEFAULT_LOG_SECONDS
+
+
+def _short(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class LogProgress:
+    """Progress as log lines (stderr not a terminal): the subset of tqdm's interface gitd uses
+    (iteration, ``update``, ``set_postfix``, ``close``, ``with``)."""
+
+    def __init__(self, iterable: Iterable[T] | None = None, *, desc: str = "",
+                 total: int | None = None, unit: str = "it", interval: float | None = None,
+                 clock=time.monotonic):
+        self.iterable = iterable
+        self.desc = desc
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.total = total
+        self.unit = unit
+        self.interval = _log_seconds() if interval is None else interval
+        self.clock = clock
+        self.n = 0
+        self.postfix = ""
+        self.start = self.last = clock()
+        self.lines = 0
+        self.shown = -1  # self.n when the last line was written
+        self.closed = False
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self.iterable if self.iterable is not None else ():
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True,
+                    **kwargs: Any) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{k} {v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._emit(now)
+
+    def line(self, now: float | None = None) -> str:
+        now = self.clock() if now is None else now
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.n / elapsed
+        head = f"{self.desc}: " if self.desc else ""
+        if self.total:
+            done = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+        else:
+            done = f"{self.n} {self.unit}"
+        text = f"{head}{done}, {rate:.3g} {self.unit}/s, {_short(elapsed)} elapsed"
+        if self.total and 0 < self.n < self.total and rate > 0:
+            text += f", ~{_short((self.total - self.n) / rate)} left"
+        return text + (f" [{self.postfix}]" if self.postfix else "")
+
+    def _emit(self, now: float) -> None:
+        self.lines += 1
+        self.shown = self.n
+        logger.info("%s", self.line(now))
+
+    def close(self) -> None:
+        # A run that logged progress also logs where it ended (unless its last line said so);
+        # a short one stays silent.
+        if not self.closed and self.lines and self.shown != self.n:
+            self._emit(self.clock())
+        self.closed = True
+
+
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
-             unit: str = "it", leave: bool = False) -> Iterator[T] | tqdm:
-    """A tqdm bar on stderr, hidden when quiet (or when stderr is not a terminal and short)."""
+             unit: str = "it", leave: bool = False) -> Iterator[T] | tqdm | LogProgress:
+    """Progress on stderr: a tqdm bar on a terminal, periodic log lines elsewhere; nothing when
+    quiet."""
+    stream = sys.stderr
+    terminal = hasattr(stream, "isatty") and stream.isatty()
+    # A notebook's stderr is no terminal, but tqdm.auto draws a widget there.
+    if not _quiet and not terminal and "ipykernel" not in sys.modules:
+        return LogProgress(iterable, desc=desc, total=total, unit=unit)
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
-                disable=_quiet, file=sys.stderr, dynamic_ncols=True)
+                disable=_quiet, file=stream, dynamic_ncols=True)
+
+
+def close_bars() -> None:
+    """Close every terminal progress bar still open (a run stopped by an error or Ctrl-C), so
+    the line that says why starts on a clean line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the interrupt: nothing left to clean
+            pass

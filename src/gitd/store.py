@@ -13,14 +13,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from gitd.errors import GitdError
+from gitd.errors import GitdError, environment_error
 from gitd.log import get_logger
 
 log = get_logger("store")
@@ -48,6 +49,12 @@ def fingerprint(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed for one unit of work, independent of which other units run beside it."""
+    blob = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
 def file_fingerprint(path: str | Path, length: int = 16) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -57,8 +64,9 @@ def file_fingerprint(path: str | Path, length: int = 16) -> str:
 
 
 def _disk_error(path: Path, exc: OSError) -> GitdError:
-    return GitdError(f"{path}: cannot write ({exc.strerror or exc}); finished work is kept, "
-                     "free some space and re-run the same command to resume")
+    # The target, not the temporary file the error may name.
+    exc.filename = None
+    return environment_error(path, exc)
 
 
 def _umask() -> int:
@@ -70,10 +78,62 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
+# Temporary files of atomic writes: ``.NAME.PID-RANDOM.tmp`` beside their target. The pid lets a
+# later run remove the leftovers of a killed one (``stale_temp_files``) and only those.
+_TMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def stale_temp_files(folder: str | Path) -> list[Path]:
+    """gitd's own temporary files under ``folder`` whose writer is no longer running (left by a
+    SIGKILL between creating and renaming them)."""
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            m = _TMP_RE.match(name)
+            if m and not _pid_alive(int(m.group(1))):
+                found.append(Path(root) / name)
+    return found
+
+
+def remove_stale_temp_files(folder: str | Path) -> int:
+    """Delete ``stale_temp_files(folder)``; returns how many went."""
+    if not Path(folder).is_dir():
+        return 0
+    gone = 0
+    for path in stale_temp_files(folder):
+        try:
+            path.unlink()
+            gone += 1
+        except OSError:
+            pass
+    if gone:
+        log.info("removed %d temporary file(s) left in %s by an interrupted run", gone, folder)
+    return gone
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -96,7 +156,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    # A lone surrogate from a JSON escape in the input is written back as that escape.
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -113,8 +174,11 @@ def atomic_save_image(path: str | Path, image) -> None:
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=temp_prefix(dst), suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(dst, exc) from exc
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
@@ -137,12 +201,30 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
+class Damaged(Exception):
+    """A cached file that exists but cannot be used: unreadable, incomplete or inconsistent.
+    Never shown to the user: the stage or unit is recomputed instead (``Stage.cached``,
+    ``run_units``)."""
+
+
+# What loading a damaged cache raises: JSON, numpy and PIL errors, missing keys and files.
+_DAMAGE = (Damaged, GitdError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+           EOFError)
+
+
+def require(condition: Any, problem: str) -> None:
+    """Raise ``Damaged(problem)`` unless ``condition``: one-line validation of cached files."""
+    if not condition:
+        raise Damaged(problem)
+
+
 class Stage:
     """A cached stage folder ``WORK/<name>-<fingerprint>/``.
 
     ``settings`` must hold every setting and upstream fingerprint the stage's output depends on.
-    ``done`` marks a stage finished as a whole; per-unit resume is up to the stage (it writes
-    each unit atomically into ``path`` and skips units already there).
+    ``done`` marks a stage finished as a whole; ``cached(load, compute)`` returns a finished
+    stage's result and recomputes one whose files fail to load. Per-unit stages write each unit
+    atomically into ``path`` through ``run_units``, which recomputes damaged units only.
     """
 
     def __init__(self, work: str | Path, name: str, settings: dict[str, Any]):
@@ -153,20 +235,55 @@ class Stage:
         self.path = self.work / f"{name}-{self.key}"
 
     @classmethod
-    def open(cls, work: str | Path, name: str, settings: dict[str, Any]) -> "Stage":
+    def open(cls, work: str | Path, name: str, settings: dict[str, Any], *,
+             prepare: Callable[[], Any] | None = None) -> "Stage":
+        """The stage's folder, created (with its ``settings.json``) if new. ``prepare`` (the
+        models the stage needs) runs first unless the stage is done, so a model that cannot
+        be had fails before anything is created on disk."""
         stage = cls(work, name, settings)
+        if prepare is not None and not stage.done:
+            prepare()
         pointer = stage.work / f"{name}.current"
-        previous = pointer.read_text().strip() if pointer.exists() else None
+        try:
+            previous = pointer.read_text(encoding="utf-8").strip() if pointer.exists() else None
+        except (OSError, ValueError):
+            previous = None  # a damaged pointer only loses the log line below
         if previous and previous != stage.key:
             old = read_json(stage.work / f"{name}-{previous}" / "settings.json", {}) or {}
+            old = old if isinstance(old, dict) else {}
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             log.info("%s: settings changed (%s), recomputing this stage and those after it",
                      name, ", ".join(changed) or "upstream")
-        stage.path.mkdir(parents=True, exist_ok=True)
-        if not (stage.path / "settings.json").exists():
+        try:
+            stage.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise environment_error(stage.path, exc, action="create the stage folder") from None
+        if not isinstance(read_json(stage.path / "settings.json"), dict):
             atomic_write_json(stage.path / "settings.json", settings)
         atomic_write_text(pointer, stage.key + "\n")
         return stage
+
+    def cached(self, load: Callable[[], Any], compute: Callable[[], Any]) -> Any:
+        """The stage's result. A finished stage (``DONE``) gives ``load()``; one whose files
+        fail to load (missing, truncated, inconsistent: ``load`` raises) is recomputed from its
+        inputs with a warning, as is an unfinished one: ``compute()`` writes the files (resuming
+        what it can), then ``load()`` reads them back and the stage is marked done."""
+        if self.done:
+            try:
+                value = load()
+            except _DAMAGE as exc:
+                log.warning("%s: the cached stage in %s is damaged (%s); recomputing it from its "
+                            "inputs", self.name, self.path, _oneline(exc))
+                (self.path / "DONE").unlink(missing_ok=True)
+            else:
+                log.info("%s: cached (%s)", self.name, self.path.name)
+                return value
+        clock = StageTimer(self)
+        compute()
+        value = load()  # what compute just wrote must load; if not, that is a bug: raise
+        clock.save()
+        self.mark_done({"seconds": round(clock.total(), 3)})
+        return value
 
     @property
     def done(self) -> bool:
@@ -201,46 +318,178 @@ def unit_path(stage: Stage, j: int, suffix: str = ".json") -> Path:
     return stage.path / f"{j:04d}{suffix}"
 
 
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def unit_json(stage: Stage, j: int, *keys: str) -> dict[str, Any]:
+    """Unit ``j``'s ``.json`` as a dict holding ``keys``, or ``Damaged`` saying what is wrong."""
+    path = unit_path(stage, j)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except ValueError as exc:
+        raise Damaged(f"{path.name} is not valid JSON ({_oneline(exc)})") from None
+    require(isinstance(data, dict), f"{path.name} is not a JSON object")
+    missing = [k for k in keys if k not in data]
+    require(not missing, f"{path.name} has no {', '.join(repr(k) for k in missing)}")
+    return data
+
+
 def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], list],
-              write: Callable[[int, Any], None], *, noun: str = "unit",
-              on_written: Callable[[int], None] | None = None) -> int:
-    """Finish units ``0..n-1`` of ``stage`` in fixed chunks of ``batch_size``; returns how many
-    were computed now.
+              write: Callable[[int, Any], None], load: Callable[[int], Any], *,
+              noun: str = "unit", on_written: Callable[[int], None] | None = None) -> list:
+    """Finish units ``0..n-1`` of ``stage`` in fixed chunks of ``batch_size``; returns
+    ``load(j)`` for every unit.
 
     ``compute(chunk)`` returns one result per index of the chunk; ``write(j, result)`` writes
-    unit ``j`` atomically, its ``.json`` last. A chunk whose units all exist is skipped. A partly
-    finished chunk (a crash between two writes) is computed again whole, because batch
-    composition can change the low-order bits of model outputs: the same chunk gives the same
-    numbers as an uninterrupted run, and only its missing units are written.
+    unit ``j`` atomically, its ``.json`` last; ``load(j)`` reads a unit back and validates it
+    (``unit_json``, ``require``, ``gitd.stages.unit_image``). A unit is finished when its ``.json`` exists
+    and it loads; one that exists but fails to load (a deleted or truncated image, an emptied
+    JSON) is computed again, with a warning naming it, and finished units are kept. A chunk
+    whose units are all finished is skipped. A partly finished chunk is computed again whole,
+    because batch composition can change the low-order bits of model outputs: the same chunk
+    gives the same numbers as an uninterrupted run, and only its missing units are written.
     """
     from gitd.log import progress
 
+    loaded: dict[int, Any] = {}
+
     def done(j: int) -> bool:
-        return unit_path(stage, j).exists()
+        if j in loaded:
+            return True
+        if not unit_path(stage, j).exists():
+            return False
+        try:
+            loaded[j] = load(j)
+        except _DAMAGE as exc:
+            log.warning("%s: %s %d in %s is damaged (%s); computing it again", stage.name, noun,
+                        j, stage.path, _oneline(exc))
+            unit_path(stage, j).unlink(missing_ok=True)  # gitd's own; the .json marks done
+            return False
+        return True
 
     chunks = [range(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
     todo = [ch for ch in chunks if not all(done(j) for j in ch)]
     finished = sum(done(j) for j in range(n))
     if finished:
         log.info("%s: %d of %d %ss already done, not redone", stage.name, finished, n, noun)
-    written = 0
-    if not todo:
-        return written
-    bar = progress(total=sum(not done(j) for ch in todo for j in ch), desc=stage.name, unit=noun)
-    try:
-        for ch in todo:
-            missing = [j for j in ch if not done(j)]
-            if len(missing) < len(ch):
-                log.info("%s: batch %d-%d partly done; computing it whole so that %s %s match "
-                         "an uninterrupted run", stage.name, ch[0], ch[-1], noun, missing)
-            for j, result in zip(ch, compute(ch)):
-                if done(j):
-                    continue
-                write(j, result)
-                written += 1
-                bar.update(1)
-                if on_written:
-                    on_written(j)
-    finally:
-        bar.close()
-    return written
+    if todo:
+        bar = progress(total=sum(not done(j) for ch in todo for j in ch), desc=stage.name,
+                       unit=noun)
+        try:
+            for ch in todo:
+                missing = [j for j in ch if not done(j)]
+                if len(missing) < len(ch):
+                    log.info("%s: batch %d-%d partly done; computing it whole so that %s %s "
+                             "match an uninterrupted run", stage.name, ch[0], ch[-1], noun,
+                             missing)
+                for j, result in zip(ch, compute(ch)):
+                    if done(j):
+                        continue
+                    write(j, result)
+                    loaded[j] = load(j)  # what was just written must load; if not, raise
+                    bar.update(1)
+                    if on_written:
+                        on_written(j)
+        finally:
+            bar.close()
+    return [loaded[j] for j in range(n)]
+
+
+# -- stages of a run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a method's plan: its frozen settings object and the stage it reads from
+    (``"data"`` for the dataset itself)."""
+
+    settings: Any
+    upstream: str = "data"
+
+
+def stage_payload(settings: Any, upstream_key: str) -> dict[str, Any]:
+    """What a stage's key hashes: every field of its settings (``gitd.settings.key_dict``: all
+    but those declared ``affects_results=False``) and the key of the stage before it."""
+    from gitd.settings import key_dict
+
+    return {**key_dict(settings), "upstream": upstream_key}
+
+
+def plan_keys(plan: dict[str, StagePlan], data_key: str) -> dict[str, str]:
+    """The key of every planned stage, without running anything."""
+    keys = {"data": data_key}
+    for name, step in plan.items():
+        keys[name] = fingerprint(stage_payload(step.settings, keys[step.upstream]))
+    del keys["data"]
+    return keys
+
+
+class StageRunner:
+    """Runs the stages of one method run in a work folder, the same way for every stage of
+    every method: open the fingerprinted folder, skip what is done, recompute what is damaged,
+    time it (across resumed runs), resume per unit, mark it done, and record its key and
+    seconds for the manifest."""
+
+    def __init__(self, work: str | Path, plan: dict[str, StagePlan], data_key: str, *,
+                 on_unit: Callable[[str, int], None] | None = None):
+        self.work = Path(work)
+        self.plan = plan
+        self.keys: dict[str, str] = {"data": data_key}
+        self.timings: dict[str, float] = {}
+        self.on_unit = on_unit
+
+    @property
+    def stage_keys(self) -> dict[str, str]:
+        """Keys of the stages opened so far (the manifest's ``stages``)."""
+        return {k: v for k, v in self.keys.items() if k != "data"}
+
+    def open(self, name: str, prepare: Callable[[], Any] | None = None) -> Stage:
+        """The stage's folder (``Stage.open``; ``prepare`` builds its models first)."""
+        step = self.plan[name]
+        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]),
+                           prepare=prepare)
+        self.keys[name] = stage.key
+        return stage
+
+    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any], *,
+              prepare: Callable[[], Any] | None = None):
+        """A stage computed in one piece; returns ``load(stage)`` (``Stage.cached``: a done
+        stage whose files fail to load is recomputed). ``compute(stage)`` writes its files into
+        ``stage.path`` (atomically, resuming itself where it can); ``load`` validates them
+        (``require``). ``prepare()`` (building the models it needs) runs before anything is
+        created on disk, unless the stage is done."""
+        stage = self.open(name, prepare)
+        value = stage.cached(lambda: load(stage), lambda: compute(stage))
+        self.timings[name] = float(stage.summary().get("seconds", 0.0))
+        return value
+
+    def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
+              write: Callable[[Stage, int, Any], None], load: Callable[[Stage, int], Any], *,
+              noun: str = "unit", before: Callable[[], None] | None = None,
+              prepare: Callable[[], Any] | None = None) -> list:
+        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``);
+        returns ``load(stage, j)`` for every unit. ``compute(chunk)`` returns one result per
+        index, ``write(stage, j, result)`` writes unit ``j`` (its ``.json`` last), ``load``
+        reads one back and validates it (a unit that fails to load is computed again).
+        ``before()`` runs first when some unit is still missing (a check that must fail before
+        any work); ``prepare()`` as for ``whole``."""
+        stage = self.open(name, prepare)
+        clock = StageTimer(stage)
+
+        def written(j: int) -> None:
+            clock.save()
+            if self.on_unit:
+                self.on_unit(name, j)
+
+        if before is not None and not all(unit_path(stage, j).exists() for j in range(n)):
+            before()
+        values = run_units(stage, n, batch_size, compute, lambda j, r: write(stage, j, r),
+                           lambda j: load(stage, j), noun=noun, on_written=written)
+        stage.mark_done({"seconds": round(clock.total(), 3)})
+        self.timings[name] = round(clock.total(), 3)
+        return values
+
+    def skip(self, name: str) -> None:
+        """A stage these settings do not run (an ablation): zero seconds in the manifest."""
+        self.timings[name] = 0.0

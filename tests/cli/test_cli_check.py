@@ -175,8 +175,10 @@ def test_unusable_paths(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == [f"gitd check: error: {tmp_path / 'missing.json'}: annotation file not found",
                    f"gitd check: error: {tmp_path}: folder holds no annotations.json, "
-                   "metadata.jsonl or metadata.csv; pass the annotation file itself",
-                   "gitd check: error: --workers must be >= 1, got 0"]
+                   "metadata.jsonl or metadata.csv, and no split sub-folder holding one; pass "
+                   "the annotation file itself",
+                   "gitd check: error: argument --workers: must be an integer in [1, 1024], "
+                   "got '0' (see 'gitd check --help')"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

@@ -86,6 +86,30 @@ def test_duplicates_are_merged_without_repeating_captions(tmp_path):
     assert ds[0].captions == ("x", "y", "w")
 
 
+def test_training_rows_group_by_image_id_wherever_they_stand(tmp_path):
+    """BLIP's training layout (gitd's own annotations.json): a row per caption, rows of one
+    image sharing an image_id, possibly interleaved: one record per image, no duplicate noise."""
+    from gitd.data.check import check_dataset
+
+    for n in ("images/0000.png", "images/0001.png", "c.png"):
+        img(tmp_path / n)
+    ann = write_json(tmp_path / "annotations.json", [
+        {"image": "images/0000.png", "caption": "a red one", "image_id": 0},
+        {"image": "images/0001.png", "caption": "a blue one", "image_id": 1},
+        {"image": "images/0000.png", "caption": "a red one", "image_id": 0},  # COCO repeats
+        {"image": "images/0000.png", "caption": "crimson", "image_id": 0},
+        {"image": "images/0001.png", "caption": "navy", "image_id": 1},
+        {"image": "c.png", "caption": "c", "image_id": 1},  # id 1 names another image
+    ])
+    ds = load_dataset(ann, strict=True)
+    assert [r.id for r in ds] == ["images/0000.png", "images/0001.png", "c.png"]
+    assert ds[0].captions == ("a red one", "a red one", "crimson")
+    assert ds[1].captions == ("a blue one", "navy")
+    report = check_dataset(ann)
+    assert [(p["row"], p["kind"]) for p in report.to_dict()["problems"]] == [(5, "duplicate-id")]
+    assert load_dataset(tmp_path).source == ann  # the folder finds annotations.json
+
+
 def test_missing_and_directory_images_are_skipped_without_decoding(tmp_path):
     img(tmp_path / "a.png")
     (tmp_path / "dir.png").mkdir()
@@ -254,6 +278,51 @@ def test_imagefolder_jsonl(tmp_path):
     assert [(p.row, p.kind) for p in ds.problems] == [(4, "json"), (5, "missing-field")]
     # the file itself works too, detected by content
     assert len(load_dataset(tmp_path / "metadata.jsonl")) == 2
+
+
+def test_hugging_face_split_layout(tmp_path, caplog):
+    """DATA/train/metadata.jsonl, DATA/test/metadata.csv, DATA/validation/...: --split picks the
+    sub-folder (its own image root); a missing split names the folders that exist."""
+    from gitd.data.check import check_dataset
+
+    for split, names in (("train", ["a.png", "b.png"]), ("test", ["c.png"]),
+                         ("validation", ["d.png"])):
+        for n in names:
+            img(tmp_path / split / n)
+    (tmp_path / "train" / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": n, "text": f"train {n}"}) + "\n"
+                for n in ("a.png", "b.png")))
+    (tmp_path / "test" / "metadata.csv").write_text("file_name,text\nc.png,test c\n")
+    (tmp_path / "validation" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "d.png", "text": "val d"}) + "\n")
+    (tmp_path / "notes").mkdir()
+    ds = load_dataset(tmp_path)  # default: train
+    assert ds.split == "train" and [r.id for r in ds] == ["a.png", "b.png"]
+    assert ds.image_root == (tmp_path / "train").resolve()
+    test = load_dataset(tmp_path, split="test")
+    assert test.split == "test" and test[0].captions == ("test c",)
+    assert load_dataset(tmp_path, split="val").split == "validation"  # HF's name for val
+    assert load_dataset(tmp_path, split=None, default_split="test").split == "test"
+    with pytest.raises(DataError, match=r"no split folder 'dev' \(split folders with "
+                                        r"annotations: test, train, validation\)"):
+        load_dataset(tmp_path, split="dev")
+    assert check_dataset(tmp_path, split="test").summary["split"] == "test"
+    # different splits, different fingerprints (the stages' cache keys)
+    assert dataset_fingerprint(ds) != dataset_fingerprint(test)
+    # a file without splits given a default split: no warning; given one explicitly: a warning
+    caplog.clear()
+    load_dataset(tmp_path / "train" / "metadata.jsonl", split=None, default_split="test")
+    assert "ignored" not in caplog.text
+    load_dataset(tmp_path / "train" / "metadata.jsonl", split="test")
+    assert "split='test' is ignored" in caplog.text
+
+
+def test_folder_without_annotations_names_its_sub_folders(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "captions").mkdir()
+    with pytest.raises(DataError, match=r"no split sub-folder holding one \(sub-folders: "
+                                        r"captions, photos\)"):
+        load_dataset(tmp_path)
 
 
 def test_imagefolder_csv_with_other_column_and_json_lists(tmp_path):

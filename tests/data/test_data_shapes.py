@@ -174,7 +174,7 @@ def test_resume_and_changed_settings_give_identical_output(small_run, tmp_path):
     # A killed run: some images missing, a temporary file left behind.
     (out / "images" / "train_000005.png").unlink()
     (out / "images" / "test_000002.png").unlink()
-    (out / "images" / ".train_000005.png.999.tmp").write_bytes(b"half a png")
+    (out / "images" / ".train_000005.png.999999999-x.tmp").write_bytes(b"half a png")
     S.make_shapes(out, train=40, test=12, size=48, seed=3, workers=2)
     assert _files(out) == _files(ref)
 
@@ -207,4 +207,5 @@ def test_cli_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gitd", "shapes", str(tmp_path / "bad"),
                           "--size", "16"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "gitd shapes: error: size must be >= 32, got 16"
+    assert bad.stderr.strip() == ("gitd shapes: error: argument --size: must be an integer in "
+                                  "[32, 4096], got '16' (see 'gitd shapes --help')")

@@ -6,7 +6,7 @@ import pytest
 from gitd.errors import ConfigError, DataError
 from gitd.evaluation.evaluate import (BEST_ON_TEST_LABEL, eval_epochs, evaluate, format_table,
                                       summarize)
-from gitd.evaluation.metrics import METRIC_NAMES
+from gitd.retrieval.metrics import METRIC_NAMES
 
 TINY = dict(image_model="timm:resnet10t", pretrained=False, image_size=32, batch_size=4,
             lr=1e-3, workers=0)
@@ -54,13 +54,13 @@ def test_evaluate_reports_last_epoch_mean_and_std(tiny_sets, tiny_text, tmp_path
 
 def test_validation_picks_the_epoch_and_best_on_test_is_labelled(tiny_sets, tiny_text, tmp_path,
                                                                   monkeypatch):
-    import gitd.evaluation.train as T
+    import gitd.retrieval.train as T
     train, test = tiny_sets
     # Scripted scores: val peaks at epoch 2, test peaks at epoch 3.
     script = {("val", 1): 10, ("val", 2): 30, ("val", 3): 20,
               ("test", 1): 1, ("test", 2): 2, ("test", 3): 50}
 
-    def fake_evaluate(self, pairs):
+    def fake_evaluate(self, pairs, **kw):
         which = "val" if pairs.n_images == 8 else "test"
         return {k: float(script[(which, self.epoch)]) for k in METRIC_NAMES}
     monkeypatch.setattr(T.Trainer, "evaluate", fake_evaluate)
@@ -95,10 +95,21 @@ def test_resume_reuses_finished_seeds(tiny_sets, tiny_text, tmp_path, monkeypatc
     kw = dict(epochs=1, seeds=2, text_model=tiny_text, cache=tmp_path / "c", out=out, **TINY)
     with pytest.raises(KeyboardInterrupt):
         evaluate(train, test, **kw)
-    assert (tmp_path / "r.json.partial" / "seed-0.json").is_file() and not out.exists()
+    saved = list((tmp_path / "c" / "evaluations").glob("*/seed-*.json"))
+    assert [p.name for p in saved] == ["seed-0.json"] and not out.exists()
     r = evaluate(train, test, **kw)
     assert calls == [0, 1, 1]  # seed 0 was not trained again
     assert [s["seed"] for s in r["seeds"]] == [0, 1] and out.is_file()
+    # without a cache, finished seeds wait beside --out and go once the results are written
+    calls.clear()
+    kw.update(cache=False)
+    assert evaluate(train, test, **kw)["from_cache"] and calls == []  # --out holds this run
+    out.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(train, test, **kw)
+    assert (tmp_path / "r.json.partial" / "seed-0.json").is_file()
+    evaluate(train, test, **kw)
+    assert calls == [0, 1, 1] and not (tmp_path / "r.json.partial").exists()
 
 
 def test_user_errors(tiny_sets, tiny_text, tmp_path):
@@ -109,3 +120,22 @@ def test_user_errors(tiny_sets, tiny_text, tmp_path):
         evaluate(train, test, seeds=0, text_model=tiny_text, **TINY)
     with pytest.raises(ConfigError, match="is a folder"):
         evaluate(train, test, out=tmp_path, text_model=tiny_text, **TINY)
+
+
+def test_progress_within_epochs_as_log_lines(tiny_sets, tiny_text, tmp_path, monkeypatch, capsys):
+    """stderr is not a terminal here: training shows images done and images/s within each
+    epoch (batch by batch) as log lines, and scoring the test set shows its own progress."""
+    from gitd.log import setup_logging
+    train, test = tiny_sets
+    setup_logging(quiet=False)
+    monkeypatch.setenv("GITD_PROGRESS_SECONDS", "0")
+    evaluate(train, test, epochs=2, seeds=1, text_model=tiny_text, cache=False, **TINY)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    training = [line for line in err.splitlines() if "seed 0: training:" in line]
+    # 8 images in batches of 4: a line per batch, two epochs, then where it ended
+    assert [line.split("training: ")[1].split(" img")[0] for line in training] == [
+        "4/16", "8/16", "12/16", "16/16"]
+    assert "img/s" in training[0] and "[epoch 1/2]" in training[0]
+    assert "[epoch 2/2, loss " in training[2]
+    assert any("seed 0: scoring test: 6/6 img" in line for line in err.splitlines())

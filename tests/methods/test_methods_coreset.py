@@ -85,12 +85,14 @@ def fake_features(dataset):
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter", "full"])
-def test_select_writes_a_clean_dataset(shapes, tmp_path, method):
+def test_select_writes_a_clean_dataset(shapes, tmp_path, method, field_loaders):
     out = tmp_path / method
     select_coreset(shapes, method, 5, out, seed=1, features_fn=fake_features)
     anns = json.loads((out / "annotations.json").read_text())
     expected = 16 if method == "full" else 5
-    assert len(anns) == expected and all(len(a["caption"]) == 1 for a in anns)
+    assert len(anns) == expected  # one caption per image: one row per image
+    assert [a["image_id"] for a in anns] == list(range(expected))
+    assert len(field_loaders.check_output(out)) == expected
     assert check_dataset(out / "annotations.json").exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == method and manifest["pairs"] == expected
@@ -105,7 +107,11 @@ def test_select_writes_a_clean_dataset(shapes, tmp_path, method):
 def test_select_caption_all_and_errors(shapes, tmp_path):
     out = tmp_path / "all"
     select_coreset(shapes, "random", 3, out, caption="all")
-    assert all(len(a["caption"]) == 5 for a in json.loads((out / "annotations.json").read_text()))
+    rows = json.loads((out / "annotations.json").read_text())
+    assert [r["image_id"] for r in rows] == [0] * 5 + [1] * 5 + [2] * 5  # a row per caption
+    assert [len(r.captions) for r in load_dataset(out)] == [5, 5, 5]  # grouped back per image
+    again = select_coreset(out, "random", 2, tmp_path / "again", caption="all")  # reads OUT
+    assert [len(r.captions) for r in load_dataset(again)] == [5, 5]
     with pytest.raises(GitdError, match="asked for 17 pairs but .* only 16"):
         select_coreset(shapes, "random", 17, tmp_path / "x")
     with pytest.raises(GitdError, match="pairs"):
@@ -176,3 +182,50 @@ def test_pds_select_on_planted_features(shapes, tmp_path):
     select_coreset(shapes, "pds", 4, out, image_size=64, cache=tmp_path / "cache", device="cpu")
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["items"]) == 4 and check_dataset(out / "annotations.json").exit_code == 0
+
+
+def test_kcenter_never_repeats_a_centre():
+    # 5 distinct rows, 13 points, k = 8: once every row is a centre all distances are 0, and an
+    # unmasked argmax returned the first centre again and again.
+    X = np.repeat(np.eye(5), [3, 3, 3, 2, 2], axis=0)
+    for seed in range(5):
+        chosen = kcenter_greedy(X, 8, seed=seed)
+        assert len(set(chosen.tolist())) == 8
+        # the first five picks cover the five distinct rows
+        assert len({tuple(X[i]) for i in chosen[:5]}) == 5
+    assert sorted(kcenter_greedy(X, 13, seed=0).tolist()) == list(range(13))
+
+
+@pytest.fixture(scope="module")
+def few_distinct(tmp_path_factory) -> Path:
+    """12 images with only 3 distinct contents (byte-identical copies, same captions): every
+    feature space gives at most 3 distinct rows."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("few-distinct")
+    (root / "images").mkdir()
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    rows = []
+    for i in range(12):
+        g = i % 3
+        arr = np.zeros((48, 48, 3), np.uint8) + np.array(colours[g], np.uint8)
+        Image.fromarray(arr).save(root / "images" / f"{i:02d}.png")
+        rows.append({"image": f"images/{i:02d}.png",
+                     "caption": [f"a plain square of colour {g}", f"colour {g} everywhere"]})
+    (root / "train.json").write_text(json.dumps(rows))
+    return root / "train.json"
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "forgetting", "pds", "full"])
+def test_no_selection_repeats_a_pair(few_distinct, tmp_path, method, field_loaders):
+    """k = 8 > 3 distinct rows: every method still returns 8 (full: 12) different images."""
+    out = tmp_path / method
+    select_coreset(few_distinct, method, 8, out, seed=0, image_size=32, device="cpu",
+                   cache=few_distinct.parent / "cache", forgetting_epochs=2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    ids = [item["source_id"] for item in manifest["items"]]
+    expected = 12 if method == "full" else 8
+    assert len(ids) == expected and len(set(ids)) == expected, ids
+    images = {item["image"] for item in manifest["items"]}
+    assert len(images) == expected
+    field_loaders.check_output(out)

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.data.check import check_dataset
 from gitd.errors import GitdError
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 
 PAIRS = 6
 
 
-def tiny(**overrides) -> DistillConfig:
+def tiny(**overrides):
     overrides.setdefault("pairs", PAIRS)
     overrides.setdefault("seed", 0)
     overrides.setdefault("device", "cpu")
-    return DistillConfig.from_preset("tiny", **overrides)
+    return make_config("tiny", **overrides)
 
 
 def output_files(out: Path) -> dict[str, bytes]:
@@ -44,10 +44,12 @@ def reference(shapes, tmp_path_factory) -> Path:
     return out
 
 
-def test_output_format_and_manifest(reference, shapes):
+def test_output_format_and_manifest(reference, shapes, field_loaders):
     anns = json.loads((reference / "annotations.json").read_text())
     assert len(anns) == PAIRS
-    assert all(len(a["caption"]) == 1 and a["caption"][0].strip() for a in anns)
+    assert all(isinstance(a["caption"], str) and a["caption"].strip() for a in anns)
+    assert [a["image_id"] for a in anns] == list(range(PAIRS))
+    assert len(field_loaders.check_output(reference)) == PAIRS
     assert len(list((reference / "images").glob("*.png"))) == PAIRS
     meta = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
     assert [m["file_name"] for m in meta] == [a["image"] for a in anns]
@@ -278,7 +280,7 @@ def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
     # The CLARA selection with SD 1.5's full-size random-weight VAE (at 64 px, cheap): the
     # manifest must flag the output as untrained whatever the model's name.
     out = tmp_path / "clara"
-    distill(shapes, out, DistillConfig.from_preset(
+    distill(shapes, out, make_config(
         "random-fast", pairs=2, seed=0, device="cpu", resolution=64, diffusion=False,
         captioner_on=False))
     manifest = json.loads((out / "manifest.json").read_text())
@@ -288,3 +290,28 @@ def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
     out = tmp_path / "none"
     distill(shapes, out, tiny(pairs=2, cluster=False, diffusion=False, captioner_on=False))
     assert json.loads((out / "manifest.json").read_text())["untrained"] is False
+
+
+def test_changed_revisions_recompute_the_stages_that_use_the_model(shapes, tmp_path):
+    # Regression: the caption key left out captioner_revision, and the generate and caption keys
+    # left out score_revision, so a changed revision reused the old captions.
+    from gitd.cli import main
+
+    out = tmp_path / "rev"
+    base = ["distill", str(shapes), "--pairs", "2", "--preset", "tiny", "--out", str(out),
+            "--device", "cpu", "--quiet"]
+
+    def stages(*flags):
+        assert main([*base, *flags]) == 0
+        return json.loads((out / "manifest.json").read_text())["stages"]
+
+    first = stages()
+    caption = stages("--captioner-revision", "v2")
+    assert {k for k in first if first[k] != caption[k]} == {"caption"}
+    score = stages("--captioner-revision", "v2", "--score-revision", "v2")
+    assert {k for k in caption if caption[k] != score[k]} == {"generate", "caption"}
+    # Each changed stage was computed anew in its own folder; the old ones are untouched.
+    for key in (first["caption"], caption["caption"], score["caption"]):
+        assert len(list((out / "work" / f"caption-{key}").glob("0*.json"))) == 2
+    assert len(list((out / "work").glob("generate-*"))) == 2
+    assert len(list((out / "work").glob("encode-*"))) == 1

@@ -17,17 +17,17 @@ from PIL import Image
 
 diffusers = pytest.importorskip("diffusers")
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data import load_dataset
-from gitd.methods.gitd import distill
+from gitd.methods import distill
 from gitd.stages.cluster import clara
 from gitd.stages.encode import LatentStore, preprocess, vae_latents
 
 PAIRS = 4
 
 
-def tiny(**overrides) -> DistillConfig:
-    return DistillConfig.from_preset("tiny", pairs=PAIRS, seed=0, device="cpu", **overrides)
+def tiny(**overrides):
+    return make_config("tiny", pairs=PAIRS, seed=0, device="cpu", **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_cluster_space_features_picks_clara_medoids_of_the_coreset_features(shap
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"features", "cluster"}  # no VAE at all
     assert manifest["clustering"]["space"] == "features"
-    assert manifest["clustering"]["feature_encoders"]["image"]["name"] == "efficientnet_lite0"
+    assert manifest["clustering"]["feature_encoders"]["image"] == "efficientnet_lite0"
     dataset = load_dataset(shapes)
     feats = pair_features(dataset, image_size=32, cache=False, device="cpu")
     expect = clara(feats, PAIRS, seed=0)

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
 from gitd.data.check import check_dataset
 from gitd.methods import distill
 
 PAIRS = 8
 
 
-def pds(**overrides) -> DistillConfig:
+def pds(**overrides):
     overrides.setdefault("pairs", PAIRS)
-    return DistillConfig.from_preset("tiny", method="pds", seed=0, device="cpu", **overrides)
+    return make_config("tiny", method="pds", seed=0, device="cpu", **overrides)
 
 
 def output_files(out: Path) -> dict[str, bytes]:
@@ -37,9 +37,10 @@ def reference(shapes, tmp_path_factory) -> Path:
     return out
 
 
-def test_writes_clean_pairs_and_manifest(reference):
+def test_writes_clean_pairs_and_manifest(reference, field_loaders):
     anns = json.loads((reference / "annotations.json").read_text())
     assert len(anns) == PAIRS
+    assert len(field_loaders.check_output(reference)) == PAIRS
     assert check_dataset(reference / "annotations.json").exit_code == 0
     m = json.loads((reference / "manifest.json").read_text())
     assert m["method"] == "pds" and m["untrained"] is True
@@ -102,7 +103,7 @@ def test_generator_free_variant_copies_the_nearest_real_images(reference, shapes
         assert (out / item["image"]).read_bytes() == Path(item["source_image"]).read_bytes()
     ref = json.loads((reference / "manifest.json").read_text())
     assert [i["source_id"] for i in m["items"]] == [i["source_id"] for i in ref["items"]]
-    assert "unclip" not in m["models"]
+    assert m["models"]["unclip"]["used"] is False
 
 
 def test_recaption_uses_the_captioner(shapes, tmp_path):

@@ -6,7 +6,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import BlipForConditionalGeneration, CLIPModel, CLIPTextModel
 
-from gitd.config import PRESETS, DistillConfig
+from gitd.config import make_config
 from gitd.errors import ConfigError
 from gitd.models import build_captioner, build_score_model, build_vae, is_untrained, list_models
 from gitd.models import fullsize
@@ -42,16 +42,16 @@ def test_registered_untrained_and_in_presets():
     assert "random-clip-b32" in names["score"] and "random-blip-base" in names["captioner"]
     assert is_untrained("img2img", "random-sd15") and is_untrained("captioner", "random-blip-base")
     for name, real in (("random-fast", "fast"), ("random-paper", "paper")):
-        cfg = DistillConfig.from_preset(name).validate()
-        ref = DistillConfig.from_preset(real)
+        cfg = make_config(name).validate()
+        ref = make_config(real)
         assert (cfg.resolution, cfg.num_inference_steps, cfg.num_candidates, cfg.num_captions,
                 cfg.strength, cfg.guidance_scale) == (ref.resolution, ref.num_inference_steps,
                                                       ref.num_candidates, ref.num_captions,
                                                       ref.strength, ref.guidance_scale)
-        assert cfg.diffusion_model == "random-sd15" and PRESETS[name]["captioner"] == \
-            "random-blip-base"
-        with pytest.raises(ConfigError, match="builds GITD's models only"):
-            DistillConfig.from_preset(name, method="pds")
+        assert cfg.diffusion_model == "random-sd15" and cfg.captioner == "random-blip-base"
+        # There is no full-size random-weight unCLIP: PDS has no random-* preset.
+        with pytest.raises(ConfigError, match=f"unknown preset '{name}' for method pds"):
+            make_config(name, method="pds")
 
 
 def test_small_full_size_components_build_and_run():

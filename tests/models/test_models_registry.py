@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gitd.config import DistillConfig
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.models import (build, build_captioner, build_img2img, build_score_model, build_vae,
-                         describe_models, list_models, register, resolve_device, resolve_dtype)
+                         list_models, register, resolve_device, resolve_dtype)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -165,13 +164,64 @@ def test_register_a_new_kind_and_name():
         build("no-such-kind", "x")
 
 
-def test_describe_models_marks_tiny_untrained_and_ablations():
-    cfg = DistillConfig.from_preset("tiny")
-    d = describe_models(cfg, ablations={"cluster": True, "diffusion": False, "captioner": True,
-                                        "score": True})
-    assert d["captioner"]["name"] == "tiny-blip" and d["captioner"]["untrained"] is True
-    assert d["img2img"]["used"] is False and d["vae"]["used"] is True
-    paper = describe_models(DistillConfig.from_preset("paper", diffusion_revision="abc"))
-    assert paper["img2img"] == {"kind": "img2img", "name": cfg.from_preset("paper").diffusion_model,
-                                "revision": "abc", "source": "huggingface", "untrained": False,
-                                "used": True}
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_load_pretrained_holds_library_noise_and_asks_the_hub_last(monkeypatch, capsys,
+                                                                   caplog):
+    """A failing load is one error without the libraries' log lines or warnings; a working
+    one lets them through. The local cache is tried first; the hub only once it answers."""
+    import logging
+    import warnings
+
+    from gitd.models import load_pretrained
+
+    calls = []
+
+    def noisy(source, **kw):
+        calls.append(kw.get("local_files_only", False))
+        logging.getLogger("huggingface_hub").warning("Retrying in 1s [Retry 1/5].")
+        warnings.warn("deprecated thing", FutureWarning)
+        raise OSError(f"{source} does not appear to have a file named config.json")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set") as e:
+        load_pretrained(noisy, "org/model", what="VAE")
+    assert e.value.exit_code == 3 and calls == [True]
+    captured = capsys.readouterr()
+    assert captured.err == "" and "Retrying" not in caplog.text
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    calls.clear()
+    with pytest.raises(ModelUnavailableError, match="is not reachable"):
+        load_pretrained(noisy, "org/model", what="VAE")
+    assert calls == [True]  # the cache only: the dead hub is never handed to the library
+    assert "Retrying" not in caplog.text and capsys.readouterr().err == ""
+
+    def fine(source, **kw):
+        logging.getLogger("huggingface_hub").warning("a useful note")
+        return "model"
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_pretrained(fine, "org/model", what="VAE") == "model"
+    assert "a useful note" in caplog.text + capsys.readouterr().err
+
+
+def test_stage_folders_wait_for_their_models(tmp_path):
+    from gitd.store import Stage
+
+    def no_model():
+        raise ModelUnavailableError("VAE model 'x' is not on disk", exit_code=3)
+
+    with pytest.raises(ModelUnavailableError):
+        Stage.open(tmp_path / "work", "encode", {"a": 1}, prepare=no_model)
+    assert not (tmp_path / "work").exists()
+    stage = Stage.open(tmp_path / "work", "encode", {"a": 1}, prepare=lambda: None)
+    stage.mark_done()
+    # a finished stage needs no model
+    assert Stage.open(tmp_path / "work", "encode", {"a": 1}, prepare=no_model).done

@@ -11,9 +11,11 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from gitd.config import DistillConfig
+from gitd.config import make_config
+from gitd.models.roles import describe_roles
+from gitd.registry import get_method
 from gitd.errors import ConfigError, ModelUnavailableError
-from gitd.models import build_img2img, build_vae, describe_models
+from gitd.models import build_img2img, build_vae
 from gitd.models.registry import _vae_source
 
 
@@ -77,12 +79,16 @@ def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
     assert np.asarray(out[0][0]).std() > 0
 
 
+def describe_models(settings):
+    return describe_roles(get_method("gitd").roles, settings)
+
+
 def test_describe_models_names_the_generation_and_clustering_vaes():
-    cfg = DistillConfig.from_preset("tiny", vae="/some/taesd", cluster_vae="tiny-sd")
+    cfg = make_config("tiny", vae="/some/taesd", cluster_vae="tiny-sd")
     d = describe_models(cfg)
     assert d["vae"]["name"] == "/some/taesd" and d["vae"]["used"] is True
     assert d["cluster_vae"]["name"] == "tiny-sd" and d["cluster_vae"]["untrained"] is True
     feats = describe_models(cfg.replace(cluster_space="features", diffusion=False))
     assert feats["cluster_vae"]["used"] is False and feats["vae"]["used"] is False
-    same = describe_models(DistillConfig.from_preset("tiny", vae="/some/taesd", diffusion=False))
+    same = describe_models(make_config("tiny", vae="/some/taesd", diffusion=False))
     assert same["vae"]["used"] and same["cluster_vae"]["name"] == "/some/taesd"

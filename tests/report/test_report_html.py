@@ -301,3 +301,20 @@ def test_relative_source_image_found_under_the_source_image_root(tmp_path):
     html = render_report(out)
     assert "source image not found" not in html
     assert len(img_sources(html)) == 2 + 2 + 1
+
+
+def test_select_output_report_shows_no_preset_none(tmp_path):
+    from gitd.data.shapes import make_shapes
+    from gitd.methods.coreset import select_coreset
+    make_shapes(tmp_path / "data", train=6, test=2, size=32, seed=0, workers=1)
+    out = select_coreset(tmp_path / "data" / "train.json", "random", 3, tmp_path / "sel")
+    html = render_report(out)
+    assert "<dt>preset</dt><dd>–</dd>" in html and "<dd>None</dd>" not in html
+
+
+def test_results_with_allowed_test_overlap_are_flagged(tmp_path):
+    out = make_out(tmp_path)
+    write_results(out / "results.json", train=str(out / "annotations.json"),
+                  test_overlap={"images": 3, "allowed": True})
+    html = render_report(out)
+    assert "TEST OVERLAP: the test set shares 3 image(s)" in html

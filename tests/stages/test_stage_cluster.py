@@ -182,3 +182,10 @@ def test_save_load_roundtrip(tmp_path):
     assert np.array_equal(back.medoids, res.medoids) and np.array_equal(back.labels, res.labels)
     assert back.cost == pytest.approx(res.cost) and back.sample_costs == res.sample_costs
     assert ClaraResult.load(tmp_path / "missing") is None
+
+
+def test_docstrings_state_the_default_sample_size():
+    from gitd.stages.cluster import refine_medoids
+    assert default_sample_size(5) == 1000 and default_sample_size(300) == 1280
+    for doc in (clara.__doc__, default_sample_size.__doc__, refine_medoids.__doc__):
+        assert "max(80 + 4k, 1000)" in " ".join(doc.split())

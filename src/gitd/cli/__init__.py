@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from gitd import __version__
-from gitd.errors import GitdError
-from gitd.log import setup_logging
+from gitd.cli.options import Parser
+from gitd.errors import GitdError, environment_error
+from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gitd",
         description="Distil an image-caption dataset into a few synthetic pairs that still train "
                     "a retrieval model, and evaluate the result honestly.",
@@ -38,19 +40,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_once(signum, frame):
+    """The program's Ctrl-C: the first press stops the command; later ones are ignored, so the
+    clean-up it triggers (finished units kept, workers stopped) and its one line complete."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+    """Run one command; returns the exit status. Every way out is one line at most: a
+    ``GitdError`` (its exit code), an operating-system failure or running out of memory
+    (2), Ctrl-C (130). Called as the program (``argv`` None), a Ctrl-C after the command
+    has ended, while worker processes are being shut down, is ignored rather than turning
+    the exit into a bare SIGINT with no message."""
+    program = argv is None
+    name = "gitd"
+    if program:
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):  # a lone surrogate from a dataset must print
+                stream.reconfigure(errors="backslashreplace")
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed
+            return exc.code if isinstance(exc.code, int) else 2
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        name = f"gitd {args.command}"
+        setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
         return int(args._run(args) or 0)
-    except GitdError as exc:
-        print(f"gitd {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
-        print(f"gitd {args.command}: interrupted; finished work is kept, re-run the same "
-              "command to resume", file=sys.stderr)
+        if program:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        close_bars()
+        print(f"{name}: interrupted; finished work is kept, re-run the same command to resume",
+              file=sys.stderr)
         return 130
+    except GitdError as exc:
+        close_bars()
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # the environment (disk full, read-only, ...), never our bug's text
+        print(f"{name}: error: {environment_error(exc.filename or '?', exc, action='access')}",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{name}: error: out of memory; use smaller batches or a smaller --resolution "
+              "/ --image-size; finished work is kept", file=sys.stderr)
+        return 2
+    finally:
+        if program:
+            # Interpreter shutdown joins DataLoader and pool workers: an impatient second
+            # Ctrl-C there must not replace the exit status and message above.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

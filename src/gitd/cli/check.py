@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
+from gitd.cli.options import WORKERS_RANGE, add_int
 from gitd.errors import check_positive_int
 
 
@@ -13,19 +12,20 @@ def add_parser(sub):
         description="Validate an image-caption dataset (BLIP/LoRS JSON, Karpathy split file, "
                     "COCO captions JSON, Hugging Face imagefolder, or a gitd output folder). "
                     "Prints a summary, then one line per problem. Exit status: 0 clean, "
-                    "1 problems found, 2 dataset unreadable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "1 problems found, 2 dataset unreadable.")
     p.add_argument("data", metavar="DATA",
                    help="annotation file, or a folder with annotations.json / metadata.jsonl / "
                         "metadata.csv")
     p.add_argument("--images", metavar="ROOT", default=None,
                    help="image root (default: the annotation file's folder)")
     p.add_argument("--split", default="train",
-                   help="Karpathy split to check ('train' includes 'restval'; 'all' takes all)")
+                   help="split to check: of a Karpathy file ('train', the default, includes "
+                        "'restval'; 'all' takes all) or the sub-folder of a Hugging Face split "
+                        "layout (DATA/train/metadata.jsonl)")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept image paths outside the image root (.., absolute, symlinks)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes that decode images (default: all CPUs)")
+    add_int(p, "--workers", range=WORKERS_RANGE, default=None,
+            help="processes that decode images (default: all CPUs)")
     p.add_argument("--json", action="store_true", help="print the summary and problems as JSON")
     return p
 

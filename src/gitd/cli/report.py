@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gitd.cli.options import add_int
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -18,8 +20,8 @@ def add_parser(sub):
                         "table and plot; several paths or a shell glob, or repeat the flag")
     p.add_argument("--out", dest="dest", metavar="FILE", default=None,
                    help="where to write the report (default: OUT/report.html)")
-    p.add_argument("--thumb-size", type=int, default=224, metavar="PX",
-                   help="longest side of the embedded thumbnails in pixels (default: 224)")
+    add_int(p, "--thumb-size", range=(16, 4096), default=224, metavar="PX",
+            help="longest side of the embedded thumbnails in pixels (default: 224)")
     return p
 
 

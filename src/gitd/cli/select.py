@@ -1,56 +1,56 @@
-"""`gitd select DATA --method M --pairs K --out OUT`: coreset baselines in gitd's output format."""
+"""`gitd select DATA --method M --pairs K --out OUT`: coreset baselines in gitd's output format.
+
+The selections and their flags come from the registry (``gitd.registry``, kind ``select``).
+"""
 
 from __future__ import annotations
 
-from gitd.methods.coreset import CAPTION_POLICIES, METHODS
+import argparse
 
 
 def add_parser(sub):
+    from gitd.registry import get_method, list_methods
+    from gitd.methods.coreset import SelectSettings
+    from gitd.settings import add_argument_for, add_arguments
+
+    methods = list_methods("select")
+    listing = "; ".join(get_method(m, "select").summary().rstrip(".") for m in methods)
     p = sub.add_parser(
         "select", help="pick K real pairs with a coreset baseline (random, herding, ...)",
         description="Select K real image-caption pairs of DATA and write them to OUT in the same "
                     "format as 'gitd distill' (images copied, annotations.json, metadata.jsonl, "
-                    "manifest.json). herding and kcenter work on L2-normalised image ++ text "
-                    "features of the evaluation encoders (cached); forgetting counts forgetting "
-                    "events in a short training of the retrieval model on the full set; full "
-                    "keeps every pair. See docs/coresets.md.")
+                    f"manifest.json). {listing}. Features are L2-normalised image ++ text "
+                    "features of the evaluation encoders (cached). See docs/coresets.md.",
+        argument_default=argparse.SUPPRESS)
     p.add_argument("data", help="annotation file or folder (any format gitd reads)")
-    p.add_argument("--method", "-m", required=True, choices=METHODS)
-    p.add_argument("--pairs", "-k", type=int, help="number of pairs (not needed for full)")
+    # Not argparse choices: an unknown method is the registry's one-line error (exit 2).
+    p.add_argument("--method", "-m", required=True, metavar="{" + ",".join(methods) + "}",
+                   help="selection method")
+    add_argument_for(p, SelectSettings, "pairs", help="number of pairs (not needed for full)")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--caption", choices=CAPTION_POLICIES, default="longest",
-                   help="which captions go with a selected image (default: the longest, as "
-                        "GITD's /T ablation)")
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths")
-    p.add_argument("--split", default="train", help="split of a Karpathy file")
+    p.add_argument("--split", help="split of a Karpathy file (default train, which includes "
+                                   "restval) or sub-folder of a Hugging Face split layout "
+                                   "(DATA/train/metadata.jsonl)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
-    p.add_argument("--allow-outside-root", action="store_true")
-    p.add_argument("--image-model", default="auto", help="evaluation image encoder for features")
-    p.add_argument("--text-model", default="auto", help="evaluation text encoder for features")
-    p.add_argument("--image-size", type=int, default=224, help="image size for features")
-    p.add_argument("--forgetting-epochs", type=int, default=10,
-                   help="epochs of the forgetting run (frozen image features)")
-    p.add_argument("--forgetting-learned", choices=("batch", "train-set"), default="batch",
-                   help="what counts as right for forgetting: 'batch' (default, Toneva et al.): "
-                        "the pair retrieves itself within its mini-batch when presented; "
-                        "'train-set': top-1 among the whole training set after each epoch, in "
-                        "both directions (strict)")
-    p.add_argument("--cache", metavar="DIR", help="feature cache (default: $GITD_CACHE or "
-                                                   "~/.cache/gitd)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="follow image paths that resolve outside the image root")
+    add_arguments(p, [(m, get_method(m, "select").Settings) for m in methods])
     return p
+
+
+_LOADING = {"data", "out", "method", "pairs", "images", "split", "strict", "allow_outside_root",
+            "command", "quiet", "verbose", "_run"}
 
 
 def run(args) -> int:
     from gitd.methods.coreset import select_coreset
 
-    out = select_coreset(args.data, args.method, args.pairs, args.out, images=args.images,
-                         split=args.split, strict=args.strict,
-                         allow_outside_root=args.allow_outside_root, seed=args.seed,
-                         image_model=args.image_model, text_model=args.text_model,
-                         image_size=args.image_size, cache=args.cache, device=args.device,
-                         caption=args.caption, forgetting_epochs=args.forgetting_epochs,
-                         forgetting_learned=args.forgetting_learned)
+    given = vars(args)
+    settings = {k: v for k, v in given.items() if k not in _LOADING}
+    out = select_coreset(args.data, args.method, given.get("pairs"), args.out,
+                         images=given.get("images"), split=given.get("split", "train"),
+                         strict=given.get("strict", False),
+                         allow_outside_root=given.get("allow_outside_root", False), **settings)
     print(out)
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gitd.data.shapes import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_TRAIN, MIN_SIZE, make_shapes
+from gitd.cli.options import SEED_RANGE, WORKERS_RANGE, add_int
+from gitd.data.shapes import (DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_TRAIN, MAX_IMAGES, MAX_SIZE,
+                              MIN_SIZE, make_shapes)
 
 
 def add_parser(sub):
@@ -13,15 +15,15 @@ def add_parser(sub):
                     "OUT/scenes.jsonl, OUT/info.json. The same settings give byte-identical "
                     "files; re-running over OUT with the same seed and size resumes.")
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
-    p.add_argument("--train", type=int, default=DEFAULT_TRAIN,
-                   help=f"training images (default {DEFAULT_TRAIN})")
-    p.add_argument("--test", type=int, default=DEFAULT_TEST,
-                   help=f"test images (default {DEFAULT_TEST})")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"image side in pixels, >= {MIN_SIZE} (default {DEFAULT_SIZE})")
-    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes drawing images (default: one per available CPU core)")
+    add_int(p, "--train", range=(1, MAX_IMAGES), default=DEFAULT_TRAIN,
+            help=f"training images (default {DEFAULT_TRAIN})")
+    add_int(p, "--test", range=(1, MAX_IMAGES), default=DEFAULT_TEST,
+            help=f"test images (default {DEFAULT_TEST})")
+    add_int(p, "--size", range=(MIN_SIZE, MAX_SIZE), default=DEFAULT_SIZE,
+            help=f"image side in pixels (default {DEFAULT_SIZE})")
+    add_int(p, "--seed", range=SEED_RANGE, default=0, help="random seed (default 0)")
+    add_int(p, "--workers", range=WORKERS_RANGE, default=None,
+            help="processes drawing images (default: one per available CPU core)")
     return p
 
 

@@ -2,8 +2,10 @@
 
 ``load_dataset`` detects the format from the file's content (not its name):
 
-* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...]}, ...]``; this is also
-  gitd's own output (``OUT/annotations.json``).
+* BLIP/LoRS annotation JSON: ``[{"image": ..., "caption": str | [str, ...], "image_id"?}, ...]``:
+  the training layout (one row per caption, rows of one image sharing an ``image_id``; gitd's own
+  ``OUT/annotations.json``) and the test layout (a caption list per image) both group into one
+  record per image.
 * Karpathy split files: ``{"images": [{"filename", "filepath"?, "split", "sentences": [...]}]}``.
 * COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 * Hugging Face imagefolder: a folder with ``metadata.jsonl`` or ``metadata.csv`` (``file_name``
@@ -17,6 +19,8 @@ Images are not opened unless ``verify_images=True``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -31,7 +35,8 @@ from typing import Any, Sequence
 from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
 from gitd.log import get_logger, progress
-from gitd.store import file_fingerprint, fingerprint
+from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
+from gitd.workers import sigint_deferred, stop_pool
 
 log = get_logger("data.formats")
 
@@ -54,6 +59,7 @@ class _Group:
     row: int | None
     captions: list[str] = field(default_factory=list)
     rows: list[int | None] = field(default_factory=list)  # rows that named this image
+    image_id: Any = None  # BLIP training rows: the image_id its first row gave
 
 
 class _Builder:
@@ -107,6 +113,9 @@ class _Builder:
             return None, "'{field}' is an empty string", "bad-path"
         if "\x00" in value:
             return None, "'{field}' contains a NUL character", "bad-path"
+        bad = _bad_text(value)
+        if bad:
+            return None, f"'{{field}}' {bad}", "bad-path"
         norm = posixpath.normpath(value)
         absolute = os.path.isabs(norm)
         escapes = absolute or norm == ".." or norm.startswith("../")
@@ -155,12 +164,18 @@ class _Builder:
         if not text:
             self.problem(f"'{where}' is empty", row, "empty-caption")
             return None
+        bad = _bad_text(text)
+        if bad:
+            self.problem(f"'{where}' {bad}", row, "bad-caption")
+            return None
         return text
 
     # -- grouping ---------------------------------------------------------------------------
     def add(self, row: int | None, image: Any, raw_captions: Any, *, image_field: str = "image",
-            caption_field: str = "caption", grouped: bool = False) -> None:
-        """Add one entry. ``grouped``: entries of one image are expected apart (COCO)."""
+            caption_field: str = "caption", grouped: bool = False, image_id: Any = None) -> None:
+        """Add one entry. ``grouped``: entries of one image are expected apart (COCO).
+        ``image_id``: a BLIP training row's id; rows of one image with the same id are one
+        image's captions wherever they stand, not a duplicate listing."""
         resolved = self.resolve(image, row, image_field)
         if resolved is None:
             self._last_id = None
@@ -169,7 +184,9 @@ class _Builder:
         caps, is_list = self.captions(raw_captions, row, caption_field)
         group = self.groups.get(rid)
         if group is None:
-            group = self.groups[rid] = _Group(rid, full, row)
+            group = self.groups[rid] = _Group(rid, full, row, image_id=image_id)
+        elif image_id is not None and image_id == group.image_id:
+            pass
         elif not grouped and (self._last_id != rid or is_list or self._last_was_list):
             first = group.rows[0] if group.rows else group.row
             where = f"row {first}" if first is not None else "an earlier entry"
@@ -191,13 +208,47 @@ class _Builder:
         return out
 
 
+class HugeNumber:
+    """A JSON integer too long for Python's int-string limit (4300 digits): kept as a value of
+    its own so that it becomes a per-row problem where it is used, not a crash of the parser."""
+
+    def __init__(self, digits: str):
+        self.digits = len(digits.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"a number with {self.digits} digits"
+
+
+def _parse_int(text: str) -> int | HugeNumber:
+    return HugeNumber(text) if len(text) > 4000 else int(text)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` for annotation files: huge integers become ``HugeNumber``."""
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _bad_text(value: str) -> str | None:
+    """Why a string from an annotation cannot be used as text or a path, or None. JSON escapes
+    can hold lone surrogates (``"\\ud800"``), which no file name or tokenizer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains an invalid character (lone surrogate U+{ord(value[exc.start]):04X} "
+                f"at position {exc.start})")
+    return None
+
+
 def _describe(value: Any) -> str:
     """A short JSON-ish rendering of a bad value for one-line messages."""
     if value is None:
         return "null"
+    if isinstance(value, HugeNumber):
+        return repr(value)
     kind = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer",
             float: "number"}.get(type(value), type(value).__name__)
     text = json.dumps(value, ensure_ascii=False, default=str)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
@@ -208,6 +259,7 @@ def _describe(value: Any) -> str:
 
 
 def _parse_blip(data: list, b: _Builder) -> None:
+    owners: dict[Any, tuple[int, Any]] = {}  # image_id -> (first row, its image string)
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             b.problem(f"row must be an object with 'image' and 'caption', got {_describe(row)}",
@@ -219,7 +271,25 @@ def _parse_blip(data: list, b: _Builder) -> None:
             b.problem(f"row has no {' or '.join(repr(k) for k in missing)} key", i, "missing-field")
             b._last_id = None
             continue
-        b.add(i, row["image"], row["caption"])
+        image_id = row.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            image_id = None
+        elif image_id in owners:
+            first_row, first_image = owners[image_id]
+            if _same_path_string(first_image, row["image"]) is False:
+                b.duplicates.append(Problem(
+                    b.file, f"image_id {image_id!r} already names image {first_image!r} (row "
+                    f"{first_row}); training loaders would treat the two as one image",
+                    i, "duplicate-id"))
+        else:
+            owners[image_id] = (i, row["image"])
+        b.add(i, row["image"], row["caption"], image_id=image_id)
+
+
+def _same_path_string(a: Any, b: Any) -> bool | None:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return None
+    return posixpath.normpath(a) == posixpath.normpath(b)
 
 
 def _karpathy_wanted(entry_split: Any, split: str) -> bool:
@@ -369,7 +439,7 @@ def _parse_imagefolder_rows(rows: list[tuple[int, dict]], b: _Builder, *, csv_li
         raw = r[text]
         if csv_lists and isinstance(raw, str) and raw.lstrip().startswith("["):
             try:
-                parsed = json.loads(raw)
+                parsed = _loads(raw)
             except json.JSONDecodeError:
                 parsed = None
             if isinstance(parsed, list):
@@ -383,7 +453,7 @@ def _jsonl_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except json.JSONDecodeError as exc:
             b.problem(f"not valid JSON (column {exc.colno}: {exc.msg})", n, "json")
             continue
@@ -398,11 +468,17 @@ def _jsonl_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
 
 
 def _csv_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
+    # The csv module stops the whole file at a field over its size limit; a field that long is
+    # one bad row, so the reader takes any length and rows over the usual limit are problems.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, min(len(text) + 1, 2**31 - 1)))
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames
         if not header:
             raise DataError(f"{b.file}: CSV file has no header row")
+        if any(len(h or "") > limit for h in header):
+            raise DataError(f"{b.file}: CSV header has a field over {limit} characters")
         rows = []
         for r in reader:
             # line_num counts physical lines, so quoted multi-line fields keep the right line.
@@ -411,10 +487,17 @@ def _csv_rows(text: str, b: _Builder) -> list[tuple[int, dict]]:
             if extra:
                 b.problem(f"row has {len(extra)} more field(s) than the header", line, "bad-row")
                 continue
+            long = [k for k, v in r.items() if isinstance(v, str) and len(v) > limit]
+            if long:
+                b.problem(f"field {long[0]!r} is {len(r[long[0]]):,} characters long, over the "
+                          f"limit of {limit:,}", line, "bad-row")
+                continue
             rows.append((line, {k: v for k, v in r.items() if k is not None}))
         return rows
     except csv.Error as exc:
         raise DataError(f"{b.file}: not a readable CSV file ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,16 +510,42 @@ class _Source:
     shown: str          # that path as the user gave it (used in problems)
     default_root: Path  # image root when none is given
     folder_input: bool  # path was a folder
+    split_folder: str | None = None  # Hugging Face layout: the split sub-folder read
 
 
-def _locate(path: str | Path) -> _Source:
+_FOLDER_FILES = ("annotations.json", "metadata.jsonl", "metadata.csv")
+# Hugging Face names its validation split "validation"; the field's files say "val".
+_SPLIT_ALIASES = {"val": "validation", "validation": "val"}
+
+
+def _annotation_in(folder: Path) -> Path | None:
+    return next((folder / n for n in _FOLDER_FILES if (folder / n).is_file()), None)
+
+
+def _locate(path: str | Path, split: str) -> _Source:
     p = Path(path)
     if p.is_dir():
-        for name in ("annotations.json", "metadata.jsonl", "metadata.csv"):
-            if (p / name).is_file():
-                return _Source(p / name, str(p / name), p, True)
-        raise DataError(f"{p}: folder holds no annotations.json, metadata.jsonl or metadata.csv; "
-                        "pass the annotation file itself")
+        found = _annotation_in(p)
+        if found is not None:
+            return _Source(found, str(found), p, True)
+        # The Hugging Face split layout: DATA/train/metadata.jsonl, DATA/test/metadata.jsonl.
+        try:
+            subs = sorted(d.name for d in p.iterdir() if d.is_dir())
+        except OSError as exc:
+            raise DataError(f"{p}: cannot list folder ({exc.strerror or exc})") from None
+        splits = [d for d in subs if _annotation_in(p / d) is not None]
+        if splits:
+            name = split if split in splits else _SPLIT_ALIASES.get(split)
+            if name not in splits:
+                raise DataError(f"{p}: no split folder {split!r} (split folders with "
+                                f"annotations: {', '.join(splits)}); pick one with --split")
+            found = _annotation_in(p / name)
+            return _Source(found, str(found), p / name, True, split_folder=name)
+        seen = f" (sub-folders: {', '.join(subs[:12])}{', ...' if len(subs) > 12 else ''})" \
+            if subs else ""
+        raise DataError(f"{p}: folder holds no annotations.json, metadata.jsonl or metadata.csv, "
+                        f"and no split sub-folder holding one{seen}; pass the annotation file "
+                        "itself")
     if not p.exists():
         raise DataError(f"{p}: annotation file not found")
     if not p.is_file():
@@ -467,7 +576,7 @@ def _first_line_is_object(text: str) -> bool:
     for line in text.splitlines():
         if line.strip():
             try:
-                return isinstance(json.loads(line), dict)
+                return isinstance(_loads(line), dict)
             except (json.JSONDecodeError, RecursionError):
                 return False
     return False
@@ -482,7 +591,7 @@ def _parse_any(src: _Source, text: str, b: _Builder, split: str) -> str:
     if not text.strip():
         raise DataError(f"{src.shown}: file is empty")
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and _first_line_is_object(text):
             _parse_imagefolder_rows(_jsonl_rows(text, b), b, csv_lists=False)
@@ -507,6 +616,7 @@ def _parse_any(src: _Source, text: str, b: _Builder, split: str) -> str:
             _parse_coco(data, b)
             return "coco"
         if "images" in data:
+            _refuse_coco_without_annotations(src, data["images"])
             _parse_karpathy(data, b, split)
             return "karpathy"
         keys = ", ".join(repr(k) for k in list(data)[:8]) or "none"
@@ -515,6 +625,16 @@ def _parse_any(src: _Source, text: str, b: _Builder, split: str) -> str:
                         "COCO {images, annotations}")
     raise DataError(f"{src.shown}: unknown annotation format: top level is "
                     f"{_describe(data)}, expected a list or an object")
+
+
+def _refuse_coco_without_annotations(src: _Source, images: Any) -> None:
+    """A COCO file cut before its captions would otherwise read as a Karpathy file whose every
+    entry lacks a split; say what it is instead."""
+    first = next((e for e in images if isinstance(e, dict)), None) \
+        if isinstance(images, list) else None
+    if first is not None and "file_name" in first and not {"filename", "sentences"} & set(first):
+        raise DataError(f"{src.shown}: looks like COCO captions JSON ('images' entries have "
+                        "'file_name') but has no 'annotations' list, so there are no captions")
 
 
 def _image_root(images: str | Path | None, src: _Source) -> Path:
@@ -541,48 +661,56 @@ def _check_files(records: list[Record], b: _Builder) -> list[Record]:
         if not stat.S_ISREG(st.st_mode):
             b.problem(f"image {r.id!r} is not a file ({r.image})", r.row, "bad-image")
             continue
-        kept.append(r)
+        kept.append(dataclasses.replace(r, stamp=(st.st_size, st.st_mtime_ns)))
     return kept
 
 
-def _load(path: str | Path, images: str | Path | None, split: str, strict: bool,
-          allow_outside_root: bool) -> tuple[Dataset, _Builder]:
-    if not isinstance(split, str) or not split:
+def _load(path: str | Path, images: str | Path | None, split: str | None, strict: bool,
+          allow_outside_root: bool, default_split: str = "train") -> tuple[Dataset, _Builder]:
+    if split is not None and (not isinstance(split, str) or not split):
         raise DataError(f"split must be a non-empty string, got {split!r}")
-    src = _locate(path)
+    wanted = split if split is not None else default_split
+    src = _locate(path, wanted)
     root = _image_root(images, src)
     b = _Builder(src.shown, root, strict=strict, allow_outside_root=allow_outside_root)
     text = _read_text(src)
-    fmt = _parse_any(src, text, b, split)
+    fmt = _parse_any(src, text, b, "all" if src.split_folder else wanted)
     records = b.records()
-    if fmt == "karpathy" and not b.groups:
+    if fmt == "karpathy" and not src.split_folder and not b.groups:
         seen = sorted(b.seen_splits)
-        if seen and not any(_karpathy_wanted(s, split) for s in seen):
-            raise DataError(f"{src.shown}: no images in split {split!r} (splits present: "
+        if seen and not any(_karpathy_wanted(s, wanted) for s in seen):
+            raise DataError(f"{src.shown}: no images in split {wanted!r} (splits present: "
                             f"{', '.join(seen)}; 'train' also takes 'restval', 'all' takes all)")
-    if fmt != "karpathy" and split not in ("train", "all"):
+    has_splits = fmt == "karpathy" or src.split_folder is not None
+    if not has_splits and split is not None and split not in ("train", "all"):
         log.warning("%s: %s annotations have no splits; split=%r is ignored", src.shown, fmt,
                     split)
     records = _check_files(records, b)
+    used = src.split_folder or (wanted if fmt == "karpathy" else None)
     ds = Dataset(records=records, source=src.file, format=fmt, image_root=root,
-                 problems=b.problems, split=split if fmt == "karpathy" else None)
+                 problems=b.problems, split=used)
     return ds, b
 
 
-def load_dataset(path: str | Path, images: str | Path | None = None, *, split: str = "train",
-                 strict: bool = False, allow_outside_root: bool = False,
-                 verify_images: bool = False, workers: int | None = None) -> Dataset:
+def load_dataset(path: str | Path, images: str | Path | None = None, *,
+                 split: str | None = "train", strict: bool = False,
+                 allow_outside_root: bool = False, verify_images: bool = False,
+                 workers: int | None = None, default_split: str = "train") -> Dataset:
     """Load an image-caption dataset in any supported format.
 
     ``path``: an annotation file, or a folder holding ``annotations.json`` (gitd's output) or
-    ``metadata.jsonl``/``metadata.csv`` (imagefolder). ``images``: the image root (default: the
-    annotation file's folder). ``split`` selects Karpathy entries (``"train"`` also takes
-    ``"restval"``, ``"all"`` takes every entry); other formats have no splits and ignore it.
-    Unusable rows are skipped and listed in ``Dataset.problems`` (``strict=True`` raises
-    ``DataError`` on the first). ``verify_images`` decodes every image in a process pool of
-    ``workers`` (default: all CPUs) and skips those that fail.
+    ``metadata.jsonl``/``metadata.csv`` (imagefolder), or a folder of split sub-folders each
+    holding one (the Hugging Face layout ``DATA/train/metadata.jsonl``,
+    ``DATA/test/metadata.jsonl``). ``images``: the image root (default: the annotation file's
+    folder). ``split`` picks a Karpathy file's entries (``"train"`` also takes ``"restval"``,
+    ``"all"`` takes every entry) or the split sub-folder (``"val"`` and ``"validation"`` stand
+    for each other); ``None`` means ``default_split`` where the data holds splits, and nothing
+    (silently) where it does not. ``Dataset.split`` records the split read. Unusable rows are
+    skipped and listed in ``Dataset.problems`` (``strict=True`` raises ``DataError`` on the
+    first). ``verify_images`` decodes every image in a process pool of ``workers`` (default:
+    all CPUs) and skips those that fail.
     """
-    ds, b = _load(path, images, split, strict, allow_outside_root)
+    ds, b = _load(path, images, split, strict, allow_outside_root, default_split)
     if verify_images and ds.records:
         results = verify_image_files([r.image for r in ds.records], workers=workers)
         kept = []
@@ -603,10 +731,68 @@ def load_dataset(path: str | Path, images: str | Path | None = None, *, split: s
     return ds
 
 
+def _stamp(record: Record) -> tuple[int, int] | None:
+    if record.stamp is not None:
+        return record.stamp
+    try:
+        st = os.stat(record.image)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def images_fingerprint(ds: Dataset) -> str:
+    """A hash of every image's id, size and modification time (taken when the dataset was
+    loaded): cheap, and any replaced, rewritten or touched image changes it."""
+    h = hashlib.sha256()
+    for r in ds.records:
+        h.update(json.dumps([r.id, _stamp(r)]).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
 def dataset_fingerprint(ds: Dataset) -> str:
-    """A fingerprint of what a loaded dataset depends on: annotation bytes, split, image root."""
+    """A fingerprint of what the stages read: annotation bytes, split, image root, and each
+    image's size and modification time (``images_fingerprint``)."""
     return fingerprint({"annotations": file_fingerprint(ds.source), "format": ds.format,
-                        "split": ds.split, "image_root": str(ds.image_root)})
+                        "split": ds.split, "image_root": str(ds.image_root),
+                        "images": images_fingerprint(ds)})
+
+
+# Beyond this many images the per-image list is not kept: the log then says only that images
+# changed, not which.
+_INPUTS_LISTED = 200_000
+
+
+def note_input_change(work: str | Path, ds: Dataset, key: str) -> None:
+    """Say in the log what changed in the input since the last run that used ``work`` (the
+    stage keys make the recomputation happen; this says why), and remember this input."""
+    path = Path(work) / "inputs.json"
+    previous = read_json(path)
+    if isinstance(previous, dict) and previous.get("key") == key:
+        return
+    images = ({r.id: list(_stamp(r) or ()) for r in ds.records}
+              if len(ds) <= _INPUTS_LISTED else None)
+    annotations = file_fingerprint(ds.source)
+    if isinstance(previous, dict) and previous.get("key"):
+        what = []
+        if previous.get("annotations") != annotations:
+            what.append(f"annotation file {ds.source}")
+        before = previous.get("images")
+        if isinstance(before, dict) and images is not None:
+            changed = [i for i in images if i in before and before[i] != images[i]]
+            added = [i for i in images if i not in before]
+            removed = [i for i in before if i not in images]
+            for n, verb, ids in ((len(changed), "changed", changed), (len(added), "added", added),
+                                 (len(removed), "gone", removed)):
+                if n:
+                    shown = ", ".join(ids[:3]) + (f" and {n - 3} more" if n > 3 else "")
+                    what.append(f"{n} image(s) {verb} ({shown})")
+        if not what:
+            what.append("image files or image root")
+        log.info("input data changed since the last run in %s: %s; recomputing the stages that "
+                 "read it", work, "; ".join(what))
+    atomic_write_json(path, {"key": key, "annotations": annotations, "images": images})
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,9 +848,13 @@ def verify_image_files(paths: Sequence[Path | str], *, workers: int | None = Non
     chunk = max(1, min(256, len(paths) // (n * 8)))
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
                              initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
-        it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
         try:
+            with sigint_deferred():  # the workers are forked here; Ctrl-C is ours to handle
+                it = pool.map(_verify_one, [str(p) for p in paths], chunksize=chunk)
             return list(progress(it, desc=desc, total=len(paths), unit="img"))
+        except KeyboardInterrupt:
+            stop_pool(pool)
+            raise
         except BrokenProcessPool:
             raise DataError("an image decoder crashed a worker process; re-run with one worker "
                             "(--workers 1 / workers=1) to find the file") from None

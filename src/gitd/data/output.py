@@ -1,15 +1,28 @@
 """The one output format every method and selection writes.
 
-``OUT/images/0000.png ...``, ``OUT/annotations.json`` (BLIP format, ``caption`` a list, loadable by
-gitd and the anchors' code), ``OUT/metadata.jsonl`` (Hugging Face imagefolder: ``file_name``,
-``text``) and ``OUT/manifest.json``. ``check``, ``evaluate`` and ``report`` accept any of them.
+``OUT/`` holds
+
+* ``images/0000.png ...``: one file per pair. Synthetic images are PNG; a selection (``gitd
+  select``, ablations without diffusion) copies the source file byte for byte and keeps its
+  extension (``images/0003.jpg``).
+* ``annotations.json``: a TRAINING set in the layout of BLIP's ``flickr30k_train.json`` /
+  ``coco_karpathy_train.json``, which the training dataset classes of BLIP, LoRS, MTT-VL and
+  EDGE read: one row per caption, ``{"image": "images/0000.png", "caption": "<string>",
+  "image_id": <int>}``; an image with several captions has several rows with the same
+  ``image_id``. Image paths are relative to ``OUT``, so ``OUT`` is the image root those loaders
+  take. ``gitd export`` writes the file names and layouts their scripts expect.
+* ``metadata.jsonl``: the same pairs as a Hugging Face imagefolder (``file_name``, ``text``).
+* ``manifest.json``: everything about the run (below).
+
+gitd reads every one of them back (``check``, ``evaluate``, ``report``, ``select``): rows with the
+same ``image`` and ``image_id`` group into one record per image.
 
 Manifest keys every writer fills (others may be added): ``gitd_version``, ``method``, ``pairs``,
-``seed``, ``created``, ``source`` ({path, format, fingerprint, n_records, n_valid}), ``config``,
-``skipped`` (list of Problem dicts), ``timings`` ({stage: seconds}), ``versions`` and ``items``:
-one dict per pair with at least ``image``, ``caption`` and, where the pair comes from a source
-image, ``source_id``, ``source_image``, ``source_caption``; methods add ``cluster_size``,
-``scores`` and the like.
+``seed``, ``created``, ``source`` ({path, format, split, image_root, fingerprint, n_records,
+n_valid}), ``config``, ``skipped`` (list of Problem dicts), ``timings`` ({stage: seconds}),
+``versions`` and ``items``: one dict per pair with at least ``image``, ``caption`` and, where
+the pair comes from a source image, ``source_id``, ``source_image``, ``source_caption``; methods
+add ``cluster_size``, ``scores`` and the like.
 """
 
 from __future__ import annotations
@@ -51,8 +64,24 @@ class OutputPair:
     info: dict[str, Any] = field(default_factory=dict)  # merged into the manifest item
 
 
+def source_block(dataset, *, n_valid: int | None = None) -> dict[str, Any]:
+    """The manifest's ``source``: where the pairs came from (the same for every method)."""
+    from gitd.data.formats import dataset_fingerprint
+
+    return {"path": str(Path(dataset.source).resolve()), "format": dataset.format,
+            "split": dataset.split, "image_root": str(dataset.image_root),
+            "fingerprint": dataset_fingerprint(dataset),
+            "n_records": len(dataset) + len(dataset.problems),
+            "n_valid": len(dataset) if n_valid is None else int(n_valid)}
+
+
 def image_name(i: int, suffix: str = ".png") -> str:
     return f"images/{i:04d}{suffix}"
+
+
+def training_rows(image: str, captions: Sequence[str], image_id: int) -> list[dict[str, Any]]:
+    """One BLIP training row per caption (string ``caption``, integer ``image_id``)."""
+    return [{"image": image, "caption": str(c), "image_id": int(image_id)} for c in captions]
 
 
 def write_output(out: str | Path, pairs: Sequence[OutputPair], manifest: dict[str, Any]) -> Path:
@@ -74,7 +103,7 @@ def write_output(out: str | Path, pairs: Sequence[OutputPair], manifest: dict[st
             rel = image_name(i)
             atomic_save_image(out / rel, pair.image)
         caps = [str(c) for c in pair.captions]
-        annotations.append({"image": rel, "caption": caps})
+        annotations.extend(training_rows(rel, caps, i))
         meta_lines.append(to_json({"file_name": rel, "text": caps[0] if len(caps) == 1 else caps},
                                   indent=None))
         items.append({"image": rel, "caption": caps[0], **pair.info})

@@ -20,6 +20,9 @@ class Record:
     image: Path
     captions: tuple[str, ...]
     row: int | None = None  # index of the first annotation row (or line) of this image
+    # (size in bytes, mtime in ns) of the image file when the dataset was loaded: what the data
+    # fingerprint covers, so a replaced image recomputes every stage that read it.
+    stamp: tuple[int, int] | None = field(default=None, compare=False)
 
     @property
     def longest_caption(self) -> str:

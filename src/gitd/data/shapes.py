@@ -26,9 +26,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gitd import __version__
-from gitd.errors import ConfigError, GitdError, check_positive_int
+from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
-from gitd.store import atomic_write_json, atomic_write_text, read_json, to_json
+from gitd.outdir import Inputs, OutputFolder
+from gitd.store import atomic_write_json, atomic_write_text, read_json, temp_prefix, to_json
+from gitd.workers import sigint_deferred, stop_pool
 
 log = get_logger("data.shapes")
 
@@ -40,6 +42,8 @@ DEFAULT_TRAIN = 1000
 DEFAULT_TEST = 200
 DEFAULT_SIZE = 128
 MIN_SIZE = 32
+MAX_SIZE = 4096
+MAX_IMAGES = 10_000_000
 SPLITS = ("train", "test")
 _SPLIT_KEYS = {"train": 1, "test": 2}
 # Drawing at 3x and box-filtering down anti-aliases every edge for little cost at these sizes.
@@ -465,6 +469,9 @@ def make_item(seed: int, split: str, index: int, size: int) -> tuple[dict, list[
 
 # --- writing ---------------------------------------------------------------------------------
 
+_IMAGE_RE = re.compile(r"^(train|test)_\d+\.png$")
+
+
 def _image_name(split: str, index: int, width: int) -> str:
     return f"images/{split}_{index:0{width}d}.png"
 
@@ -481,7 +488,7 @@ def _render_chunk(task: tuple) -> list[tuple[dict, list[str]]]:
             image = render_scene(scene, size, _rng_for(seed, split, index, 2))
             # A temporary name then os.replace: a killed run never leaves half a PNG under the
             # final name. No fsync per file: 100k fsyncs would dominate the run time.
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f"{temp_prefix(path)}shapes.tmp")
             try:
                 image.save(tmp, format="PNG")  # PIL writes no timestamp chunk: same bytes
                 os.replace(tmp, path)
@@ -530,21 +537,22 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
     the same settings keeps the images already written (a run killed part way resumes); with
     other settings every image is redrawn.
     """
-    train = check_positive_int("train", train)
-    test = check_positive_int("test", test)
-    size = check_positive_int("size", size, minimum=MIN_SIZE)
-    seed = check_positive_int("seed", seed, minimum=0)
-    workers = _default_workers() if workers is None else check_positive_int("workers", workers)
+    train = check_positive_int("train", train, maximum=MAX_IMAGES)
+    test = check_positive_int("test", test, maximum=MAX_IMAGES)
+    size = check_positive_int("size", size, minimum=MIN_SIZE, maximum=MAX_SIZE)
+    seed = check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    workers = (_default_workers() if workers is None
+               else check_positive_int("workers", workers, maximum=1024))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} exists and is not a folder")
+    # Refuses a folder gitd did not write; removes temporary files a killed run left.
+    folder = OutputFolder.prepare(out, command="shapes", inputs=Inputs())
     images = out / "images"
     try:
         images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GitdError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
-    for stale in images.glob(".*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+        raise environment_error(out, exc, action="create the output folder") from exc
 
     settings = {"generator": "gitd.shapes", "generator_version": GENERATOR_VERSION,
                 "seed": seed, "size": size, "train": train, "test": test}
@@ -553,16 +561,18 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
     reuse = previous is not None and {k: previous.get(k) for k in ("generator_version", "seed",
                                                                      "size")} == {
         k: settings[k] for k in ("generator_version", "seed", "size")}
-    if not reuse:
-        # Images of other settings must go before the marker says these settings: otherwise a
-        # run killed part way would later resume over a mix of old and new images.
-        for split in SPLITS:
-            for old in images.glob(f"{split}_*.png"):
-                old.unlink(missing_ok=True)
-    atomic_write_json(marker, settings)
-
     counts = {"train": train, "test": test}
     width = max(6, len(str(max(train, test) - 1)))
+    wanted = {_image_name(split, i, width).split("/")[1]
+              for split in SPLITS for i in range(counts[split])}
+    # Images of other settings must go before the marker says these settings: otherwise a run
+    # killed part way would later resume over a mix of old and new images. Images beyond the
+    # counts asked for go too, so the folder holds exactly this dataset. The folder's marker
+    # says it is gitd shapes' own, so these names are its own images.
+    for old in images.iterdir():
+        if _IMAGE_RE.match(old.name) and (not reuse or old.name not in wanted):
+            old.unlink(missing_ok=True)
+    atomic_write_json(marker, settings)
     tasks = []
     for split in SPLITS:
         n = counts[split]
@@ -581,11 +591,17 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
                 bar.update(task[3] - task[2])
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                futures = {pool.submit(_render_chunk, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    bar.update(tasks[i][3] - tasks[i][2])
+                try:
+                    with sigint_deferred():  # workers are forked here; Ctrl-C is ours
+                        futures = {pool.submit(_render_chunk, task): i
+                                   for i, task in enumerate(tasks)}
+                    for future in as_completed(futures):
+                        i = futures[future]
+                        results[i] = future.result()
+                        bar.update(tasks[i][3] - tasks[i][2])
+                except KeyboardInterrupt:
+                    stop_pool(pool)
+                    raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
@@ -611,18 +627,8 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
                 captions_per_image=5)
     atomic_write_json(out / "info.json", info)
     atomic_write_text(out / "README.md", _readme(settings))
+    folder.record_files()
     log.info("shapes: %d train + %d test images in %.1f s", train, test, elapsed)
     return {"out": str(out), "train": train, "test": test, "size": size, "seed": seed,
             "train_json": str(out / "train.json"), "test_json": str(out / "test.json"),
             "seconds": round(elapsed, 2)}
-
-
-# Words a caption may use, per attribute value: tests and analyses check captions with these.
-def caption_words() -> dict[str, dict[str, tuple[str, ...]]]:
-    return {"shapes": dict(SHAPES), "colours": {k: v[1] for k, v in COLOURS.items()},
-            "backgrounds": {k: v[1] for k, v in BACKGROUNDS.items()},
-            "sizes": {k: v[1] for k, v in SIZES.items()}}
-
-
-def mentions(caption: str, word: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", caption) is not None

@@ -32,6 +32,7 @@ image and text weigh the same.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,20 +40,17 @@ import numpy as np
 
 from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset
-from gitd.data.output import OutputPair, write_output
+from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError, check_positive_int
 from gitd.log import get_logger, progress
+from gitd.outdir import Inputs, OutputFolder
+from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
+from gitd.settings import Interval, Options, PathText, Text, field_names, setting
+from gitd.store import StagePlan, plan_keys
 
 log = get_logger("methods.coreset")
 
-METHODS = ("random", "herding", "kcenter", "forgetting", "pds", "full")
 FORGETTING_TESTS = ("batch", "train-set")
-
-
-def _check_forgetting_test(learned: str) -> None:
-    if learned not in FORGETTING_TESTS:
-        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
-                          f"got {learned!r}")
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 
 
@@ -83,16 +81,22 @@ def herding(features: np.ndarray, k: int) -> np.ndarray:
 
 def kcenter_greedy(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Greedy k-center: a seeded random first centre, then always the point farthest from the
-    centres chosen so far. Indices in selection order."""
+    centres chosen so far. Indices in selection order, all distinct: chosen centres are masked,
+    so once every point is covered (duplicate feature rows) the remaining picks go to the
+    lowest-index points not yet chosen instead of repeating a centre."""
     X = np.asarray(features, dtype=np.float64)
     n = len(X)
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
     first = int(np.random.default_rng(seed).integers(n))
     chosen = [first]
     nearest = np.linalg.norm(X - X[first], axis=1)
+    nearest[first] = -np.inf
     for _ in range(1, k):
         i = int(np.argmax(nearest))
         chosen.append(i)
         nearest = np.minimum(nearest, np.linalg.norm(X - X[i], axis=1))
+        nearest[chosen] = -np.inf
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -122,12 +126,14 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
-                  image_size: int = 224, cache=None, device="auto") -> np.ndarray:
-    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features))."""
-    from gitd.evaluation.features import embed_images, embed_texts
+                  image_size: int = 224, cache=None, device="auto",
+                  errors: list | None = None) -> np.ndarray:
+    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features)).
+    ``errors``: as ``embed_images`` (rows of images that do not decode are listed there)."""
+    from gitd.stages.features import embed_images, embed_texts
 
     img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
-                           cache=cache, device=device))
+                           cache=cache, device=device, errors=errors))
     texts = [c for r in dataset for c in r.captions]
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
@@ -138,14 +144,17 @@ def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
 
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       learned: str = "batch", image_model="auto", text_model="auto",
-                      image_size: int = 224, cache=None, device="auto"
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+                      image_size: int = 224, cache=None, device="auto",
+                      problems: list | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image forgetting score from a short frozen-image-feature training on the full set;
-    ``learned`` picks what counts as right (module docstring)."""
-    from gitd.evaluation.train import train
+    ``learned`` picks what counts as right (module docstring). An image that does not decode
+    is left out of the training, scores -1 and is appended to ``problems``."""
+    from gitd.retrieval.train import train
 
     check_positive_int("forgetting_epochs", epochs, minimum=2)
-    _check_forgetting_test(learned)
+    if learned not in FORGETTING_TESTS:
+        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
+                          f"got {learned!r}")
     history: list[np.ndarray] = []
 
     def record(epoch, tr):
@@ -161,13 +170,20 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
         unit = "images"
     else:
         owner = np.asarray(trainer.pairs.text_to_image)
-        per_image = np.bincount(owner, weights=events, minlength=len(dataset))
+        per_image = np.bincount(owner, weights=events, minlength=trainer.pairs.n_images)
         unit = "captions"
     info = {"epochs": epochs, "frozen_image_features": True, "learned_test": learned,
             f"{unit}_never_learned": int((~h.any(0)).sum()),
             f"{unit}_learned_at_end": int(h[-1].sum()),
             f"{unit}_forgotten_at_least_once": int((events[h.any(0)] > 0).sum()),
             "distinct_scores": int(len(np.unique(per_image)))}
+    kept = trainer.pairs.kept
+    if kept is not None and len(kept) < len(dataset):
+        full = np.full(len(dataset), -1.0)
+        full[kept] = per_image
+        per_image = full
+        if problems is not None:
+            problems.extend(trainer.pairs.problems)
     return per_image, info
 
 
@@ -184,7 +200,7 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     texts = [c for r in dataset for c in r.captions]
     if features is None:
-        from gitd.evaluation.features import embed_images, embed_texts
+        from gitd.stages.features import embed_images, embed_texts
 
         features = (embed_images([r.image for r in dataset], image_model, image_size=image_size,
                                  cache=cache, device=device),
@@ -198,7 +214,13 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     return chosen, captions, info
 
 
-# -- the command ---------------------------------------------------------------------------------
+def _caption_features(dataset: Dataset, text_model, cache, device) -> np.ndarray:
+    from gitd.stages.features import embed_texts
+
+    return embed_texts([c for r in dataset for c in r.captions], text_model, cache=cache,
+                       device=device)
+
+
 def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
     if policy == "all":
         return list(record.captions)
@@ -209,98 +231,270 @@ def _captions_for(record, policy: str, rng: np.random.Generator) -> list[str]:
     return [record.longest_caption]
 
 
+# -- the registered selections -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SelectSettings(MethodSettings):
+    """What every selection has: which captions go with a selected image."""
+
+    caption: str = setting("longest", Options(*CAPTION_POLICIES),
+                           "which captions go with a selected image: the longest (as GITD's /T "
+                           "ablation), the first, a random one, or all")
+
+
+@dataclass(frozen=True)
+class FeatureSettings(SelectSettings):
+    """Selections in the feature space of the evaluation encoders (cached)."""
+
+    image_model: str = setting("auto", Text(), "evaluation image encoder for features")
+    text_model: str = setting("auto", Text(), "evaluation text encoder for features")
+    image_size: int = setting(224, Interval(int, 16, 4096), "image size for features, in pixels")
+    cache: str | None = setting(None, PathText(), "feature cache (default: $GITD_CACHE or "
+                                "~/.cache/gitd); features are keyed by what made them",
+                                optional=True, affects_results=False, metavar="DIR")
+
+
+@dataclass(frozen=True)
+class ForgettingSettings(FeatureSettings):
+    forgetting_epochs: int = setting(10, Interval(int, 2, 100_000),
+                                     "epochs of the forgetting run (frozen image features)")
+    forgetting_learned: str = setting(
+        "batch", Options(*FORGETTING_TESTS),
+        "what counts as right: 'batch' (Toneva et al.): the pair retrieves itself within its "
+        "mini-batch when presented; 'train-set': top-1 among the whole training set after each "
+        "epoch, in both directions (strict)")
+
+
+@dataclass
+class Selection:
+    """What a selection picked: dataset indices in selection order, optionally the captions
+    that go with them and a score per dataset row, and what the manifest should say."""
+
+    chosen: np.ndarray
+    captions: list[str] | None = None
+    scores: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SelectMethod(Method):
+    """Base of ``gitd select`` methods: subclasses implement ``select(dataset, k)``."""
+
+    kind = "select"
+    Settings = SelectSettings
+    needs_pairs = True
+
+    @classmethod
+    def stages(cls, settings: SelectSettings, runtime: Any = None) -> dict[str, StagePlan]:
+        # Selections are not cached; their one stage's key fingerprints what made the output.
+        return {"select": StagePlan(settings)}
+
+    def features(self, dataset: Dataset) -> np.ndarray:
+        s = self.settings
+        if self.features_fn is not None:
+            return self.features_fn(dataset)
+        return pair_features(dataset, image_model=s.image_model, text_model=s.text_model,
+                             image_size=s.image_size, cache=s.cache, device=s.device,
+                             errors=self.errors)
+
+    def usable(self, dataset: Dataset, k: int) -> np.ndarray:
+        """Indices of the rows whose images decoded (``self.errors`` lists the others, which
+        become skipped rows); a one-line error when fewer than ``k`` are left."""
+        bad = {i for i, _ in self.errors}
+        self.skipped.extend(exc.to_problem(dataset[i].row)
+                            for i, exc in sorted(self.errors, key=lambda e: e[0]))
+        self.errors = []
+        keep = np.asarray([i for i in range(len(dataset)) if i not in bad], dtype=np.int64)
+        if k > len(keep):
+            raise ConfigError(f"asked for {k} pairs but only {len(keep)} images of "
+                              f"{dataset.source} could be decoded")
+        return keep
+
+    def select(self, dataset: Dataset, k: int) -> Selection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, data: str | Path | Dataset, out: str | Path, *, images=None,
+            split: str = "train", strict: bool = False, allow_outside_root: bool = False,
+            features_fn: Callable[[Dataset], np.ndarray] | None = None) -> Path:
+        """Select ``settings.pairs`` images of ``data`` and write them to ``out`` in gitd's
+        output format (images copied byte for byte). ``features_fn`` replaces the evaluation
+        encoders' features (tests, other feature spaces). Images that fail to decode (only
+        the feature selections decode) are skipped rows."""
+        s = type(self).validate(self.settings)
+        self.features_fn = features_fn
+        self.errors: list = []   # (row, ImageError) of images that did not decode
+        self.skipped: list = []  # their problems
+        t0 = time.perf_counter()
+        dataset = data if isinstance(data, Dataset) else load_dataset(
+            data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
+        n = len(dataset)
+        if n == 0:
+            raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+        folder = OutputFolder.prepare(out, command="select", inputs=Inputs().dataset(dataset))
+        if not self.needs_pairs:
+            k = n
+        else:
+            if s.pairs is None:
+                raise ConfigError(f"--pairs is required for method {self.name}")
+            k = check_positive_int("pairs", s.pairs)
+            if k > n:
+                raise ConfigError(f"asked for {k} pairs but {dataset.source} has only {n} "
+                                  "valid images")
+        timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
+        t1 = time.perf_counter()
+        sel = self.select(dataset, k)
+        for p in self.skipped:
+            log.warning("%s (skipped)", p)
+        timings["select"] = round(time.perf_counter() - t1, 3)
+        if len(np.unique(sel.chosen)) != len(sel.chosen):  # a bug, not bad input
+            raise RuntimeError(f"{self.name} selected an image more than once: "
+                               f"{sel.chosen.tolist()}")
+
+        rng = np.random.default_rng(s.seed)
+        out_pairs = []
+        for rank, i in enumerate(progress(sel.chosen, desc="copy", unit="pair")):
+            rec = dataset[int(i)]
+            caps = ([sel.captions[rank]] if sel.captions is not None and s.caption != "all"
+                    else _captions_for(rec, s.caption, rng))
+            info: dict[str, Any] = {"source_id": rec.id, "source_image": str(rec.image),
+                                    "source_caption": rec.longest_caption,
+                                    "selection_rank": rank}
+            if sel.scores is not None:
+                info["scores"] = {"forgetting_events": float(sel.scores[int(i)])}
+            out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
+        config = {**s.to_dict(), "pairs": k}
+        manifest = {
+            "method": self.name, "kind": self.kind, "seed": s.seed,
+            "config": config, "untrained": False, "selection": sel.info,
+            "source": source_block(dataset, n_valid=n - len(self.skipped)),
+            "stages": plan_keys(self.stages(s), dataset_fingerprint(dataset)),
+            "skipped": [p.to_dict() for p in dataset.problems + self.skipped],
+            "timings": timings,
+        }
+        t2 = time.perf_counter()
+        with folder.replace() as staging:
+            write_output(staging, out_pairs, manifest)
+        log.info("%s: wrote %d pairs to %s (output %.1fs)", self.name, len(out_pairs), out,
+                 time.perf_counter() - t2)
+        return Path(out)
+
+
+@register_method("random", kind="select")
+class RandomSelection(SelectMethod):
+    """random: K images uniformly at random (seeded)."""
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        return Selection(random_subset(len(dataset), k, self.settings.seed))
+
+
+@register_method("herding", kind="select")
+class HerdingSelection(SelectMethod):
+    """herding: greedy moment matching of the image ++ text features (Welling 2009)."""
+
+    Settings = FeatureSettings
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        feats = self.features(dataset)
+        keep = self.usable(dataset, k)
+        return Selection(keep[herding(feats[keep], k)],
+                         info=_feature_info(feats, self.features_fn))
+
+
+@register_method("kcenter", kind="select")
+class KCenterSelection(SelectMethod):
+    """kcenter: greedy farthest-point k-center of the features (Sener & Savarese 2018)."""
+
+    Settings = FeatureSettings
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        feats = self.features(dataset)
+        keep = self.usable(dataset, k)
+        return Selection(keep[kcenter_greedy(feats[keep], k, self.settings.seed)],
+                         info=_feature_info(feats, self.features_fn))
+
+
+@register_method("forgetting", kind="select")
+class ForgettingSelection(SelectMethod):
+    """forgetting: the K most forgotten images in a short training (Toneva et al. 2019)."""
+
+    Settings = ForgettingSettings
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        s = self.settings
+        scores, info = forgetting_scores(dataset, epochs=s.forgetting_epochs, seed=s.seed,
+                                         learned=s.forgetting_learned,
+                                         image_model=s.image_model, text_model=s.text_model,
+                                         image_size=s.image_size, cache=s.cache,
+                                         device=s.device, problems=self.skipped)
+        usable = int((scores >= 0).sum())
+        if k > usable:
+            raise ConfigError(f"asked for {k} pairs but only {usable} images of "
+                              f"{dataset.source} could be decoded")
+        return Selection(top_k(scores, k), scores=scores, info=info)
+
+
+@register_method("pds", kind="select")
+class PdsSelection(SelectMethod):
+    """pds: PDS's matched image/text prototypes without its generator."""
+
+    Settings = FeatureSettings
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        from gitd.stages.features import embed_images
+
+        s = self.settings
+        img = embed_images([r.image for r in dataset], s.image_model, image_size=s.image_size,
+                           cache=s.cache, device=s.device, errors=self.errors)
+        keep = self.usable(dataset, k)
+        part = dataset.subset(keep)
+        features = None if len(keep) == len(dataset) else (
+            img[keep], _caption_features(part, s.text_model, s.cache, s.device))
+        chosen, captions, info = pds_select(part, k, seed=s.seed, image_model=s.image_model,
+                                            text_model=s.text_model, image_size=s.image_size,
+                                            cache=s.cache, device=s.device, features=features)
+        return Selection(keep[chosen], captions=captions, info=info)
+
+
+@register_method("full", kind="select")
+class FullSelection(SelectMethod):
+    """full: every image (the upper bound); --pairs is not needed."""
+
+    needs_pairs = False
+
+    def select(self, dataset: Dataset, k: int) -> Selection:
+        return Selection(np.arange(len(dataset), dtype=np.int64))
+
+
+def _feature_info(feats: np.ndarray, features_fn) -> dict[str, Any]:
+    return {"feature_dim": int(feats.shape[1]),
+            "features": "custom" if features_fn else
+            "L2(image) ++ L2(mean L2(captions)) of the evaluation encoders"}
+
+
+def select_fields() -> dict[str, list[str]]:
+    """Every settings field of every selection -> the selections that have it."""
+    out: dict[str, list[str]] = {}
+    for name in list_methods("select"):
+        for f in field_names(get_method(name, "select").Settings):
+            out.setdefault(f, []).append(name)
+    return out
+
+
 def select_coreset(data: str | Path | Dataset, method: str, pairs: int | None, out: str | Path, *,
                    images=None, split: str = "train", strict: bool = False,
-                   allow_outside_root: bool = False, seed: int = 0, image_model="auto",
-                   text_model="auto", image_size: int = 224, cache=None, device="auto",
-                   caption: str = "longest", forgetting_epochs: int = 10,
-                   forgetting_learned: str = "batch",
-                   features_fn: Callable[[Dataset], np.ndarray] | None = None) -> Path:
-    """Select ``pairs`` images of ``data`` with ``method`` and write them to ``out`` in gitd's
-    output format (images copied byte for byte). ``caption`` picks which of an image's captions
-    go with it (``longest``, as GITD's /T ablation; ``first``; ``random``; ``all``).
-    ``features_fn`` replaces the evaluation encoders' features (tests, other feature spaces)."""
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if caption not in CAPTION_POLICIES:
-        raise ConfigError(f"caption must be one of {', '.join(CAPTION_POLICIES)}; "
-                          f"got {caption!r}")
-    _check_forgetting_test(forgetting_learned)  # before any loading or training
-    t0 = time.perf_counter()
-    dataset = data if isinstance(data, Dataset) else load_dataset(
-        data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
-    n = len(dataset)
-    if n == 0:
-        raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
-    if method == "full":
-        k = n
-    else:
-        if pairs is None:
-            raise ConfigError(f"--pairs is required for method {method}")
-        k = check_positive_int("pairs", pairs)
-        if k > n:
-            raise ConfigError(f"asked for {k} pairs but {dataset.source} has only {n} valid "
-                              "images")
-    timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
-    t1 = time.perf_counter()
-    scores: np.ndarray | None = None
-    extra: dict[str, Any] = {}
-    if method == "full":
-        chosen = np.arange(n, dtype=np.int64)
-    elif method == "random":
-        chosen = random_subset(n, k, seed)
-    elif method in ("herding", "kcenter"):
-        feats = features_fn(dataset) if features_fn else pair_features(
-            dataset, image_model=image_model, text_model=text_model, image_size=image_size,
-            cache=cache, device=device)
-        chosen = herding(feats, k) if method == "herding" else kcenter_greedy(feats, k, seed)
-        extra["feature_dim"] = int(feats.shape[1])
-    elif method == "pds":
-        chosen, pds_captions, extra = pds_select(
-            dataset, k, seed=seed, image_model=image_model, text_model=text_model,
-            image_size=image_size, cache=cache, device=device)
-    else:
-        scores, extra = forgetting_scores(dataset, epochs=forgetting_epochs, seed=seed,
-                                          learned=forgetting_learned, image_model=image_model,
-                                          text_model=text_model, image_size=image_size,
-                                          cache=cache, device=device)
-        chosen = top_k(scores, k)
-    timings["select"] = round(time.perf_counter() - t1, 3)
-
-    rng = np.random.default_rng(seed)
-    out_pairs = []
-    for rank, i in enumerate(progress(chosen, desc="copy", unit="pair")):
-        rec = dataset[int(i)]
-        caps = ([pds_captions[rank]] if method == "pds" and caption != "all"
-                else _captions_for(rec, caption, rng))
-        info: dict[str, Any] = {"source_id": rec.id, "source_image": str(rec.image),
-                                "source_caption": rec.longest_caption, "selection_rank": rank}
-        if scores is not None:
-            info["scores"] = {"forgetting_events": float(scores[int(i)])}
-        out_pairs.append(OutputPair(image=rec.image, captions=caps, info=info))
-    manifest = {
-        "method": method,
-        "preset": None,
-        "seed": seed,
-        "config": {"method": method, "pairs": k, "seed": seed, "caption": caption,
-                   "image_model": str(image_model), "text_model": str(text_model),
-                   "image_size": image_size, "forgetting_epochs": forgetting_epochs
-                   if method == "forgetting" else None,
-                   "forgetting_learned": forgetting_learned if method == "forgetting" else None,
-                   "features": ("custom" if features_fn else
-                                "L2(image) ++ L2(mean L2(captions)) of the evaluation encoders")
-                   if method in ("herding", "kcenter") else None},
-        "untrained": False,
-        "selection": extra,
-        "source": {"path": str(Path(dataset.source).resolve()), "format": dataset.format,
-                   "split": dataset.split, "image_root": str(dataset.image_root),
-                   "fingerprint": dataset_fingerprint(dataset),
-                   "n_records": n + len(dataset.problems), "n_valid": n},
-        "skipped": [p.to_dict() for p in dataset.problems],
-        "timings": timings,
-    }
-    t2 = time.perf_counter()
-    write_output(out, out_pairs, manifest)
-    log.info("%s: wrote %d pairs to %s (output %.1fs)", method, len(out_pairs), out,
-             time.perf_counter() - t2)
-    return Path(out)
+                   allow_outside_root: bool = False,
+                   features_fn: Callable[[Dataset], np.ndarray] | None = None,
+                   **settings: Any) -> Path:
+    """Run the selection ``method`` (``gitd select``): ``settings`` are its fields (``seed``,
+    ``caption``, ``image_model``, ...). A setting that only other selections have is ignored,
+    so one call shape serves them all; a name no selection has is an error."""
+    cls = get_method(method, "select")
+    known = select_fields()
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known settings: "
+                          f"{', '.join(known)}")
+    own = {k: v for k, v in settings.items() if k in field_names(cls.Settings)}
+    if set(settings) - set(own):
+        log.debug("%s ignores %s", method, ", ".join(sorted(set(settings) - set(own))))
+    return cls(cls.configure(pairs=pairs, **own)).run(
+        data, out, images=images, split=split, strict=strict,
+        allow_outside_root=allow_outside_root, features_fn=features_fn)

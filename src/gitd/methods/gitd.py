@@ -14,496 +14,347 @@ own seed and batches always have the same composition.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from gitd.config import DistillConfig
 from gitd.data import Dataset
-from gitd.data.formats import dataset_fingerprint, load_dataset
-from gitd.data.output import OutputPair, write_output
-from gitd.errors import ConfigError, DataError, GitdError
-from gitd.log import get_logger, progress
-from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_json, read_json,
-                        run_units, unit_path)
+from gitd.data.output import OutputPair
+from gitd.errors import ConfigError, DataError
+from gitd.log import get_logger
+from gitd.methods.base import DistillMethod, DistillSettings
+from gitd.models.roles import Role, Runtime
+from gitd.registry import register_method
+from gitd.settings import Boolean, Interval, Options, Text, setting
+from gitd.stages.caption import CaptionerFields, caption_stage
+from gitd.stages.cluster import ClusterSettings, cluster_stage
+from gitd.stages.encode import EncodeSettings, encode_stage
+from gitd.stages.generate import GenerateSettings, generate_stage
+from gitd.store import StagePlan, atomic_write_bytes, require
 
 log = get_logger("gitd")
 
 
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 31-bit seed for one unit of work, independent of which other units run beside it."""
-    blob = ":".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+@dataclass(frozen=True)
+class GitdSettings(CaptionerFields, DistillSettings):
+    """GITD's settings (the captioner's from ``CaptionerFields``); the defaults are the
+    ``paper`` preset."""
+
+    resolution: int = setting(512, Interval(int, 8, 4096, multiple_of=8),
+                              "image side in pixels for encoding and generation (the VAE "
+                              "downsamples by 8)")
+    # Models, by registry name or Hugging Face id; a revision pins a commit/tag of a real id.
+    diffusion_model: str = setting("stable-diffusion-v1-5/stable-diffusion-v1-5", Text(),
+                                   "Stable Diffusion id or folder (VAE + UNet + text encoder), "
+                                   "or tiny-sd")
+    diffusion_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
+                                             "diffusion model", optional=True, metavar="REV")
+    score_model: str = setting("openai/clip-vit-base-patch32", Text(),
+                               "CLIP id or folder that picks candidates and captions, or "
+                               "tiny-clip")
+    score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
+                                         "model", optional=True, metavar="REV")
+    # Image generation (img2img from each medoid's latent).
+    strength: float = setting(0.7, Interval(float, 0, 1, closed="right"),
+                              "img2img strength: fraction of the schedule run from the "
+                              "medoid's latent")
+    guidance_scale: float = setting(8.0, Interval(float, 0, None),
+                                    "classifier-free guidance scale")
+    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps (about "
+                                       "strength x steps are run)")
+    num_candidates: int = setting(4, Interval(int, 1, 64), "images generated per medoid; the "
+                                  "score model keeps one")
+    negative_prompt: str = setting("cartoon, anime, painting", Text(empty=True),
+                                   "negative prompt for generation")
+    prompt: str = setting("longest", Options("longest", "first"),
+                          "which of the medoid's captions prompts the generator")
+    # Encoding and clustering.
+    encode_batch_size: int = setting(16, Interval(int, 1, 4096), "images per VAE batch")
+    encode_workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
+                                  "images for encoding (decoding is exact, so not part of any "
+                                  "key)", affects_results=False)
+    sample_latents: bool = setting(False, Boolean(), "sample VAE latents instead of taking "
+                                   "their mean")
+    # VAEs by registry name, Hugging Face id or folder (SD's AutoencoderKL or TAESD's
+    # AutoencoderTiny). ``vae`` encodes the latents img2img starts from and is the pipeline's
+    # decoder; ``cluster_vae`` makes the latents CLARA clusters, after which only the k medoids
+    # are encoded with ``vae``.
+    vae: str | None = setting(None, Text(), "VAE for img2img's latents and decoding: SD VAE or "
+                              "TAESD id or folder (e.g. madebyollin/taesd); default the "
+                              "diffusion model's own", optional=True, metavar="VAE")
+    cluster_vae: str | None = setting(None, Text(), "VAE whose latents are clustered (e.g. a "
+                                      "TAESD folder); only the medoids are then encoded with "
+                                      "--vae; default the same as --vae", optional=True,
+                                      metavar="VAE")
+    cluster_space: str = setting("latents", Options("latents", "features"),
+                                 "what CLARA clusters: latents (the paper) or features (the "
+                                 "evaluation encoders' image + caption embeddings, the space "
+                                 "herding and k-center use)")
+    feature_image_size: int = setting(224, Interval(int, 16, 4096), "image side in pixels for "
+                                      "--cluster-space features")
+    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random "
+                                        "samples (default 5)", optional=True)
+    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
+                                            "CLARA: rows per sample (default max(80 + 4k, 1000))",
+                                            optional=True)
+    # Medoids per img2img call. Part of the cache key, because batch composition can change
+    # low-order bits of GPU results.
+    generate_batch_size: int = setting(2, Interval(int, 1, 1024), "medoids per img2img call")
+    # Ablation switches (the paper's /C, /D, /T, /S when False).
+    cluster: bool = setting(True, Boolean(), "CLARA medoids; --no-cluster: random medoids (the "
+                            "paper's /C ablation)", flags=("--cluster", "--no-cluster"))
+    diffusion: bool = setting(True, Boolean(), "img2img; --no-diffusion: the medoid's original "
+                              "image (/D)", flags=("--diffusion", "--no-diffusion"))
+    captioner_on: bool = setting(True, Boolean(), "the captioner; --no-captioner: the medoid's "
+                                 "original caption (/T)",
+                                 flags=("--captioner-on", "--no-captioner"))
+    score: bool = setting(True, Boolean(), "the score model picks; --no-score: the first "
+                          "candidate (/S)", flags=("--score", "--no-score"))
+
+    def vae_source(self, role: str = "generate") -> tuple[str, str | None, dict[str, Any]]:
+        """(name, revision, builder options) of the VAE for ``role``: ``generate`` (img2img's
+        latents and decoder) or ``cluster``. A VAE named by itself (not the diffusion model's
+        ``vae/``) is loaded ``standalone``."""
+        if role not in ("generate", "cluster"):
+            raise ValueError(f"role must be generate or cluster, got {role!r}")
+        name = self.vae
+        if role == "cluster" and self.cluster_vae is not None:
+            name = self.cluster_vae
+        if name is None or name == self.diffusion_model:
+            return self.diffusion_model, self.diffusion_revision, {}
+        return name, None, {"standalone": True}
+
+    def shared_latents(self) -> bool:
+        """True when one encode of every image with the generation VAE serves both clustering
+        and img2img (the paper; also /C); else clustering reads its own space and only the
+        medoids are encoded with the generation VAE (stage ``encode-medoids``)."""
+        return not self.cluster or (self.cluster_space == "latents" and
+                                    self.vae_source("cluster") == self.vae_source("generate"))
 
 
-@dataclass
-class Components:
-    """Models a run needs, built lazily from the registry unless passed in (tests pass their own)."""
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The key of the ``features`` stage (``cluster_space: features``): the coreset baselines'
+    L2(image feature) ++ L2(mean caption feature) of every pair (``pair_features``)."""
 
-    config: DistillConfig
-    device: Any
-    dtype: Any
-    vae: Any = None
-    cluster_vae: Any = None
-    img2img: Any = None
-    score_model: Any = None
-    captioner: Any = None
-
-    def get_vae(self):
-        """The generation VAE: img2img's starting latents and its decoder."""
-        if self.vae is None:
-            self.vae = self._build_vae("generate")
-        return self.vae
-
-    def get_cluster_vae(self):
-        """The VAE whose latents are clustered (the generation VAE unless ``cluster_vae``)."""
-        if self.cluster_vae is None:
-            cfg = self.config
-            same = cfg.vae_source("cluster") == cfg.vae_source("generate")
-            self.cluster_vae = self.get_vae() if same else self._build_vae("cluster")
-        return self.cluster_vae
-
-    def _build_vae(self, role: str):
-        from gitd.models import build_vae
-
-        name, revision, standalone = self.config.vae_source(role)
-        return build_vae(name, device=self.device, dtype=self.dtype, seed=self.config.seed,
-                         revision=revision, standalone=standalone)
-
-    def get_img2img(self):
-        if self.img2img is None:
-            from gitd.models import build_img2img
-
-            self.img2img = build_img2img(self.config.diffusion_model, device=self.device,
-                                         dtype=self.dtype, seed=self.config.seed,
-                                         vae=self.get_vae(),
-                                         revision=self.config.diffusion_revision)
-        return self.img2img
-
-    def get_score_model(self):
-        if self.score_model is None:
-            from gitd.models import build_score_model
-
-            self.score_model = build_score_model(self.config.score_model, device=self.device,
-                                                 dtype=self.dtype, seed=self.config.seed,
-                                                 revision=self.config.score_revision)
-        return self.score_model
-
-    def get_captioner(self):
-        if self.captioner is None:
-            from gitd.models import build_captioner
-
-            self.captioner = build_captioner(self.config.captioner, device=self.device,
-                                             dtype=self.dtype, seed=self.config.seed,
-                                             revision=self.config.captioner_revision)
-        return self.captioner
+    image_model: str
+    text_model: str
+    # What "auto" resolves to here (the papers' encoders when cached, else the offline ones),
+    # found without building them: a machine with other encoders computes other features.
+    image_identity: str
+    text_identity: str
+    image_size: int
+    device: str
 
 
-# Kept for code written against the first version of this module.
-_Clock = StageTimer
+def features_stage(runner, name: str, st: FeatureSettings, dataset: Dataset, *, device):
+    from gitd.methods.coreset import pair_features
+
+    def path(stage):
+        return stage.path / "features.npy"
+
+    def compute(stage) -> None:
+        feats = pair_features(dataset, image_model=st.image_model, text_model=st.text_model,
+                              image_size=st.image_size, cache=False, device=device)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(feats, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(path(stage), buf.getvalue())
+
+    def load(stage):
+        feats = np.load(path(stage), allow_pickle=False)
+        require(feats.ndim == 2 and len(feats) == len(dataset),
+                f"features.npy holds {feats.shape}, not one row per image ({len(dataset)})")
+        return feats
+
+    return runner.whole(name, compute, load)
 
 
-def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
-            images: str | Path | None = None, split: str = "train", strict: bool = False,
-            allow_outside_root: bool = False, work: str | Path | None = None,
-            components: Components | None = None,
-            on_unit: Callable[[str, int], None] | None = None) -> Path:
-    """Distil the dataset at ``data`` into ``config.pairs`` pairs written to ``out``.
+# Presets hold every setting they fix, so that reading one tells the whole story.
+_PAPER = {
+    "resolution": 512, "diffusion_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "score_model": "openai/clip-vit-base-patch32", "captioner": "Salesforce/blip2-opt-6.7b-coco",
+    "strength": 0.7, "guidance_scale": 8.0, "num_inference_steps": 50, "num_candidates": 4,
+    "num_captions": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 30,
+    "negative_prompt": "cartoon, anime, painting", "prompt": "longest",
+    "generate_batch_size": 2, "caption_batch_size": 8,
+}
+# Real models, about 6x less compute: SD 1.5 at 384 px (latent 4x48x48) with 25 steps and 2
+# candidates, and BLIP-base (0.25B) instead of BLIP-2 OPT-6.7B. Fits a 6-8 GB GPU.
+_FAST = {**_PAPER, "resolution": 384, "captioner": "Salesforce/blip-image-captioning-base",
+         "num_inference_steps": 25, "num_candidates": 2, "num_captions": 3,
+         "generate_batch_size": 4}
+# Tiny random-weight models of the same classes (gitd.models.tiny): fully offline and
+# deterministic, for tests and for trying the pipeline end to end. Output is noise.
+_TINY = {**_PAPER, "resolution": 64, "diffusion_model": "tiny-sd", "score_model": "tiny-clip",
+         "captioner": "tiny-blip", "num_inference_steps": 4, "num_candidates": 2,
+         "num_captions": 2, "max_new_tokens": 8, "encode_batch_size": 8, "encode_workers": 0,
+         "generate_batch_size": 4}
+# The real presets' architectures and settings with random weights (gitd.models.fullsize): they
+# cost what the real runs cost, offline. BLIP-2 OPT-6.7B is not built (31 GB in float32); both
+# caption with BLIP base.
+_RANDOM_MODELS = {"diffusion_model": "random-sd15", "score_model": "random-clip-b32",
+                  "captioner": "random-blip-base"}
 
-    ``on_unit(stage, index)`` is called after each finished medoid is written (tests use it to
-    interrupt a run at a known point). Returns ``out``.
-    """
-    from gitd.models import describe_models, resolve_device, resolve_dtype
 
-    config.validate()
-    out = Path(out)
-    work = Path(work) if work is not None else out / "work"
-    t_load = time.perf_counter()
-    dataset = load_dataset(data, images, split=split, strict=strict,
-                           allow_outside_root=allow_outside_root)
-    if len(dataset) == 0:
-        raise GitdError(f"{data}: no valid image-caption pairs to distil "
-                        f"({len(dataset.problems)} rows skipped; run 'gitd check {data}')")
-    if config.pairs > len(dataset):
-        raise ConfigError(f"asked for {config.pairs} pairs but {data} has only "
-                          f"{len(dataset)} valid images")
-    if dataset.problems:
-        log.warning("%d input problems; those rows are skipped (listed in the manifest; "
-                    "run 'gitd check' for details, or --strict to stop on them)",
-                    len(dataset.problems))
-    timings: dict[str, float] = {"load": round(time.perf_counter() - t_load, 3)}
-    if components is None:
-        device = resolve_device(config.device)
-        components = Components(config, device, resolve_dtype(config.dtype, device))
-    run = _Run(dataset, work, config, components, timings, on_unit)
-    medoids = run.select_medoids()
-    images_out = run.generate(medoids)
-    captions_out = run.caption(medoids, images_out)
+@register_method("gitd")
+class Gitd(DistillMethod):
+    """GITD: VAE latents, CLARA medoids, img2img per medoid, captioner, CLIP picks (no training)."""
 
-    pairs = []
-    for j, m in enumerate(medoids):
-        rec = dataset[m["record"]]
-        image = images_out[j]["image"]
-        info = {
-            "source_id": rec.id,
-            "source_image": str(rec.image),
-            "source_caption": run.prompt_of(rec),
-            "cluster_size": m["size"],
-            "scores": {**images_out[j]["scores"], **captions_out[j]["scores"]},
-        }
-        pairs.append(OutputPair(image=image, captions=[captions_out[j]["caption"]], info=info))
-
-    models = describe_models(config, ablations=run.ablations())
-    manifest = {
-        "method": "gitd",
-        "preset": config.preset,
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "models": models,
-        # The registry marks random-weight builders (tiny and full-size alike).
-        "untrained": any(m.get("untrained") and m.get("used") for m in models.values()),
-        "ablations": run.ablations(),
-        "source": {
-            "path": str(Path(data).resolve()), "format": dataset.format, "split": dataset.split,
-            "image_root": str(dataset.image_root), "fingerprint": run.data_key,
-            "n_records": len(dataset) + len(dataset.problems), "n_valid": len(dataset),
-        },
-        "work": str(work.resolve()),
-        "stages": run.stage_keys,
-        "clustering": run.cluster_summary,
-        "skipped": [p.to_dict() for p in dataset.problems + run.extra_problems],
-        "timings": timings,
-        "device": str(components.device),
-        "dtype": str(components.dtype).removeprefix("torch."),
+    Settings = GitdSettings
+    presets = {"paper": _PAPER, "fast": _FAST, "tiny": _TINY,
+               "random-paper": {**_PAPER, **_RANDOM_MODELS},
+               "random-fast": {**_FAST, **_RANDOM_MODELS}}
+    roles = {
+        # The generation VAE: img2img's starting latents and its decoder (also the clustered
+        # latents unless cluster_vae or cluster_space says otherwise).
+        "vae": Role("vae", "diffusion_model", "diffusion_revision",
+                    source=lambda s: s.vae_source("generate"),
+                    used=lambda s: s.diffusion or (s.cluster and s.shared_latents())),
+        "cluster_vae": Role("vae", "diffusion_model", "diffusion_revision",
+                            source=lambda s: s.vae_source("cluster"),
+                            used=lambda s: (s.cluster and s.cluster_space == "latents"
+                                            and not s.shared_latents())),
+        "img2img": Role("img2img", "diffusion_model", "diffusion_revision", shares=("vae",),
+                        used=lambda s: s.diffusion),
+        # The score model picks among candidates (images or captions): with neither generated,
+        # it is never built.
+        "score": Role("score", "score_model", "score_revision",
+                      used=lambda s: s.score and (s.diffusion or s.captioner_on)),
+        "captioner": Role("captioner", "captioner", "captioner_revision",
+                          used=lambda s: s.captioner_on),
     }
-    t_out = time.perf_counter()
-    write_output(out, pairs, manifest)
-    # The settings alone, loadable with `gitd distill --config OUT/config.json`.
-    atomic_write_json(out / "config.json", config.to_dict())
-    timings["output"] = round(time.perf_counter() - t_out, 3)
-    # The manifest is written once more so that it carries the output stage's own time.
-    atomic_write_json(out / "manifest.json", {**read_json(out / "manifest.json"), "timings": timings})
-    log.info("wrote %d pairs to %s", len(pairs), out)
-    return out
 
+    @classmethod
+    def stages(cls, s: GitdSettings, rt: Runtime) -> dict[str, StagePlan]:
+        def ref(role):
+            return cls.roles[role].ref(s)
 
-class _Run:
-    """The stages of one ``distill`` call, sharing the dataset, work folder and components."""
+        def encode(role):
+            return EncodeSettings(
+                vae=ref(role), resolution=s.resolution, sample=s.sample_latents,
+                seed=s.seed if s.sample_latents else None, batch_size=s.encode_batch_size,
+                dtype=rt.dtype_name, device=rt.device_type, workers=s.encode_workers)
 
-    def __init__(self, dataset: Dataset, work: Path, config: DistillConfig,
-                 components: Components, timings: dict[str, float],
-                 on_unit: Callable[[str, int], None] | None):
-        self.dataset = dataset
-        self.work = work
-        self.cfg = config
-        self.c = components
-        self.timings = timings
-        self.on_unit = on_unit
-        self.data_key = dataset_fingerprint(dataset)
-        self.stage_keys: dict[str, str] = {}
-        self.cluster_summary: dict[str, Any] = {}
-        self.extra_problems: list = []
-        self.latents = None
+        plan: dict[str, StagePlan] = {}
+        shared = s.shared_latents()
+        if s.cluster and s.cluster_space == "features":
+            from gitd.models.encoders import image_model_identity, text_model_identity
 
-    # -- helpers -------------------------------------------------------------------------
-    def ablations(self) -> dict[str, bool]:
-        c = self.cfg
-        return {"cluster": c.cluster, "diffusion": c.diffusion, "captioner": c.captioner_on,
-                "score": c.score}
+            plan["features"] = StagePlan(FeatureSettings(
+                image_model="auto", text_model="auto", image_identity=image_model_identity("auto"),
+                text_identity=text_model_identity("auto"), image_size=s.feature_image_size,
+                device=rt.device_type))
+        elif s.cluster or s.diffusion:
+            plan["encode"] = StagePlan(encode("vae" if shared else "cluster_vae"))
+        plan["cluster"] = StagePlan(ClusterSettings(
+            k=s.pairs, method="clara" if s.cluster else "random", n_samples=s.clara_samples,
+            sample_size=s.clara_sample_size, seed=s.seed, device=rt.device_type),
+            upstream=next((u for u in ("features", "encode") if u in plan), "data"))
+        if s.diffusion and not shared:
+            plan["encode-medoids"] = StagePlan(encode("vae"), upstream="cluster")
+        score = ref("score") if s.score else None
+        if s.diffusion:
+            plan["generate"] = StagePlan(GenerateSettings(
+                img2img=ref("img2img"), score=score, resolution=s.resolution,
+                strength=s.strength, guidance_scale=s.guidance_scale,
+                steps=s.num_inference_steps, candidates=s.num_candidates,
+                negative_prompt=s.negative_prompt, prompt=s.prompt,
+                batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
+                device=rt.device_type),
+                upstream="encode-medoids" if "encode-medoids" in plan else "cluster")
+        if s.captioner_on:
+            plan["caption"] = StagePlan(s.caption_settings(ref("captioner"), score, rt),
+                                        upstream="generate" if s.diffusion else "cluster")
+        return plan
 
     def prompt_of(self, rec) -> str:
         # The paper prompts with the longest of the medoid's captions.
-        if self.cfg.prompt == "first":
-            return rec.captions[0]
-        return rec.longest_caption
+        return rec.captions[0] if self.settings.prompt == "first" else rec.longest_caption
 
-    def _stage(self, name: str, settings: dict[str, Any]) -> Stage:
-        stage = Stage.open(self.work, name, settings)
-        self.stage_keys[name] = stage.key
-        return stage
+    def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
+        s, runner, models = self.settings, self.runner, self.models
+        plan = runner.plan
+        scorer = (lambda: models.get("score")) if s.score else None
 
-    # -- encode + cluster ----------------------------------------------------------------
-    def shared_latents(self) -> bool:
-        """True when one encode of every image with the generation VAE serves both clustering
-        and img2img (the paper; also /C with diffusion); else clustering reads its own space
-        and only the medoids are encoded with the generation VAE (``encode_medoids``)."""
-        c = self.cfg
-        return not c.cluster or (c.cluster_space == "latents"
-                                 and c.vae_source("cluster") == c.vae_source("generate"))
-
-    def encode(self, name: str, role: str, records, upstream: str):
-        """Stage ``name``: ``records`` encoded with the ``role`` VAE (``Components``)."""
-        from gitd.stages.encode import LatentStore, encode_latents
-
-        cfg = self.cfg
-        vae_name, revision, _ = cfg.vae_source(role)
-        stage = self._stage(name, {
-            "data": upstream, "ids": len(records), "vae": vae_name, "revision": revision,
-            "resolution": cfg.resolution, "sample_latents": cfg.sample_latents,
-            "seed": cfg.seed if cfg.sample_latents else None,
-            "dtype": str(self.c.dtype),
-        })
-        clock = StageTimer(stage)
-        if stage.done:
-            log.info("%s: cached (%s)", name, stage.path.name)
-            store = LatentStore.open(stage.path)
-        else:
-            vae = self.c.get_vae() if role == "generate" else self.c.get_cluster_vae()
-            store = encode_latents(records, vae, stage.path,
-                                   resolution=cfg.resolution, batch_size=cfg.encode_batch_size,
-                                   num_workers=cfg.encode_workers, sample=cfg.sample_latents,
-                                   seed=cfg.seed, device=self.c.device, dtype=self.c.dtype)
-            clock.save()
-            stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings[name] = float(stage.summary().get("seconds", clock.total()))
-        return stage, store
-
-    def features(self):
-        """Stage ``features``: the coreset baselines' image ++ caption features of every image."""
-        from gitd.evaluation.encoders import build_image_encoder, build_text_encoder
-        from gitd.methods.coreset import pair_features
-        from gitd.store import atomic_write_bytes
-
-        cfg = self.cfg
-        image_enc = build_image_encoder("auto", image_size=cfg.feature_image_size)
-        text_enc = build_text_encoder("auto")
-        stage = self._stage("features", {
-            "data": self.data_key, "image_model": image_enc.info, "text_model": text_enc.info,
-            "text_identity": text_enc.identity, "image_size": cfg.feature_image_size})
-        path = stage.path / "features.npy"
-        clock = StageTimer(stage)
-        if stage.done and path.is_file():
-            log.info("features: cached (%s)", stage.path.name)
-            feats = np.load(path, allow_pickle=False)
-        else:
-            feats = pair_features(self.dataset, image_model=image_enc, text_model=text_enc,
-                                  image_size=cfg.feature_image_size, cache=False,
-                                  device=self.c.device)
-            buf = io.BytesIO()
-            np.save(buf, feats, allow_pickle=False)
-            atomic_write_bytes(path, buf.getvalue())
-            stage.mark_done({"seconds": round(clock.total(), 3), "shape": list(feats.shape)})
-        self.timings["features"] = float(stage.summary().get("seconds", clock.total()))
-        self.feature_encoders = {"image": image_enc.info, "text": text_enc.info}
-        return stage, feats
-
-    def select_medoids(self) -> list[dict[str, Any]]:
-        """Medoid records (dataset indices), in output order, with their cluster sizes."""
-        from gitd.stages.cluster import clara, random_medoids
-
-        cfg = self.cfg
-        X = None
-        if cfg.cluster and cfg.cluster_space == "features":
-            feat_stage, X = self.features()
-            valid = np.arange(len(self.dataset))
-            upstream = feat_stage.key
-        elif cfg.cluster or cfg.diffusion:
-            shared = self.shared_latents()
-            enc_stage, store = self.encode("encode", "generate" if shared else "cluster",
-                                           self.dataset.records, self.data_key)
-            self.extra_problems = list(store.problems)
-            if shared:
-                self.latents = store
+        # -- encode + cluster ------------------------------------------------------------
+        store, feats, problems = None, None, []
+        shared = s.shared_latents()
+        if "features" in plan:
+            feats = features_stage(runner, "features", plan["features"].settings, dataset,
+                                   device=models.device)
+            valid = np.arange(len(dataset))
+        elif "encode" in plan:
+            store = encode_stage(runner, "encode", plan["encode"].settings, dataset.records,
+                                 lambda: models.get("vae" if shared else "cluster_vae"),
+                                 device=models.device, dtype=models.dtype)
+            problems = list(store.problems)
             valid = np.asarray(store.valid_indices)
-            X = store.matrix(valid_only=True)
-            upstream = enc_stage.key
         else:
             # Neither clustering nor diffusion needs latents: random medoids over all valid rows.
-            valid = np.arange(len(self.dataset))
-            upstream = self.data_key
-        if cfg.pairs > len(valid):
-            raise ConfigError(f"asked for {cfg.pairs} pairs but only {len(valid)} images "
+            valid = np.arange(len(dataset))
+        if s.pairs > len(valid):
+            raise ConfigError(f"asked for {s.pairs} pairs but only {len(valid)} images "
                               "could be read")
-        stage = self._stage("cluster", {
-            "upstream": upstream, "k": cfg.pairs, "method": "clara" if cfg.cluster else "random",
-            "space": cfg.cluster_space if cfg.cluster else None,
-            "n_samples": cfg.clara_samples, "sample_size": cfg.clara_sample_size,
-            "seed": cfg.seed,
-        })
-        result_path = stage.path / "medoids.json"
-        cached = read_json(result_path)
-        if stage.done and cached:
-            log.info("cluster: cached (%s)", stage.path.name)
+        cached = cluster_stage(
+            runner, "cluster", plan["cluster"].settings,
+            lambda: (feats if feats is not None else
+                     store.matrix(valid_only=True) if store is not None else None), valid,
+            [r.id for r in dataset], device=models.device)
+        medoids = list(zip(cached["medoids"], cached["sizes"]))
+        prompts = [self.prompt_of(dataset[r]) for r, _ in medoids]
+
+        # -- generate --------------------------------------------------------------------
+        if "generate" in plan:
+            rows = [r for r, _ in medoids]
+            latents = store.latents if shared else None
+            if "encode-medoids" in plan:
+                # Clustering read another space: only the k medoids are encoded for img2img.
+                med = encode_stage(runner, "encode-medoids", plan["encode-medoids"].settings,
+                                   [dataset[r] for r in rows], lambda: models.get("vae"),
+                                   device=models.device, dtype=models.dtype)
+                if not med.valid.all():
+                    raise DataError(f"a medoid image could not be encoded: {med.problems[0]}")
+                latents, rows = med.latents, list(range(len(rows)))
+            images = generate_stage(runner, "generate", plan["generate"].settings,
+                                    lambda js: latents[[rows[j] for j in js]], prompts,
+                                    lambda: models.get("img2img"), scorer)
         else:
-            clock = StageTimer(stage)
-            if cfg.cluster:
-                extra = {} if cfg.clara_samples is None else {"n_samples": cfg.clara_samples}
-                res = clara(X, cfg.pairs, sample_size=cfg.clara_sample_size, seed=cfg.seed,
-                            device=self.c.device, **extra)
-            else:
-                res = random_medoids(X if X is not None else len(valid), cfg.pairs,
-                                     seed=cfg.seed)
-            medoid_rows = [int(valid[i]) for i in res.medoids]
-            sizes = ([int(s) for s in res.sizes] if res.sizes is not None
-                     else [1] * len(medoid_rows))
-            cost = float(res.cost)
-            cached = {
-                "medoids": medoid_rows,
-                "ids": [self.dataset[i].id for i in medoid_rows],
-                "sizes": sizes,
-                "cost": None if cost != cost else cost,  # NaN when there was nothing to measure
-                "method": "clara" if cfg.cluster else "random",
-                "sample_size": res.sample_size,
-                "sample_costs": [float(c) for c in (res.sample_costs or [])],
-            }
-            atomic_write_json(result_path, cached)
-            stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["cluster"] = float(stage.summary().get("seconds", 0.0))
-        self.cluster_summary = {k: cached.get(k) for k in
-                                ("method", "cost", "sizes", "sample_size", "sample_costs")}
-        self.cluster_summary["medoid_ids"] = cached["ids"]
-        if cfg.cluster:
-            self.cluster_summary["space"] = cfg.cluster_space
-            if cfg.cluster_space == "latents":
-                self.cluster_summary["vae"] = cfg.vae_source("cluster")[0]
-            else:
-                self.cluster_summary["feature_encoders"] = self.feature_encoders
-        self._cluster_key = stage.key
-        return [{"record": r, "size": s} for r, s in zip(cached["medoids"], cached["sizes"])]
-
-    # -- generate ------------------------------------------------------------------------
-    def medoid_latents(self, medoids: list[dict[str, Any]]):
-        """(latents array, row of medoid j in it, upstream stage key) for img2img."""
-        if self.latents is not None:  # every image encoded with the generation VAE already
-            return (self.latents.latents, [m["record"] for m in medoids], self._cluster_key)
-        records = [self.dataset[m["record"]] for m in medoids]
-        stage, store = self.encode("encode-medoids", "generate", records, self._cluster_key)
-        if not store.valid.all():
-            raise DataError(f"a medoid image could not be encoded: {store.problems[0]}")
-        return store.latents, list(range(len(medoids))), stage.key
-
-    def generate(self, medoids: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from gitd.data.images import open_rgb
-
-        cfg = self.cfg
-        if not cfg.diffusion:
-            self._image_key = self._cluster_key
-            self.timings["generate"] = 0.0
+            runner.skip("generate")
             # /D: the medoid's own image, copied byte for byte into the output.
-            return [{"image": self.dataset[m["record"]].image, "scores": {}} for m in medoids]
-        latents, rows, upstream = self.medoid_latents(medoids)
-        stage = self._stage("generate", {
-            "upstream": upstream, "model": cfg.diffusion_model,
-            "revision": cfg.diffusion_revision, "vae": cfg.vae_source("generate")[:2],
-            "resolution": cfg.resolution,
-            "strength": cfg.strength, "guidance_scale": cfg.guidance_scale,
-            "steps": cfg.num_inference_steps, "candidates": cfg.num_candidates,
-            "negative_prompt": cfg.negative_prompt, "prompt": cfg.prompt,
-            "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
-            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
-        })
-        self._image_key = stage.key
-        clock = StageTimer(stage)
-        k = len(medoids)
-        pipe = scorer = None
+            images = [{"image": dataset[r].image, "scores": {}} for r, _ in medoids]
 
-        def compute(chunk: range) -> list:
-            import torch
-
-            from gitd.stages.generate import generate_candidates
-
-            nonlocal pipe, scorer
-            if pipe is None:
-                pipe = self.c.get_img2img()
-                scorer = self.c.get_score_model() if cfg.score else None
-            lat = torch.from_numpy(np.asarray(latents[[rows[j] for j in chunk]],
-                                              dtype=np.float32))
-            prompts = [self.prompt_of(self.dataset[medoids[j]["record"]]) for j in chunk]
-            seeds = [derive_seed(cfg.seed, "generate", j) for j in chunk]
-            cands = generate_candidates(
-                pipe, lat, prompts, negative_prompt=cfg.negative_prompt,
-                strength=cfg.strength, guidance_scale=cfg.guidance_scale,
-                num_inference_steps=cfg.num_inference_steps,
-                num_candidates=cfg.num_candidates, seeds=seeds)
-            return list(zip(prompts, seeds, cands))
-
-        def write(j: int, result) -> None:
-            from gitd.stages.generate import select_best
-
-            prompt, seed, cand = result
-            best, scores = (select_best(scorer, cand, prompt, use_score=True)
-                            if scorer is not None else (0, []))
-            atomic_save_image(unit_path(stage, j, ".png"), cand[best])
-            atomic_write_json(unit_path(stage, j), {
-                "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
-                "chosen_candidate": int(best)})
-
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="medoid",
-                  on_written=self._written("generate", clock))
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["generate"] = round(clock.total(), 3)
-        results = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            results.append({"image": open_rgb(unit_path(stage, j, ".png")), "scores": {
-                "image_prompt_scores": meta.get("candidate_scores", []),
-                "chosen_candidate": meta.get("chosen_candidate", 0)}})
-        return results
-
-    def _written(self, name: str, clock: StageTimer) -> Callable[[int], None]:
-        def after(j: int) -> None:
-            clock.save()
-            if self.on_unit:
-                self.on_unit(name, j)
-        return after
-
-    # -- caption -------------------------------------------------------------------------
-    def caption(self, medoids: list[dict[str, Any]],
-                images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from gitd.data.images import open_rgb
-
-        cfg = self.cfg
-        if not cfg.captioner_on:
-            self.timings["caption"] = 0.0
+        # -- caption ---------------------------------------------------------------------
+        if "caption" in plan:
+            captions = caption_stage(runner, "caption", plan["caption"].settings,
+                                     [im["image"] for im in images],
+                                     lambda: models.get("captioner"), scorer)
+        else:
+            runner.skip("caption")
             # /T: the medoid's own caption (the one used as the prompt).
-            return [{"caption": self.prompt_of(self.dataset[m["record"]]), "scores": {}}
-                    for m in medoids]
-        stage = self._stage("caption", {
-            "upstream": self._image_key, "model": cfg.captioner,
-            "captions": cfg.num_captions, "temperature": cfg.temperature, "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_new_tokens,
-            "score_model": cfg.score_model if cfg.score else None, "score": cfg.score,
-            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(self.c.dtype),
-        })
-        clock = StageTimer(stage)
-        k = len(medoids)
-        captioner = scorer = None
+            captions = [{"caption": p, "scores": {}} for p in prompts]
 
-        def compute(chunk: range) -> list:
-            from gitd.stages.caption import caption_images
-
-            nonlocal captioner, scorer
-            if captioner is None:
-                captioner = self.c.get_captioner()
-                scorer = self.c.get_score_model() if cfg.score else None
-            imgs = [images[j]["image"] for j in chunk]
-            imgs = [open_rgb(im) if isinstance(im, (str, Path)) else im for im in imgs]
-            seeds = [derive_seed(cfg.seed, "caption", j) for j in chunk]
-            results = caption_images(
-                captioner, scorer, imgs, num_captions=cfg.num_captions,
-                temperature=cfg.temperature, top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens, seeds=seeds, use_score=cfg.score)
-            return list(zip(seeds, results))
-
-        def write(j: int, result) -> None:
-            seed, res = result
-            atomic_write_json(unit_path(stage, j), {
-                "caption": res.best, "candidates": list(res.candidates),
-                "scores": [float(x) for x in res.scores], "seed": seed})
-
-        run_units(stage, k, cfg.caption_batch_size, compute, write, noun="image",
-                  on_written=self._written("caption", clock))
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings["caption"] = round(clock.total(), 3)
-        out = []
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            out.append({"caption": meta["caption"], "scores": {
-                "caption_candidates": meta.get("candidates", []),
-                "caption_scores": meta.get("scores", [])}})
-        return out
+        pairs = []
+        for j, (r, size) in enumerate(medoids):
+            rec = dataset[r]
+            pairs.append(OutputPair(image=images[j]["image"], captions=[captions[j]["caption"]],
+                                    info={"source_id": rec.id, "source_image": str(rec.image),
+                                          "source_caption": prompts[j], "cluster_size": size,
+                                          "scores": {**images[j]["scores"],
+                                                     **captions[j]["scores"]}}))
+        clustering = {k: cached.get(k) for k in
+                      ("method", "cost", "sizes", "sample_size", "sample_costs")}
+        clustering["medoid_ids"] = cached["ids"]
+        if s.cluster:
+            clustering["space"] = s.cluster_space
+            if s.cluster_space == "latents":
+                clustering["vae"] = s.vae_source("cluster")[0]
+            else:
+                fs = plan["features"].settings
+                clustering["feature_encoders"] = {"image": fs.image_identity,
+                                                  "text": fs.text_identity,
+                                                  "image_size": fs.image_size}
+        ablations = {"cluster": s.cluster, "diffusion": s.diffusion,
+                     "captioner": s.captioner_on, "score": s.score}
+        return pairs, {"ablations": ablations, "clustering": clustering, "problems": problems}

@@ -6,47 +6,86 @@ matched by the Hungarian algorithm, prototype = mean of the shared members, capt
 caption nearest the text centroid) -> synthesize (unCLIP decoder conditioned on each
 prototype's image embedding, prompted by its caption) -> optional recaption -> output.
 
-It shares GITD's machinery: the model registry, fingerprinted stage folders, per-unit atomic
-writes with fixed batch composition (``gitd.store.run_units``), the output format and the
-manifest. ``--no-diffusion`` is the generator-free variant: the real image nearest each
-prototype, with the prototype's caption.
+``--no-diffusion`` is the generator-free variant: the real image nearest each prototype, with
+the prototype's caption.
 """
 
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from gitd.config import DistillConfig
-from gitd.data.formats import dataset_fingerprint, load_dataset
-from gitd.data.images import open_rgb
-from gitd.data.output import OutputPair, write_output
-from gitd.errors import ConfigError, GitdError
+from gitd.data import Dataset
+from gitd.data.output import OutputPair
+from gitd.errors import ConfigError
 from gitd.log import get_logger
-from gitd.methods.gitd import Components, derive_seed
-from gitd.store import (Stage, StageTimer, atomic_save_image, atomic_write_bytes,
-                        atomic_write_json, read_json, run_units, unit_path)
+from gitd.methods.base import DistillMethod, DistillSettings
+from gitd.models.roles import Role, Runtime
+from gitd.registry import register_method
+from gitd.settings import Boolean, Interval, Text, setting
+from gitd.stages.caption import CaptionerFields, caption_stage
+from gitd.stages.embed import EmbedSettings, embed_stage, filter_lowest
+from gitd.stages.prototypes import PrototypeSettings, build_prototypes, select_nearest
+from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
+from gitd.store import StagePlan, atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("pds")
 
 
-@dataclass
-class PdsComponents(Components):
-    unclip: Any = None
 
-    def get_unclip(self):
-        if self.unclip is None:
-            from gitd.models.unclip import build_unclip
+@dataclass(frozen=True)
+class PdsSettings(CaptionerFields, DistillSettings):
+    """PDS's settings (the captioner's, used with ``recaption``, from ``CaptionerFields``); the
+    defaults are the ``paper`` preset."""
 
-            self.unclip = build_unclip(self.config.unclip_model, device=self.device,
-                                       dtype=self.dtype, seed=self.config.seed,
-                                       revision=self.config.unclip_revision)
-        return self.unclip
+    resolution: int = setting(768, Interval(int, 8, 4096, multiple_of=8),
+                              "side of the synthesised images in pixels")
+    # unCLIP-small is conditioned on CLIP ViT-L/14 image embeddings, so the score model that
+    # embeds the data must be ViT-L/14.
+    score_model: str = setting("openai/clip-vit-large-patch14", Text(),
+                               "CLIP id or folder that embeds every pair (the unCLIP decoder's "
+                               "image encoder), or tiny-clip")
+    score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
+                                         "model", optional=True, metavar="REV")
+    unclip_model: str = setting("stabilityai/stable-diffusion-2-1-unclip-small", Text(),
+                                "Stable unCLIP id or folder, or tiny-unclip")
+    unclip_revision: str | None = setting(None, Text(), "revision (commit/tag) of the unCLIP "
+                                          "model", optional=True, metavar="REV")
+    num_inference_steps: int = setting(100, Interval(int, 1, 1000), "unCLIP scheduler steps")
+    guidance_scale: float = setting(5.0, Interval(float, 0, None),
+                                    "classifier-free guidance scale")
+    noise_level: int = setting(10, Interval(int, 0, 1000),
+                               "unCLIP noise level added to the image embedding")
+    negative_prompt: str = setting("text, watermark", Text(empty=True),
+                                   "negative prompt for synthesis")
+    filter_fraction: float = setting(0.2, Interval(float, 0, 1, closed="left"),
+                                     "fraction of pairs with the lowest image-text cosine "
+                                     "dropped before clustering")
+    generate_batch_size: int = setting(2, Interval(int, 1, 1024), "prototypes per unCLIP call")
+    diffusion: bool = setting(True, Boolean(), "unCLIP synthesis; --no-diffusion: the real "
+                              "image nearest each prototype", flags=("--diffusion",
+                                                                      "--no-diffusion"))
+    # Optional re-captioning of each synthetic image, the score model keeping the best.
+    recaption: bool = setting(False, Boolean(), "re-caption each image with the captioner, the "
+                              "score model keeping the best (as GITD does)")
+
+_CAPTION = {"num_captions": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 30,
+            "caption_batch_size": 8}
+# 100 steps, CFG 5, noise level 10 (the paper's).
+_PAPER = {**_CAPTION, "unclip_model": "stabilityai/stable-diffusion-2-1-unclip-small",
+          "score_model": "openai/clip-vit-large-patch14", "resolution": 768,
+          "num_inference_steps": 100, "guidance_scale": 5.0, "noise_level": 10,
+          "negative_prompt": "text, watermark", "filter_fraction": 0.2,
+          "captioner": "Salesforce/blip2-opt-6.7b-coco", "generate_batch_size": 2}
+_FAST = {**_PAPER, "resolution": 512, "num_inference_steps": 30, "num_captions": 3,
+         "captioner": "Salesforce/blip-image-captioning-base", "generate_batch_size": 4}
+_TINY = {**_PAPER, "unclip_model": "tiny-unclip", "score_model": "tiny-clip", "resolution": 64,
+         "num_inference_steps": 4, "captioner": "tiny-blip", "num_captions": 2,
+         "max_new_tokens": 8, "generate_batch_size": 4}
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -55,213 +94,129 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def distill(data: str | Path, out: str | Path, config: DistillConfig, *,
-            images: str | Path | None = None, split: str = "train", strict: bool = False,
-            allow_outside_root: bool = False, work: str | Path | None = None,
-            components: PdsComponents | None = None,
-            on_unit: Callable[[str, int], None] | None = None) -> Path:
-    """Distil ``data`` into ``config.pairs`` pairs with PDS, written to ``out``."""
-    from gitd.models import describe_model, resolve_device, resolve_dtype
-    from gitd.stages.embed import EmbedStore, embed_pairs, filter_lowest
-    from gitd.stages.prototypes import build_prototypes, select_nearest
+@register_method("pds")
+class Pds(DistillMethod):
+    """PDS: CLIP prototypes of matched image/text clusters, decoded by unCLIP (training-free)."""
 
-    config.validate()
-    out = Path(out)
-    work = Path(work) if work is not None else out / "work"
-    t0 = time.perf_counter()
-    dataset = load_dataset(data, images, split=split, strict=strict,
-                           allow_outside_root=allow_outside_root)
-    if len(dataset) == 0:
-        raise GitdError(f"{data}: no valid image-caption pairs to distil")
-    if config.pairs > len(dataset):
-        raise ConfigError(f"asked for {config.pairs} pairs but {data} has only "
-                          f"{len(dataset)} valid images")
-    timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
-    if components is None:
-        device = resolve_device(config.device)
-        components = PdsComponents(config, device, resolve_dtype(config.dtype, device))
-    c, cfg = components, config
-    data_key = dataset_fingerprint(dataset)
-    stages: dict[str, str] = {}
-
-    # -- embed ---------------------------------------------------------------------------
-    stage = Stage.open(work, "embed", {"data": data_key, "score_model": cfg.score_model,
-                                       "revision": cfg.score_revision, "dtype": str(c.dtype)})
-    stages["embed"] = stage.key
-    clock = StageTimer(stage)
-    if stage.done:
-        log.info("embed: cached (%s)", stage.path.name)
-        store = EmbedStore.open(stage.path)
-    else:
-        store = embed_pairs(dataset.records, c.get_score_model(), stage.path)
-        clock.save()
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-    timings["embed"] = float(stage.summary().get("seconds", clock.total()))
-    texts = [cap for r in dataset for cap in r.captions]
-
-    # -- filter + prototypes -------------------------------------------------------------
-    cap_idx, rec_idx = store.pairs()
-    keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, cfg.filter_fraction)
-    cap_idx, rec_idx = cap_idx[keep], rec_idx[keep]
-    if cfg.pairs > len(np.unique(rec_idx)):
-        raise ConfigError(f"asked for {cfg.pairs} pairs but only {len(np.unique(rec_idx))} "
-                          f"images remain after dropping {cfg.filter_fraction:.0%} of pairs")
-    stage = Stage.open(work, "prototypes", {"upstream": stages["embed"], "k": cfg.pairs,
-                                            "filter_fraction": cfg.filter_fraction,
-                                            "seed": cfg.seed})
-    stages["prototypes"] = stage.key
-    info_path = stage.path / "prototypes.json"
-    if stage.done and info_path.exists():
-        log.info("prototypes: cached (%s)", stage.path.name)
-    else:
-        clock = StageTimer(stage)
-        protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], cfg.pairs,
-                                  seed=cfg.seed)
-        valid_rows = np.flatnonzero(store.valid)
-        nearest = valid_rows[select_nearest(protos.image, store.image_emb[valid_rows])]
-        _save_npy(stage.path / "image.npy", protos.image)
-        table = protos.to_dict()
-        for j, row in enumerate(table):
-            pair = int(protos.caption[j])
-            row.update({"caption_index": int(cap_idx[pair]), "nearest_record": int(nearest[j]),
-                        "member_ids": [dataset[int(rec_idx[m])].id
-                                       for m in protos.members[j][:50]]})
-        atomic_write_json(info_path, {"pairs_kept": int(len(cap_idx)),
-                                      "pairs_dropped": int((~keep).sum()), "prototypes": table})
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-    timings["prototypes"] = float(stage.summary().get("seconds", 0.0))
-    info = read_json(info_path)
-    table = info["prototypes"]
-    proto_image = np.load(stage.path / "image.npy")
-    k = len(table)
-    prompts = [texts[row["caption_index"]] for row in table]
-
-    # -- synthesize ----------------------------------------------------------------------
-    images: list[Any]
-    if cfg.diffusion:
-        stage = Stage.open(work, "synthesize", {
-            "upstream": stages["prototypes"], "model": cfg.unclip_model,
-            "revision": cfg.unclip_revision, "resolution": cfg.resolution,
-            "steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
-            "noise_level": cfg.noise_level, "negative_prompt": cfg.negative_prompt,
-            "batch": cfg.generate_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
-        stages["synthesize"] = stage.key
-        clock = StageTimer(stage)
-
-        def compute(chunk: range) -> list:
-            import torch
-
-            from gitd.stages.synthesize import synthesize
-
-            pipe = c.get_unclip()
-            seeds = [derive_seed(cfg.seed, "synthesize", j) for j in chunk]
-            return list(zip(seeds, synthesize(
-                pipe, torch.from_numpy(proto_image[list(chunk)]), [prompts[j] for j in chunk],
-                num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                noise_level=cfg.noise_level, negative_prompt=cfg.negative_prompt, seeds=seeds,
-                norms=[table[j]["norm"] for j in chunk], height=cfg.resolution,
-                width=cfg.resolution)))
-
-        def write(j: int, result) -> None:
-            seed, image = result
-            atomic_save_image(unit_path(stage, j, ".png"), image)
-            atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
-
-        def written(j: int) -> None:
-            clock.save()
-            if on_unit:
-                on_unit("synthesize", j)
-
-        if not all(unit_path(stage, j).exists() for j in range(k)):
-            # A mismatched CLIP/unCLIP pair is a setting error: say so before any work.
-            from gitd.models.unclip import check_embedding_match
-
-            check_embedding_match(c.get_unclip(), proto_image.shape[1],
-                                  score_model=cfg.score_model, unclip_model=cfg.unclip_model)
-        run_units(stage, k, cfg.generate_batch_size, compute, write, noun="prototype",
-                  on_written=written)
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-        timings["synthesize"] = round(clock.total(), 3)
-        images = [open_rgb(unit_path(stage, j, ".png")) for j in range(k)]
-        image_key = stage.key
-    else:
-        # Generator-free variant: the real image nearest each prototype, copied as is.
-        images = [dataset[row["nearest_record"]].image for row in table]
-        timings["synthesize"] = 0.0
-        image_key = stages["prototypes"]
-
-    # -- optional recaption --------------------------------------------------------------
-    captions = list(prompts)
-    caption_scores: list[dict[str, Any]] = [{} for _ in range(k)]
-    if cfg.recaption:
-        stage = Stage.open(work, "caption", {
-            "upstream": image_key, "model": cfg.captioner, "captions": cfg.num_captions,
-            "temperature": cfg.temperature, "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_new_tokens, "score_model": cfg.score_model,
-            "batch": cfg.caption_batch_size, "seed": cfg.seed, "dtype": str(c.dtype)})
-        stages["caption"] = stage.key
-        clock = StageTimer(stage)
-
-        def compute_caps(chunk: range) -> list:
-            from gitd.stages.caption import caption_images
-
-            imgs = [images[j] if not isinstance(images[j], (str, Path)) else open_rgb(images[j])
-                    for j in chunk]
-            seeds = [derive_seed(cfg.seed, "caption", j) for j in chunk]
-            return caption_images(c.get_captioner(), c.get_score_model(), imgs,
-                                  num_captions=cfg.num_captions, temperature=cfg.temperature,
-                                  top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                  seeds=seeds, use_score=True)
-
-        def write_caps(j: int, res) -> None:
-            atomic_write_json(unit_path(stage, j), {"caption": res.best,
-                                                    "candidates": list(res.candidates),
-                                                    "scores": [float(x) for x in res.scores]})
-
-        run_units(stage, k, cfg.caption_batch_size, compute_caps, write_caps, noun="image",
-                  on_written=lambda j: (clock.save(), on_unit and on_unit("caption", j)))
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-        timings["caption"] = round(clock.total(), 3)
-        for j in range(k):
-            meta = read_json(unit_path(stage, j), {})
-            captions[j] = meta["caption"]
-            caption_scores[j] = {"caption_candidates": meta["candidates"],
-                                 "caption_scores": meta["scores"]}
-
-    # -- output --------------------------------------------------------------------------
-    pairs = []
-    for j, row in enumerate(table):
-        rec = dataset[row["nearest_record"]]
-        pairs.append(OutputPair(image=images[j], captions=[captions[j]], info={
-            "source_id": rec.id, "source_image": str(rec.image), "source_caption": prompts[j],
-            "cluster_size": row["members"], "prototype": {
-                "match_count": row["match_count"], "image_cluster": row["image_cluster"],
-                "text_cluster": row["text_cluster"], "members": row["members"],
-                "member_ids": row["member_ids"], "embedding_norm": row["norm"]},
-            "scores": caption_scores[j]}))
-    used = {"score": describe_model("score", cfg.score_model, cfg.score_revision)}
-    if cfg.diffusion:
-        used["unclip"] = describe_model("unclip", cfg.unclip_model, cfg.unclip_revision)
-    if cfg.recaption:
-        used["captioner"] = describe_model("captioner", cfg.captioner, cfg.captioner_revision)
-    manifest = {
-        "method": "pds", "preset": cfg.preset, "seed": cfg.seed, "config": cfg.to_dict(),
-        "models": used, "untrained": any(m.get("untrained") for m in used.values()),
-        "ablations": {"diffusion": cfg.diffusion, "recaption": cfg.recaption},
-        "source": {"path": str(Path(data).resolve()), "format": dataset.format,
-                   "split": dataset.split, "image_root": str(dataset.image_root),
-                   "fingerprint": data_key, "n_records": len(dataset) + len(dataset.problems),
-                   "n_valid": int(store.valid.sum())},
-        "work": str(work.resolve()), "stages": stages,
-        "filtering": {"fraction": cfg.filter_fraction, "pairs_kept": info["pairs_kept"],
-                      "pairs_dropped": info["pairs_dropped"]},
-        "clustering": {"method": "pds-prototypes", "sizes": [r["members"] for r in table],
-                       "match_counts": [r["match_count"] for r in table]},
-        "skipped": [p.to_dict() for p in dataset.problems + store.problems],
-        "timings": timings, "device": str(c.device),
-        "dtype": str(c.dtype).removeprefix("torch."),
+    Settings = PdsSettings
+    presets = {"paper": _PAPER, "fast": _FAST, "tiny": _TINY}
+    roles = {
+        "score": Role("score", "score_model", "score_revision"),
+        "unclip": Role("unclip", "unclip_model", "unclip_revision", used=lambda s: s.diffusion),
+        "captioner": Role("captioner", "captioner", "captioner_revision",
+                          used=lambda s: s.recaption),
     }
-    write_output(out, pairs, manifest)
-    atomic_write_json(out / "config.json", cfg.to_dict())
-    log.info("wrote %d pairs to %s", len(pairs), out)
-    return out
+
+    @classmethod
+    def stages(cls, s: PdsSettings, rt: Runtime) -> dict[str, StagePlan]:
+        plan = {
+            "embed": StagePlan(EmbedSettings(score=cls.roles["score"].ref(s),
+                                             dtype=rt.dtype_name, device=rt.device_type)),
+            "prototypes": StagePlan(PrototypeSettings(k=s.pairs,
+                                                      filter_fraction=s.filter_fraction,
+                                                      seed=s.seed), upstream="embed"),
+        }
+        if s.diffusion:
+            plan["synthesize"] = StagePlan(SynthesizeSettings(
+                unclip=cls.roles["unclip"].ref(s), resolution=s.resolution,
+                steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+                noise_level=s.noise_level, negative_prompt=s.negative_prompt,
+                batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
+                device=rt.device_type), upstream="prototypes")
+        if s.recaption:
+            plan["caption"] = StagePlan(
+                s.caption_settings(cls.roles["captioner"].ref(s), cls.roles["score"].ref(s), rt),
+                upstream="synthesize" if s.diffusion else "prototypes")
+        return plan
+
+    def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
+        s, runner, models = self.settings, self.runner, self.models
+        plan = runner.plan
+        store = embed_stage(runner, "embed", plan["embed"].settings, dataset.records,
+                            lambda: models.get("score"))
+        texts = [cap for r in dataset for cap in r.captions]
+
+        # -- filter + prototypes ---------------------------------------------------------
+        cap_idx, rec_idx = store.pairs()
+        keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, s.filter_fraction)
+        cap_idx, rec_idx = cap_idx[keep], rec_idx[keep]
+        if s.pairs > len(np.unique(rec_idx)):
+            raise ConfigError(f"asked for {s.pairs} pairs but only {len(np.unique(rec_idx))} "
+                              f"images remain after dropping {s.filter_fraction:.0%} of pairs")
+
+        def prototypes(stage) -> None:
+            protos = build_prototypes(store.image_emb[rec_idx], store.text_emb[cap_idx], s.pairs,
+                                      seed=s.seed)
+            valid_rows = np.flatnonzero(store.valid)
+            nearest = valid_rows[select_nearest(protos.image, store.image_emb[valid_rows])]
+            _save_npy(stage.path / "image.npy", protos.image)
+            table = protos.to_dict()
+            for j, row in enumerate(table):
+                row.update({"caption_index": int(cap_idx[int(protos.caption[j])]),
+                            "nearest_record": int(nearest[j]),
+                            "member_ids": [dataset[int(rec_idx[m])].id
+                                           for m in protos.members[j][:50]]})
+            atomic_write_json(stage.path / "prototypes.json", {
+                "pairs_kept": int(len(cap_idx)), "pairs_dropped": int((~keep).sum()),
+                "prototypes": table})
+
+        def load_prototypes(stage) -> tuple[dict, np.ndarray]:
+            info = read_json(stage.path / "prototypes.json")
+            require(isinstance(info, dict) and isinstance(info.get("prototypes"), list)
+                    and len(info["prototypes"]) == s.pairs,
+                    "prototypes.json is missing or damaged")
+            image = np.load(stage.path / "image.npy", allow_pickle=False)
+            require(image.shape[0] == s.pairs, "image.npy has the wrong number of prototypes")
+            for row in info["prototypes"]:
+                require(0 <= row["caption_index"] < len(texts)
+                        and 0 <= row["nearest_record"] < len(dataset),
+                        "prototypes.json points outside the dataset")
+            return info, image
+
+        info, proto_image = runner.whole("prototypes", prototypes, load_prototypes)
+        table = info["prototypes"]
+        prompts = [texts[row["caption_index"]] for row in table]
+
+        # -- synthesize ------------------------------------------------------------------
+        if "synthesize" in plan:
+            def check_match() -> None:
+                # A mismatched CLIP/unCLIP pair is a setting error: say so before any work.
+                from gitd.models.unclip import check_embedding_match
+
+                check_embedding_match(models.get("unclip"), proto_image.shape[1],
+                                      score_model=s.score_model, unclip_model=s.unclip_model)
+
+            images: list[Any] = synthesize_stage(
+                runner, "synthesize", plan["synthesize"].settings, proto_image, prompts,
+                [row["norm"] for row in table], lambda: models.get("unclip"), before=check_match)
+        else:
+            runner.skip("synthesize")
+            # Generator-free variant: the real image nearest each prototype, copied as is.
+            images = [dataset[row["nearest_record"]].image for row in table]
+
+        # -- optional recaption ----------------------------------------------------------
+        if "caption" in plan:
+            captions = caption_stage(runner, "caption", plan["caption"].settings, images,
+                                     lambda: models.get("captioner"),
+                                     lambda: models.get("score"))
+        else:
+            captions = [{"caption": p, "scores": {}} for p in prompts]
+
+        pairs = []
+        for j, row in enumerate(table):
+            rec = dataset[row["nearest_record"]]
+            pairs.append(OutputPair(image=images[j], captions=[captions[j]["caption"]], info={
+                "source_id": rec.id, "source_image": str(rec.image), "source_caption": prompts[j],
+                "cluster_size": row["members"], "prototype": {
+                    "match_count": row["match_count"], "image_cluster": row["image_cluster"],
+                    "text_cluster": row["text_cluster"], "members": row["members"],
+                    "member_ids": row["member_ids"], "embedding_norm": row["norm"]},
+                "scores": captions[j]["scores"]}))
+        return pairs, {
+            "ablations": {"diffusion": s.diffusion, "recaption": s.recaption},
+            "filtering": {"fraction": s.filter_fraction, "pairs_kept": info["pairs_kept"],
+                          "pairs_dropped": info["pairs_dropped"]},
+            "clustering": {"method": "pds-prototypes", "sizes": [r["members"] for r in table],
+                           "match_counts": [r["match_count"] for r in table]},
+            "n_valid": int(store.valid.sum()), "problems": store.problems,
+        }

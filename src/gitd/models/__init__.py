@@ -1,12 +1,12 @@
 """Model registry: build every component gitd uses by name (see ``gitd.models.registry``)."""
 
 from gitd.models.registry import (KINDS, build, build_captioner, build_img2img,
-                                  build_score_model, build_vae, describe_model, describe_models,
+                                  build_score_model, build_vae, describe_model,
                                   hub_offline, is_untrained, list_models, load_pretrained,
                                   register, register_loader, resolve_device, resolve_dtype)
 
 __all__ = ["KINDS", "build", "build_captioner", "build_img2img", "build_score_model",
-           "build_vae", "describe_model", "describe_models", "hub_offline", "is_untrained",
+           "build_vae", "describe_model", "hub_offline", "is_untrained",
            "list_models", "load_pretrained", "register", "register_loader", "resolve_device",
            "resolve_dtype"]
 from gitd.models import unclip as _unclip  # noqa: E402,F401  (registers the unclip kind)

@@ -10,14 +10,18 @@ others) has
 
 Every builder is called as ``builder(name, *, device, dtype, seed, revision, **extra)`` and
 ``build(kind, name, ...)`` dispatches. Real weights load with ``trust_remote_code=False`` (there is
-no switch to turn it on) and ``local_files_only`` when ``HF_HUB_OFFLINE`` is set; a model that is
-neither on disk nor reachable is a one-line ``ModelUnavailableError``.
+no switch to turn it on), from the local cache first, and from the hub only when it is not there
+(and ``HF_HUB_OFFLINE`` is not set); a model that is neither on disk nor reachable is a one-line
+``ModelUnavailableError``, quickly and without the hub libraries' warnings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,13 +153,15 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _unavailable(model_id: str, what: str, exc: BaseException) -> ModelUnavailableError:
-    reason = "HF_HUB_OFFLINE is set" if hub_offline() else "not reachable"
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    if len(detail) > 140:
-        detail = detail[:137].rsplit(" ", 1)[0] + "..."
+def _unavailable(model_id: str, what: str, why: BaseException | str) -> ModelUnavailableError:
+    if isinstance(why, BaseException):
+        reason = "HF_HUB_OFFLINE is set" if hub_offline() else "not reachable"
+        detail = " ".join(str(why).split()) or type(why).__name__
+        if len(detail) > 140:
+            detail = detail[:137].rsplit(" ", 1)[0] + "..."
+        why = f"{reason}: {detail}"
     return ModelUnavailableError(
-        f"{what} model {model_id!r} is not on disk and cannot be downloaded ({reason}: {detail}); "
+        f"{what} model {model_id!r} is not on disk and cannot be downloaded ({why}); "
         f"fetch it on a connected machine with 'hf download {model_id}' and copy the cache here "
         f"(or set HF_HOME to it), or pass a local folder; '--preset tiny' runs fully offline",
         exit_code=3)
@@ -170,24 +176,79 @@ def _quiet_loading_bars() -> None:
     dlog.disable_progress_bar()
 
 
-def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
-                    revision: str | None = None, **kwargs: Any) -> Any:
-    """``load(model_id, ...)`` (a ``from_pretrained``) with gitd's safety and offline rules."""
-    local = Path(model_id).expanduser()
-    source = str(local) if local.is_dir() else model_id
-    if not local.is_dir() and (model_id.startswith((".", "~", os.sep)) or local.exists()):
-        # A path, not a hub id: suggesting 'hf download /some/path' would only confuse.
-        raise ModelUnavailableError(f"{what} model folder {model_id} does not exist or is not a "
-                                    "folder; '--preset tiny' runs fully offline", exit_code=3)
-    kwargs.setdefault("trust_remote_code", False)
-    if kwargs["trust_remote_code"]:
-        raise ConfigError("trust_remote_code is not allowed for models loaded by gitd")
-    if hub_offline() or local.is_dir():
-        kwargs["local_files_only"] = True
-    if revision is not None and not local.is_dir():
-        kwargs["revision"] = revision
-    if is_quiet():
-        _quiet_loading_bars()
+HUB_LOGGERS = ("huggingface_hub", "transformers", "diffusers")
+# Seconds to wait for the hub to answer before calling it unreachable (env GITD_HUB_TIMEOUT).
+HUB_TIMEOUT = 5.0
+
+
+class _Held(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_library_output():
+    """Hold the hub libraries' log records and Python warnings while a model loads: a load that
+    fails becomes gitd's one line without them (retry notices, deprecations); a load that works
+    lets them through afterwards, as they were."""
+    held = _Held()
+    saved = []
+    for name in HUB_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.handlers[:], lg.propagate))
+        lg.handlers = [held]
+        lg.propagate = False
+    ok = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+        ok = True
+    finally:
+        for lg, handlers, propagate in saved:
+            # A library imported during the load set up its own handler: keep that one.
+            added = [h for h in lg.handlers if h is not held and h not in handlers]
+            lg.handlers = handlers + added
+            if not added:
+                lg.propagate = propagate
+        if ok:
+            for record in held.records:
+                target = logging.getLogger(record.name)
+                if record.levelno >= target.getEffectiveLevel():
+                    target.handle(record)
+            for w in caught:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _hub_unreachable() -> str | None:
+    """None when the hub endpoint answers at all; otherwise why it does not. One request with a
+    short timeout and no retries: the hub libraries retry a dead connection for half a minute."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    try:
+        timeout = float(os.environ.get("GITD_HUB_TIMEOUT", HUB_TIMEOUT))
+    except ValueError:
+        timeout = HUB_TIMEOUT
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return None  # an HTTP answer, even an error, means the hub is there
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"the hub {endpoint} is not reachable: {' '.join(str(reason).split())[:100]}"
+    return None
+
+
+def _call(load: Callable[..., Any], source: str, model_id: str, what: str,
+          kwargs: dict[str, Any]) -> Any:
     try:
         return load(source, **kwargs)
     except GitdError:
@@ -200,6 +261,41 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
         if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
             raise _unavailable(model_id, what, exc) from None
         raise
+
+
+def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
+                    revision: str | None = None, **kwargs: Any) -> Any:
+    """``load(model_id, ...)`` (a ``from_pretrained``) with gitd's safety and offline rules.
+
+    A hub id is looked up in the local cache first (``local_files_only``: no network); only
+    when it is not there, and ``HF_HUB_OFFLINE`` is not set, is the hub asked, after one quick
+    check that it answers at all. A model that cannot be had is one ``ModelUnavailableError``
+    line, with none of the libraries' warnings before it.
+    """
+    local = Path(model_id).expanduser()
+    source = str(local) if local.is_dir() else model_id
+    if not local.is_dir() and (model_id.startswith((".", "~", os.sep)) or local.exists()):
+        # A path, not a hub id: suggesting 'hf download /some/path' would only confuse.
+        raise ModelUnavailableError(f"{what} model folder {model_id} does not exist or is not a "
+                                    "folder; '--preset tiny' runs fully offline", exit_code=3)
+    kwargs.setdefault("trust_remote_code", False)
+    if kwargs["trust_remote_code"]:
+        raise ConfigError("trust_remote_code is not allowed for models loaded by gitd")
+    if revision is not None and not local.is_dir():
+        kwargs["revision"] = revision
+    if is_quiet():
+        _quiet_loading_bars()
+    with _held_library_output():
+        if local.is_dir() or hub_offline():
+            return _call(load, source, model_id, what, {**kwargs, "local_files_only": True})
+        try:
+            return _call(load, source, model_id, what, {**kwargs, "local_files_only": True})
+        except ModelUnavailableError:
+            pass  # not in the local cache: ask the hub
+        why = _hub_unreachable()
+        if why is not None:
+            raise _unavailable(model_id, what, why)
+        return _call(load, source, model_id, what, kwargs)
 
 
 def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
@@ -386,38 +482,3 @@ def describe_model(kind: str, name: str, revision: str | None = None) -> dict[st
         info["source"] = "huggingface"
     info["untrained"] = is_untrained(kind, name)
     return info
-
-
-def describe_models(config, ablations: dict[str, bool] | None = None) -> dict[str, Any]:
-    """The models a run with ``config`` (a DistillConfig) uses, for its manifest.
-
-    Each role has name, revision, source and ``untrained`` (True for tiny random-weight models);
-    ``used`` is False where an ablation switched the role off. ``vae`` is the generation VAE
-    (img2img's latents and decoder), ``cluster_vae`` the one whose latents were clustered.
-    """
-    ab = dict(ablations) if ablations is not None else {
-        "cluster": config.cluster, "diffusion": config.diffusion,
-        "captioner": config.captioner_on, "score": config.score}
-    clustered = bool(ab.get("cluster", True))
-    diffusion = bool(ab.get("diffusion", True))
-    gen_vae, gen_rev, _ = config.vae_source("generate")
-    cl_vae, cl_rev, _ = config.vae_source("cluster")
-    latent_space = getattr(config, "cluster_space", "latents") == "latents"
-    roles = {
-        # /C with diffusion still encodes every image with the generation VAE.
-        "vae": ("vae", gen_vae, gen_rev, diffusion or (clustered and latent_space
-                                                       and cl_vae == gen_vae)),
-        "cluster_vae": ("vae", cl_vae, cl_rev, clustered and latent_space),
-        "img2img": ("img2img", config.diffusion_model, config.diffusion_revision, diffusion),
-        # The score model picks among candidates (images or captions): with neither generated,
-        # it is never built.
-        "score": ("score", config.score_model, getattr(config, "score_revision", None),
-                  bool(ab.get("score", True)) and bool(diffusion
-                                                       or ab.get("captioner", True))),
-        "captioner": ("captioner", config.captioner, getattr(config, "captioner_revision", None),
-                      bool(ab.get("captioner", True))),
-    }
-    out = {}
-    for role, (kind, name, rev, used) in roles.items():
-        out[role] = {**describe_model(kind, name, rev), "used": used}
-    return out

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 from gitd.data.images import open_rgb
 from gitd.errors import GitdError
 from gitd.log import get_logger
+from gitd.registry import summary_of
+from gitd.outdir import Inputs, check_output_file, claim, file_starts_with
 from gitd.report import plots
 from gitd.report.results import METRICS, Result, find_results
 from gitd.store import atomic_write_text, to_json
@@ -274,8 +276,10 @@ def _untrained(manifest: dict) -> bool:
 def _header(manifest: dict, out: Path, n_items: int) -> str:
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
     method = manifest.get("method", "unknown method")
-    facts = [("method", _e(method)),
-             ("preset", _e(manifest.get("preset", "–"))),
+    about = summary_of(str(method), "select" if manifest.get("kind") == "select" else "distill")
+    facts = [("method", _e(method) + (f' <span class="muted">({_e(about)})</span>'
+                                      if about else "")),
+             ("preset", _e(manifest.get("preset") or "–")),
              ("pairs", _e(manifest.get("pairs", n_items))),
              ("seed", _e(manifest.get("seed", "–")))]
     if source:
@@ -586,6 +590,31 @@ def render_report(out_dir: str | Path, *, results: list[str | Path] | None = Non
             "<body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n")
 
 
+def is_report_file(path: Path) -> bool:
+    """Whether ``path`` is an HTML report gitd wrote (so a new one may replace it)."""
+    return file_starts_with(path, b"<title>gitd report:", limit=1 << 14)
+
+
+def _report_inputs(out: Path, results: list[str | Path] | None) -> Inputs:
+    """What a report reads, which its destination must not overwrite: the folder's own files
+    (but not an older report), the results named, and the images the manifest points to."""
+    inputs = Inputs()
+    for p in out.iterdir() if out.is_dir() else []:
+        if p.is_file() and not is_report_file(p):
+            inputs.file(p, "file of the reported folder")
+    for p in results or []:
+        inputs.file(p, "results file")
+    manifest = load_manifest(out)
+    for item in manifest["items"]:
+        inputs.file(out / item["image"], "pair image")
+        src = item.get("source_image")
+        if isinstance(src, str):
+            found = _source_image_path(src, out, manifest)
+            if found is not None:
+                inputs.file(found, "source image")
+    return inputs
+
+
 def write_report(out_dir: str | Path, *, results: list[str | Path] | None = None,
                  dest: str | Path | None = None, thumb_size: int = THUMB_SIZE) -> Path:
     """Write the report of ``out_dir`` to ``dest`` (default ``OUT/report.html``), atomically.
@@ -594,10 +623,13 @@ def write_report(out_dir: str | Path, *, results: list[str | Path] | None = None
     ``OUT/results/*.json``, e.g. the same test evaluated on other methods and sizes to plot
     recall against the number of pairs.
     """
-    html = render_report(out_dir, results=results, thumb_size=thumb_size)
     dest = Path(dest) if dest is not None else Path(out_dir) / "report.html"
     if dest.is_dir():
         raise GitdError(f"{dest}: is a folder; give the report's file name, e.g. {dest}/report.html")
+    html = render_report(out_dir, results=results, thumb_size=thumb_size)
+    check_output_file(dest, _report_inputs(Path(out_dir), results), what="report",
+                      owned=is_report_file, create_parent=True)
     atomic_write_text(dest, html)
+    claim(dest)
     log.info("wrote %s (%.1f MB)", dest, len(html.encode("utf-8")) / 1e6)
     return dest

@@ -202,6 +202,11 @@ def read_result(path: str | Path, *, this_out: Path | None = None) -> Result:
         res.selection = "epoch chosen on the validation split"
     best = _summary(_first(data.get("best_on_test"), data.get("summary_best_on_test")))
     res.best_on_test = best or None
+    overlap = data.get("test_overlap")
+    if isinstance(overlap, dict) and _as_int(overlap.get("images")):
+        res.notes.append(f"TEST OVERLAP: the test set shares {overlap['images']} image(s) with "
+                         "the training pairs' source (allowed by --allow-test-overlap); these "
+                         "figures overstate retrieval")
     return res
 
 
@@ -260,8 +265,17 @@ def find_results(out: Path, extra: list[str | Path] | None = None) -> tuple[list
     return results, warnings
 
 
-# Settings that differ between runs of one method without making them different variants.
+# Settings that differ between runs of one method without making them different variants: the
+# budget and the seed, where things ran, and what the method registry declares as not affecting
+# results (work folders, loader processes, caches). The preset is declared so too (its values
+# are what count), but it names the variant best when it differs.
 _NOT_VARIANT = {"pairs", "seed", "work", "out", "device", "dtype", "cache", "data", "source"}
+
+
+def _not_variant() -> set[str]:
+    from gitd.registry import neutral_fields
+
+    return _NOT_VARIANT | (neutral_fields() - {"preset", "method"})
 
 
 def _tell_apart(results: list[Result]) -> None:
@@ -275,7 +289,7 @@ def _tell_apart(results: list[Result]) -> None:
         pairs = [m.pairs for m in members]
         if len(set(pairs)) == len(pairs):
             continue
-        keys = sorted({k for m in members for k in m.config} - _NOT_VARIANT)
+        keys = sorted({k for m in members for k in m.config} - _not_variant())
         differ = [k for k in keys
                   if len({json.dumps(m.config.get(k), sort_keys=True) for m in members}) > 1]
         for m in members:

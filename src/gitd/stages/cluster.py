@@ -26,7 +26,7 @@ import torch
 
 from gitd.errors import ConfigError, check_positive_int
 from gitd.log import get_logger, progress
-from gitd.store import atomic_write_bytes, atomic_write_json, read_json
+from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("stages.cluster")
 
@@ -234,8 +234,8 @@ def refine_medoids(X, medoids: np.ndarray, labels: np.ndarray, rng: np.random.Ge
                    candidates: int = 128, reference: int = 512, device=None) -> np.ndarray:
     """One alternating k-medoids update on the whole set (Park & Jun 2009, sampled).
 
-    CLARA's medoids are the best for a sample of 80 + 4k rows; with few rows per cluster in
-    the sample they can sit off-centre in the full clusters. For each cluster, the member
+    CLARA's medoids are the best for a sample (by default max(80 + 4k, 1000) rows); with few
+    rows per cluster in the sample they can sit off-centre in the full clusters. For each cluster, the member
     (the current medoid plus up to ``candidates`` random members) with the smallest summed
     distance to up to ``reference`` random members becomes its medoid. Returns the new
     medoids (sorted); the caller keeps them only if the full-set cost drops.
@@ -267,13 +267,14 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     """CLARA k-medoids of the rows of ``X`` ([n, d], any float dtype, memmap welcome).
 
     Each of ``n_samples`` samples holds the best medoids found so far plus random rows up to
-    ``sample_size`` (default ``default_sample_size(k)`` = 80 + 4k, see there); FasterPAM (random
-    initialisation, ``max_iter`` passes) runs on the sample's distance matrix; the whole set is
-    then assigned to the sample's medoids in chunks (on ``device``: the GPU when there is one),
-    and the medoids of lowest total cost are kept. Then up to ``refine`` rounds of
+    ``sample_size`` (default ``default_sample_size(k)`` = max(80 + 4k, 1000), see there);
+    FasterPAM (random initialisation, ``max_iter`` passes) runs on the sample's distance matrix;
+    the whole set is then assigned to the sample's medoids in chunks (on ``device``: the GPU
+    when there is one), and the medoids of lowest total cost are kept. Then up to ``refine`` rounds of
     ``refine_medoids`` move each medoid towards the centre of its full cluster, each kept only
-    if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows. Same ``seed``, same result: FasterPAM runs on one thread (``n_cpu=1``) because
-    its parallel version may order swaps differently from run to run.
+    if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows.
+    Same ``seed``, same result: FasterPAM runs on one thread (``n_cpu=1``) because its parallel
+    version may order swaps differently from run to run.
     """
     t0 = time.perf_counter()
     n, d = _shape(X)
@@ -403,3 +404,61 @@ class RowSubset:
 
 __all__ = ["ClaraResult", "RowSubset", "assign", "clara", "default_chunk_size",
            "default_sample_size", "pairwise_distances", "random_medoids", "refine_medoids"]
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Everything the medoids depend on besides the upstream rows (the ``cluster`` key)."""
+
+    k: int
+    method: str  # "clara" or "random" (the /C ablation)
+    n_samples: int | None  # CLARA draws; None: the default of ``clara``
+    sample_size: int | None
+    seed: int
+    device: str
+
+
+def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndarray,
+                  ids: Sequence[str], *, device) -> dict[str, Any]:
+    """Run (or reuse) the cluster stage: ``matrix()`` gives the rows to cluster (valid rows
+    only) or None to draw random medoids over ``len(valid)`` rows without data; ``valid`` maps
+    those rows to dataset indices. Returns the cached result (``medoids.json``)."""
+    def result_path(stage) -> Path:
+        return stage.path / "medoids.json"
+
+    def compute(stage) -> None:
+        X = matrix()
+        if st.method == "clara":
+            extra = {} if st.n_samples is None else {"n_samples": st.n_samples}
+            res = clara(X, st.k, sample_size=st.sample_size, seed=st.seed, device=device,
+                        **extra)
+        else:
+            res = random_medoids(X if X is not None else len(valid), st.k, seed=st.seed)
+        rows = [int(valid[i]) for i in res.medoids]
+        cost = float(res.cost)
+        atomic_write_json(result_path(stage), {
+            "medoids": rows,
+            "ids": [ids[i] for i in rows],
+            "sizes": ([int(s) for s in res.sizes] if res.sizes is not None else [1] * len(rows)),
+            "cost": None if cost != cost else cost,  # NaN when there was nothing to measure
+            "method": st.method,
+            "sample_size": res.sample_size,
+            "sample_costs": [float(c) for c in (res.sample_costs or [])],
+        })
+
+    usable = set(int(v) for v in valid)
+
+    def load(stage) -> dict[str, Any]:
+        res = read_json(result_path(stage))
+        require(isinstance(res, dict), "medoids.json is missing or not a JSON object")
+        rows, sizes = res["medoids"], res["sizes"]
+        require(isinstance(rows, list) and len(rows) == st.k and all(r in usable for r in rows),
+                f"medoids.json does not hold {st.k} usable rows")
+        require(isinstance(sizes, list) and len(sizes) == len(rows)
+                and all(isinstance(x, int) for x in sizes), "medoids.json has bad sizes")
+        require(res["ids"] == [ids[r] for r in rows],
+                "medoids.json names other images than the dataset's")
+        return res
+
+    return runner.whole(name, compute, load)

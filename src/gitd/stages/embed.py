@@ -19,7 +19,9 @@ import numpy as np
 from gitd.data.images import ImageError, open_rgb
 from gitd.data.records import Problem, Record
 from gitd.log import get_logger, progress
-from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
+from gitd.models.roles import ModelRef
+from gitd.stages.arrays import create_array_file, npy_ok
+from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json, require
 
 log = get_logger("stages.embed")
 
@@ -34,15 +36,27 @@ class EmbedStore:
     problems: list[Problem] = field(default_factory=list)
 
     @classmethod
-    def open(cls, folder: str | Path) -> "EmbedStore":
+    def open(cls, folder: str | Path, records: Sequence[Record] | None = None) -> "EmbedStore":
+        """The folder's arrays; with ``records``, checked to be complete and to hold exactly
+        those records (``Damaged`` says what is wrong)."""
         folder = Path(folder)
         index = read_json(folder / "index.json")
         state = read_json(folder / "progress.json", {}) or {}
-        valid = np.ones(len(index["ids"]), dtype=bool)
+        require(isinstance(index, dict) and isinstance(state, dict),
+                "index.json or progress.json is missing or damaged")
+        n = len(index["ids"])
+        valid = np.ones(n, dtype=bool)
         valid[list(state.get("bad", []))] = False
-        return cls(folder, np.load(folder / "images.npy", mmap_mode="r"),
-                   np.load(folder / "texts.npy"), np.asarray(index["owner"], dtype=np.int64),
-                   valid, [Problem(**p) for p in state.get("problems", [])])
+        store = cls(folder, np.load(folder / "images.npy", mmap_mode="r"),
+                    np.load(folder / "texts.npy"), np.asarray(index["owner"], dtype=np.int64),
+                    valid, [Problem(**p) for p in state.get("problems", [])])
+        if records is not None:
+            require(index["ids"] == [r.id for r in records], "index.json lists other images")
+            require(state.get("rows_done") == n, f"progress.json says {state.get('rows_done')} "
+                    f"of {n} images done")
+            require(store.image_emb.shape[0] == n and len(store.text_emb) == len(store.owner)
+                    == sum(len(r.captions) for r in records), "arrays of the wrong length")
+        return store
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(caption indices, record indices) of every pair whose image could be read."""
@@ -67,17 +81,20 @@ def embed_pairs(records: Sequence[Record], score_model, out_dir: str | Path, *,
     key = fingerprint({"ids": ids, "model": getattr(score_model, "name", repr(score_model))})
     index = read_json(out / "index.json")
     state = read_json(out / "progress.json", {}) or {}
-    if not index or index.get("key") != key:
-        state = {}
     texts = [c for r in records for c in r.captions]
     owner = np.repeat(np.arange(len(records)), [len(r.captions) for r in records])
-    if not (out / "texts.npy").exists() or not state:
+    resumable = (isinstance(index, dict) and index.get("key") == key and isinstance(state, dict)
+                 and isinstance(state.get("rows_done"), int)
+                 and npy_ok(out / "texts.npy", np.float32, (len(texts), index.get("dim")))
+                 and npy_ok(out / "images.npy", np.float32, (len(records), index.get("dim"))))
+    if not resumable:
+        if isinstance(index, dict) and index.get("key") == key:
+            log.warning("embed: the files in %s are damaged; embedding again", out)
         txt = np.concatenate([score_model.encode_texts(texts[a:a + 256]).float().cpu().numpy()
                               for a in range(0, len(texts), 256)]).astype(np.float32)
         dim = txt.shape[1]
         _save_npy(out / "texts.npy", txt)
-        np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.float32,
-                                  shape=(len(records), dim)).flush()
+        create_array_file(out / "images.npy", np.float32, (len(records), dim))
         atomic_write_json(out / "index.json", {"key": key, "ids": ids, "owner": owner.tolist(),
                                                "dim": dim})
         state = {"rows_done": 0, "bad": [], "problems": []}
@@ -105,7 +122,7 @@ def embed_pairs(records: Sequence[Record], score_model, out_dir: str | Path, *,
         state["rows_done"] = min(a + batch_size, len(records))
         atomic_write_json(out / "progress.json", state)
     del images
-    return EmbedStore.open(out)
+    return EmbedStore.open(out, records)
 
 
 def filter_lowest(image_emb: np.ndarray, text_emb: np.ndarray, pair_image: np.ndarray,
@@ -125,3 +142,21 @@ def filter_lowest(image_emb: np.ndarray, text_emb: np.ndarray, pair_image: np.nd
         order = np.lexsort((-np.arange(len(cos)), cos))  # lowest cosine first
         keep[order[:drop]] = False
     return keep
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Everything the embeddings depend on besides the data (the ``embed`` key)."""
+
+    score: ModelRef
+    dtype: str
+    device: str
+
+
+def embed_stage(runner, name: str, st: EmbedSettings, records: Sequence[Record],
+                get_score_model) -> EmbedStore:
+    """Run (or reuse) the embed stage of ``runner`` (``gitd.store.StageRunner``)."""
+    return runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path),
+                        lambda stage: EmbedStore.open(stage.path, records),
+                        prepare=get_score_model)

@@ -15,11 +15,16 @@ Images are opened in DataLoader workers; an image that cannot be opened becomes 
 and its row is marked invalid (left as zeros) instead of stopping the run. After each batch its
 rows are flushed to disk and only then is ``progress.json`` replaced (atomically), so a killed
 run resumes from the last finished batch, and resident memory stays one batch whatever n is.
+The file's disk space is reserved when it is created, so a full disk is one line at the start.
+A missing, truncated or mismatched ``latents.npy`` or an inconsistent ``progress.json`` is
+encoded again (``LatentStore.check`` says what is wrong), never trusted.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,12 +32,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb
+from gitd.data.images import ImageError, open_rgb, resize_cover
 from gitd.data.records import Problem, Record
-from gitd.errors import ConfigError, DataError, check_positive_int
+from gitd.errors import ConfigError, DataError, check_positive_int, environment_error
 from gitd.log import get_logger, progress
+from gitd.models.roles import ModelRef
+from gitd.settings import Interval, setting
+from gitd.stages.arrays import create_array_file, npy_ok
 from gitd.stages.cluster import RowSubset
-from gitd.store import atomic_write_json, fingerprint, read_json
+from gitd.store import Damaged, atomic_write_json, fingerprint, read_json, require
+from gitd.workers import loader_batches
 
 log = get_logger("stages.encode")
 
@@ -43,14 +52,7 @@ PROGRESS = "progress.json"
 
 def preprocess(img: Image.Image, resolution: int) -> torch.Tensor:
     """Shorter side to ``resolution`` (bicubic), centre crop, CHW float32 in [-1, 1]."""
-    w, h = img.size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - resolution) // 2, (nh - resolution) // 2
-    img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.float32)
+    arr = np.asarray(resize_cover(img, resolution, Image.BICUBIC), dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1).div_(127.5).sub_(1.0)
 
 
@@ -150,6 +152,10 @@ def latent_shape(vae, resolution: int) -> tuple[int, int, int]:
     return (int(cfg.latent_channels), side, side)
 
 
+class NotEncoded(DataError, Damaged):
+    """A folder that does not hold encoded latents (a stage folder left damaged: recomputed)."""
+
+
 class LatentStore:
     """An encode output folder: ``latents`` (read-only memmap), ``ids``, ``valid`` (bool mask),
     ``problems`` and ``scaling_factor``; ``flat()`` gives rows ready for clustering."""
@@ -174,9 +180,19 @@ class LatentStore:
         folder = Path(folder)
         index = read_json(folder / INDEX)
         if not isinstance(index, dict) or "ids" not in index or not (folder / LATENTS).exists():
-            raise DataError(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
+            raise NotEncoded(f"{folder}: not an encoded-latents folder (no {INDEX} or {LATENTS}); "
                             "run the encode stage first")
         return cls(folder, index, read_json(folder / PROGRESS, {}) or {})
+
+    def check(self, ids: Sequence[str]) -> "LatentStore":
+        """Validate a finished folder against the records it should hold; raise ``Damaged``
+        saying what is wrong (the stage is then encoded again). Returns self."""
+        require(self.ids == list(ids), f"{INDEX} lists other images than the dataset's")
+        lat = self.latents  # a truncated or rewritten file fails here
+        require(lat.shape == self.shape and lat.dtype == np.float16,
+                f"{LATENTS} holds {lat.dtype} {lat.shape}, {INDEX} says float16 {self.shape}")
+        require(self.complete, f"{PROGRESS} says {self.rows_done} of {len(self.ids)} rows done")
+        return self
 
     @property
     def complete(self) -> bool:
@@ -256,17 +272,18 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     settings = _settings(records, vae, resolution, sample, seed, shape)
 
     index = read_json(out_dir / INDEX)
-    state = read_json(out_dir / PROGRESS) or {}
+    state = _read_state(out_dir / PROGRESS, n)
     fresh = not (isinstance(index, dict) and index.get("settings") == settings
-                 and (out_dir / LATENTS).exists())
+                 and npy_ok(out_dir / LATENTS, np.float16, shape))
     if fresh:
-        if isinstance(index, dict):
+        if isinstance(index, dict) and index.get("settings") != settings:
             log.info("encode: %s holds latents made with other records or settings; "
                      "encoding again", out_dir)
+        elif isinstance(index, dict):
+            log.warning("encode: %s is missing or damaged in %s; encoding again", LATENTS,
+                        out_dir)
         (out_dir / PROGRESS).unlink(missing_ok=True)
-        mm = np.lib.format.open_memmap(out_dir / LATENTS, mode="w+", dtype=np.float16,
-                                       shape=shape)
-        del mm
+        create_array_file(out_dir / LATENTS, np.float16, shape)
         index = {"ids": [r.id for r in records], "shape": list(shape), "dtype": "float16",
                  "scaling_factor": scaling, "settings": settings}
         atomic_write_json(out_dir / INDEX, index)
@@ -297,7 +314,8 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     t0 = time.perf_counter()
     ran = 0
     try:
-        for idx, x, ok, kinds, messages in loader:
+        for idx, x, ok, kinds, messages in loader_batches(
+                loader, "re-run with --encode-workers 0 to find the file that crashes it"):
             if max_batches is not None and ran >= max_batches:
                 break
             idx = idx.numpy()
@@ -315,13 +333,7 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
                 problems.append({"file": str(r.image), "row": r.row, "kind": kinds[j],
                                  "problem": messages[j], "index": int(idx[j]), "id": r.id})
                 log.warning("encode: %s: %s (skipped)", r.image, messages[j])
-            # Map only this batch's rows: a whole-file mapping would keep every written page
-            # resident and memory would grow with n.
-            part = np.memmap(out_dir / LATENTS, dtype=np.float16, mode="r+",
-                             offset=header + a * row_bytes, shape=lat.shape)
-            part[:] = lat
-            part.flush()
-            del part
+            _write_rows(out_dir / LATENTS, header + a * row_bytes, lat)
             state = {"rows_done": b, "invalid": invalid, "problems": problems,
                      "seconds": state.get("seconds", 0.0) + (time.perf_counter() - t0)}
             t0 = time.perf_counter()
@@ -345,6 +357,41 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     return store
 
 
+def _write_rows(path: Path, offset: int, rows: np.ndarray) -> None:
+    """Write one batch's rows in place and flush them. A plain write, not a memory map: memory
+    stays one batch whatever n is, and a full disk is an error to report, not a SIGBUS."""
+    try:
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            f.write(np.ascontiguousarray(rows).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise environment_error(path, exc) from None
+
+
+def _read_state(path: Path, n: int) -> dict[str, Any]:
+    """``progress.json`` if it is consistent, else ``{}`` (encoding restarts at row 0 into the
+    same file: a damaged progress file costs time, never a wrong latent)."""
+    state = read_json(path)
+    if state is None:
+        if path.exists():
+            log.warning("encode: %s is damaged; encoding every image again", path)
+        return {}
+    try:
+        rows = state["rows_done"]
+        ok = (isinstance(rows, int) and 0 <= rows <= n
+              and all(isinstance(i, int) and 0 <= i < rows for i in state.get("invalid", []))
+              and all(isinstance(p, dict) and "file" in p and "problem" in p
+                      for p in state.get("problems", [])))
+    except (TypeError, KeyError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("encode: %s is inconsistent; encoding every image again", path)
+        return {}
+    return state
+
+
 def _npy_offset(path: Path) -> int:
     mm = np.load(path, mmap_mode="r")
     offset = int(mm.offset)
@@ -354,3 +401,35 @@ def _npy_offset(path: Path) -> int:
 
 __all__ = ["LatentStore", "encode_latents", "latent_scale", "latent_shape", "preprocess",
            "vae_latents"]
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything the latents depend on (the key of the ``encode`` stage)."""
+
+    vae: ModelRef
+    resolution: int
+    sample: bool
+    seed: int | None  # only when sampling: the posterior mean does not depend on it
+    # Fixed batch ranges are what a resumed run encodes; batch composition can change the
+    # low-order bits of the VAE's output, so the batch size is part of the key.
+    batch_size: int
+    dtype: str
+    device: str
+    workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
+                           "images; decoding is exact, whatever the number",
+                           affects_results=False)
+
+
+def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record],
+                 get_vae: Callable[[], Any], *, device, dtype) -> "LatentStore":
+    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``)."""
+    def compute(stage) -> None:
+        encode_latents(records, get_vae(), stage.path, resolution=st.resolution,
+                       batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
+                       seed=st.seed or 0, device=device, dtype=dtype)
+
+    ids = [r.id for r in records]
+    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path).check(ids),
+                        prepare=get_vae)

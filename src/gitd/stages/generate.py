@@ -13,11 +13,15 @@ so they do not depend on which other medoids share the pipeline call (see ``cand
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from gitd.errors import ConfigError, check_positive_int
+from gitd.models.roles import ModelRef
+from gitd.stages import unit_image
 
 
 def candidate_seed(seed: int, candidate: int) -> int:
@@ -80,3 +84,69 @@ def select_best(score_model, candidates: Sequence, prompt: str, *,
     if not use_score:
         return 0, scores
     return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
+
+
+# -- as a stage of a method run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Everything a medoid's synthetic image depends on besides its latent and prompt (the
+    ``generate`` key; the prompts follow from the upstream medoids and ``prompt``)."""
+
+    img2img: ModelRef
+    score: ModelRef | None  # None: keep the first candidate (the /S ablation)
+    resolution: int
+    strength: float
+    guidance_scale: float
+    steps: int
+    candidates: int
+    negative_prompt: str
+    prompt: str  # which caption of the medoid prompts the generator
+    # Medoids per pipeline call: batch composition can change low-order bits of the images.
+    batch_size: int
+    seed: int
+    dtype: str
+    device: str
+
+
+def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[list[int]], Any],
+                   prompts: Sequence[str], get_img2img: Callable[[], Any],
+                   get_scorer: Callable[[], Any] | None) -> list[dict[str, Any]]:
+    """Run (or finish) the generate stage: unit ``j`` is the chosen candidate for prompt ``j``
+    from ``latents([j, ...])`` (float32 ``[B, 4, h, w]``). Returns per unit the PIL image and
+    its scores."""
+    from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
+                            unit_path)
+
+    models: dict[str, Any] = {}
+
+    def compute(chunk: range) -> list:
+        if not models:
+            models["pipe"] = get_img2img()
+            models["scorer"] = get_scorer() if get_scorer is not None else None
+        rows = list(chunk)
+        lat = torch.from_numpy(np.asarray(latents(rows), dtype=np.float32))
+        seeds = [derive_seed(st.seed, "generate", j) for j in rows]
+        cands = generate_candidates(
+            models["pipe"], lat, [prompts[j] for j in rows], negative_prompt=st.negative_prompt,
+            strength=st.strength, guidance_scale=st.guidance_scale,
+            num_inference_steps=st.steps, num_candidates=st.candidates, seeds=seeds)
+        return list(zip([prompts[j] for j in rows], seeds, cands))
+
+    def write(stage, j: int, result) -> None:
+        prompt, seed, cand = result
+        scorer = models["scorer"]
+        best, scores = (select_best(scorer, cand, prompt, use_score=True)
+                        if scorer is not None else (0, []))
+        atomic_save_image(unit_path(stage, j, ".png"), cand[best])
+        atomic_write_json(unit_path(stage, j), {
+            "prompt": prompt, "seed": seed, "candidate_scores": [float(x) for x in scores],
+            "chosen_candidate": int(best)})
+
+    def load(stage, j: int) -> dict[str, Any]:
+        meta = unit_json(stage, j, "prompt", "seed", "candidate_scores", "chosen_candidate")
+        return {"image": unit_image(stage, j), "scores": {
+            "image_prompt_scores": meta["candidate_scores"],
+            "chosen_candidate": meta["chosen_candidate"]}}
+
+    return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid",
+                        prepare=lambda: (get_img2img(), get_scorer and get_scorer()))

@@ -98,3 +98,12 @@ def select_nearest(prototype_image: np.ndarray, image_emb: np.ndarray) -> np.nda
                 chosen[j] = int(i)
                 break
     return chosen
+
+
+@dataclass(frozen=True)
+class PrototypeSettings:
+    """Everything the prototypes depend on besides the embeddings (the ``prototypes`` key)."""
+
+    k: int
+    filter_fraction: float  # pairs with the lowest image-text cosine dropped first
+    seed: int

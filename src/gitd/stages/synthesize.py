@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from gitd.errors import check_positive_int
+from gitd.models.roles import ModelRef
+from gitd.stages import unit_image
 
 
 def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
@@ -42,3 +46,49 @@ def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
                noise_level=int(noise_level), generator=generators, height=height, width=width,
                output_type="pil")
     return list(out.images)
+
+
+@dataclass(frozen=True)
+class SynthesizeSettings:
+    """Everything a prototype's image depends on besides its embedding and caption (the
+    ``synthesize`` key)."""
+
+    unclip: ModelRef
+    resolution: int
+    steps: int
+    guidance_scale: float
+    noise_level: int
+    negative_prompt: str
+    # Prototypes per pipeline call: batch composition can change low-order bits.
+    batch_size: int
+    seed: int
+    dtype: str
+    device: str
+
+
+def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarray,
+                     prompts: Sequence[str], norms: Sequence[float], get_unclip: Callable[[], Any],
+                     *, before: Callable[[], None] | None = None) -> list:
+    """Run (or finish) the synthesize stage, one unit per prototype; returns the PIL images."""
+    from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
+                            unit_path)
+
+    def compute(chunk: range) -> list:
+        seeds = [derive_seed(st.seed, "synthesize", j) for j in chunk]
+        return list(zip(seeds, synthesize(
+            get_unclip(), torch.from_numpy(embeds[list(chunk)]), [prompts[j] for j in chunk],
+            num_inference_steps=st.steps, guidance_scale=st.guidance_scale,
+            noise_level=st.noise_level, negative_prompt=st.negative_prompt, seeds=seeds,
+            norms=[norms[j] for j in chunk], height=st.resolution, width=st.resolution)))
+
+    def write(stage, j: int, result) -> None:
+        seed, image = result
+        atomic_save_image(unit_path(stage, j, ".png"), image)
+        atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
+
+    def load(stage, j: int):
+        unit_json(stage, j, "prompt", "seed")
+        return unit_image(stage, j)
+
+    return runner.units(name, len(prompts), st.batch_size, compute, write, load,
+                        noun="prototype", before=before, prepare=get_unclip)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gitd.evaluation.metrics import retrieval_metrics, retrieval_ranks
+from gitd.retrieval.metrics import retrieval_metrics, retrieval_ranks
 
 # Two images, three captions: image 0 has two captions (t0, t1), image 1 has one (t2).
 IMG = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gitd.errors import ConfigError, ModelUnavailableError
-from gitd.evaluation.encoders import build_image_encoder, build_text_encoder, resolve_device
+from gitd.models.encoders import build_image_encoder, build_text_encoder, resolve_device
 
 
 def test_efficientnet_lite0_real_weights():
@@ -36,7 +36,7 @@ def test_unknown_and_unavailable_image_models():
 
 
 def test_auto_falls_back_to_offline_encoders(monkeypatch):
-    import gitd.evaluation.encoders as E
+    import gitd.models.encoders as E
     monkeypatch.setattr(E, "_timm_weights_cached", lambda name: False)
     assert build_image_encoder("auto", image_size=64).name == "efficientnet_lite0"
 

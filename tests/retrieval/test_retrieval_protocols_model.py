@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from gitd.errors import ConfigError
-from gitd.evaluation.losses import in_batch_correct, info_nce
-from gitd.evaluation.model import ProjectionHead, RetrievalModel
-from gitd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
+from gitd.retrieval.losses import in_batch_correct, info_nce
+from gitd.retrieval.model import ProjectionHead, RetrievalModel
+from gitd.retrieval.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 
 
 def test_named_protocols_follow_the_papers():

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gitd.data.images import ImageError, open_rgb
+from gitd.data.images import ImageError, open_rgb, resize_exact
 from gitd.errors import GitdError
 from gitd.log import get_logger, progress
-from gitd.store import atomic_write_bytes, fingerprint
+from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
+from gitd.workers import loader_batches
 
-log = get_logger("evaluation.features")
+log = get_logger("stages.features")
 
 _INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
            "nearest": Image.Resampling.NEAREST}
@@ -96,10 +97,7 @@ def file_stamps(paths: Sequence[str | Path]) -> list:
 def load_image_uint8(path: str | Path, size: int, interpolation: str = "bicubic") -> torch.Tensor:
     """Decode one image as RGB, resize to ``size`` x ``size`` (no crop, as the papers do) and
     return a uint8 tensor [3, size, size]. Raises ``ImageError`` naming the file."""
-    img = open_rgb(path)
-    if img.size != (size, size):
-        img = img.resize((size, size), _INTERP[interpolation])
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(resize_exact(open_rgb(path), size, _INTERP[interpolation]), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -119,13 +117,16 @@ class ImageFiles(torch.utils.data.Dataset):
         try:
             return i, load_image_uint8(self.paths[i], self.size, self.interpolation), None
         except ImageError as exc:
-            return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), \
-                (str(exc.path), exc.problem, exc.kind)
+            error = (str(exc.path), exc.problem, exc.kind)
+        except Exception as exc:  # resizing or converting an odd image: still one bad row
+            error = (str(self.paths[i]), f"cannot prepare image ({type(exc).__name__}: {exc})",
+                     "bad-image")
+        return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), error
 
 
 def _collate(items):
-    # Runs in the worker: errors travel back as data and are raised in the main process.
-    errors = [err for _, _, err in items if err is not None]
+    # Runs in the worker: errors travel back as data, to the main process.
+    errors = [(i, err) for i, _, err in items if err is not None]
     idx = torch.tensor([i for i, _, _ in items])
     return idx, torch.stack([x for _, x, _ in items]), errors
 
@@ -134,19 +135,23 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1)))
 
 
-def _raising(loader):
-    for idx, x, errors in loader:
-        if errors:
-            raise ImageError(*errors[0])
+def _checked(loader, errors: list | None):
+    for idx, x, bad in loader_batches(loader, "re-run with --workers 0 to find the file "
+                                              "that crashes it"):
+        if bad and errors is None:
+            raise ImageError(*bad[0][1])
+        if bad:
+            errors.extend((i, ImageError(*err)) for i, err in bad)
         yield idx, x
 
 
 def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64,
                  interpolation: str = "bicubic", workers: int | None = None,
-                 batches: Sequence[Sequence[int]] | None = None):
+                 batches: Sequence[Sequence[int]] | None = None, errors: list | None = None):
     """Yield ``(indices, uint8 [B, 3, size, size])`` decoded by a DataLoader with ``workers``
     processes; ``batches`` fixes the order (lists of indices), else sequential. An unreadable
-    image raises ``ImageError`` naming the file."""
+    image raises ``ImageError`` naming the file; with an ``errors`` list it is appended there as
+    ``(index, ImageError)`` instead and its image is zeros (the caller drops the row)."""
     ds = ImageFiles(paths, size, interpolation)
     workers = default_workers() if workers is None else workers
     if len(ds) < 16:
@@ -159,15 +164,17 @@ def image_loader(paths: Sequence[str | Path], size: int, *, batch_size: int = 64
     loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
                                          collate_fn=_collate, persistent_workers=False,
                                          generator=torch.Generator().manual_seed(0))
-    return _raising(loader)
+    return _checked(loader, errors)
 
 
 def load_images(paths: Sequence[str | Path], size: int, *, interpolation: str = "bicubic",
-                workers: int | None = None, desc: str = "decoding images") -> torch.Tensor:
-    """All images decoded and resized into one uint8 tensor [n, 3, size, size]."""
+                workers: int | None = None, desc: str = "decoding images",
+                errors: list | None = None) -> torch.Tensor:
+    """All images decoded and resized into one uint8 tensor [n, 3, size, size] (``errors``: as
+    ``image_loader``)."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     loader = image_loader(paths, size, batch_size=32, interpolation=interpolation,
-                          workers=workers)
+                          workers=workers, errors=errors)
     with progress(total=len(paths), desc=desc, unit="img") as bar:
         for idx, x in loader:
             out[idx] = x
@@ -188,7 +195,7 @@ def preprocess(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def image_preprocessing(encoder, normalize: str = "model"):
     """(mean, std) for ``normalize`` = "model" (the encoder's own) or "clip"."""
-    from gitd.evaluation.protocols import CLIP_MEAN, CLIP_STD
+    from gitd.models.encoders import CLIP_MEAN, CLIP_STD
     if normalize == "clip":
         return CLIP_MEAN, CLIP_STD
     return encoder.mean, encoder.std
@@ -213,16 +220,20 @@ def encode_image_batches(encoder, batches, *, mean, std, device, n: int,
 def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size: int = 224,
                  cache=None, device="auto", batch_size: int = 64, pretrained: bool = True,
                  normalize: str = "model", interpolation: str = "bicubic",
-                 workers: int | None = None) -> np.ndarray:
+                 workers: int | None = None, errors: list | None = None) -> np.ndarray:
     """Frozen pooled image features, float32 [len(paths), d], cached on disk.
 
+    With an ``errors`` list, unreadable images are appended to it as ``(index, ImageError)``
+    (kept with the cached features, so a cache hit reports them too) and their rows are zeros;
+    without one, the first unreadable image raises ``ImageError``.
+
     ``image_model``: a name (``auto``, ``efficientnet_lite0``, ``timm:NAME``; see
-    ``gitd.evaluation.encoders``) or an ``ImageEncoder``. Images are resized to ``image_size``
+    ``gitd.models.encoders``) or an ``ImageEncoder``. Images are resized to ``image_size``
     squared (bicubic, no crop) and normalised with the encoder's own statistics
     (``normalize="model"``) or CLIP's (``"clip"``). Raises ``ImageError`` for an unreadable image
     and ``ModelUnavailableError`` for a model that cannot be loaded.
     """
-    from gitd.evaluation.encoders import build_image_encoder, resolve_device
+    from gitd.models.encoders import build_image_encoder, resolve_device
     paths = [Path(p) for p in paths]
     device = resolve_device(device)
     encoder = image_model
@@ -236,14 +247,29 @@ def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size:
            "files": file_stamps(paths)}
     path = _cache_file(cache, "image", key)
     hit = _load_cached(path, len(paths))
+    bad_path = path.with_suffix(".errors.json") if path is not None else None
     if hit is not None:
-        log.debug("image features from cache %s", path)
-        return hit
+        bad = read_json(bad_path, []) if bad_path is not None and bad_path.exists() else []
+        if isinstance(bad, list) and all(isinstance(b, list) and len(b) == 4 for b in bad):
+            if bad and errors is None:
+                raise ImageError(*bad[0][1:])
+            if errors is not None:
+                errors.extend((int(b[0]), ImageError(*b[1:])) for b in bad)
+            log.debug("image features from cache %s", path)
+            return hit
+    found: list = []
     loader = image_loader(paths, image_size, batch_size=batch_size, interpolation=interpolation,
-                          workers=workers)
+                          workers=workers, errors=found if errors is not None else None)
     feats = encode_image_batches(encoder, loader, mean=mean, std=std, device=device,
                                  n=len(paths))
+    if bad_path is not None:
+        try:
+            atomic_write_json(bad_path, [[i, e.path, e.problem, e.kind] for i, e in found])
+        except GitdError as exc:
+            log.warning("feature cache not written: %s", exc)
     _save_cached(path, feats)
+    if errors is not None:
+        errors.extend(found)
     return feats
 
 
@@ -260,10 +286,10 @@ def embed_texts(texts: Sequence[str], text_model="auto", *, cache=None, device="
     """Frozen text features, float32 [len(texts), d], cached on disk.
 
     ``text_model``: a name (``auto``, ``minilm``, a Hugging Face name or folder; see
-    ``gitd.evaluation.encoders``) or a ``TextEncoder``. Not L2-normalised unless the encoder's
+    ``gitd.models.encoders``) or a ``TextEncoder``. Not L2-normalised unless the encoder's
     pooling says so (MiniLM, like sentence-transformers, normalises).
     """
-    from gitd.evaluation.encoders import build_text_encoder, resolve_device
+    from gitd.models.encoders import build_text_encoder, resolve_device
     texts = [str(t) for t in texts]
     device = resolve_device(device)
     encoder = build_text_encoder(text_model) if isinstance(text_model, str) else text_model

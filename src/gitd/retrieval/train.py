@@ -27,16 +27,16 @@ import numpy as np
 import torch
 
 from gitd.errors import GitdError
-from gitd.evaluation.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
+from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
-from gitd.evaluation.features import (embed_images, embed_texts, image_loader,
+from gitd.stages.features import (embed_images, embed_texts, image_loader,
                                       image_preprocessing, load_images)
-from gitd.evaluation.losses import in_batch_correct, info_nce
-from gitd.evaluation.model import RetrievalModel
-from gitd.evaluation.protocols import Protocol, get_protocol
+from gitd.retrieval.losses import in_batch_correct, info_nce
+from gitd.retrieval.model import RetrievalModel
+from gitd.retrieval.protocols import Protocol, get_protocol
 from gitd.log import get_logger
 
-log = get_logger("evaluation.train")
+log = get_logger("retrieval.train")
 
 PRELOAD_BYTES = 2 << 30  # decoded images kept in RAM up to this size, else streamed
 
@@ -57,6 +57,8 @@ class PairSet:
     image_size: int = 224
     interpolation: str = "bicubic"
     captions_of: list[np.ndarray] = field(default_factory=list)  # per image: caption indices
+    kept: np.ndarray | None = None   # dataset row of each image (rows that failed to decode
+    problems: list = field(default_factory=list)  # are dropped and listed here)
 
     def __post_init__(self):
         if not self.captions_of:
@@ -93,28 +95,57 @@ def prepare_pairs(dataset, image_encoder: ImageEncoder, text_encoder: TextEncode
                   name: str = "images") -> PairSet:
     """A ``PairSet`` for a ``gitd.data.Dataset`` (or any sequence of records with ``.image`` and
     ``.captions``): every caption of every image, text features from the (cached) frozen text
-    encoder."""
+    encoder. An image that cannot be decoded drops its row, listed in ``PairSet.problems``
+    (``PairSet.kept`` maps the pairs back to the dataset's rows)."""
     records = list(dataset)
     paths = [Path(r.image) for r in records]
+    errors: list = []
+    images = features = None
+    if freeze_image:
+        features = torch.from_numpy(embed_images(
+            paths, image_encoder, image_size=protocol.image_size, cache=cache, device=device,
+            normalize=protocol.normalize, interpolation=protocol.interpolation,
+            workers=workers, errors=errors))
+    elif len(paths) * 3 * protocol.image_size ** 2 <= preload_bytes:
+        images = load_images(paths, protocol.image_size, interpolation=protocol.interpolation,
+                             workers=workers, desc=f"decoding {name}", errors=errors)
+    else:
+        log.info("%s: %d images do not fit the %.1f GiB preload budget; streaming them from disk "
+                 "each epoch", name, len(paths), preload_bytes / 2**30)
+        errors = _undecodable(paths, workers)
+    bad = {i for i, _ in errors}
+    kept = np.asarray([i for i in range(len(records)) if i not in bad], dtype=np.int64)
+    problems = [exc.to_problem(getattr(records[i], "row", None))
+                for i, exc in sorted(errors, key=lambda e: e[0])]
+    for p in problems:
+        log.warning("%s: %s (skipped)", name, p)
+    if bad:
+        if not len(kept):
+            raise GitdError(f"none of the {len(records)} {name} could be decoded; first: "
+                            f"{problems[0]}")
+        records, paths = [records[i] for i in kept], [paths[i] for i in kept]
+        index = torch.from_numpy(kept)
+        images = images[index] if images is not None else None
+        features = features[index] if features is not None else None
     texts, t2i = [], []
     for i, r in enumerate(records):
         texts.extend(r.captions)
         t2i.extend([i] * len(r.captions))
     text_feats = torch.from_numpy(embed_texts(texts, text_encoder, cache=cache, device=device))
-    pairs = PairSet(paths=paths, text_features=text_feats, text_to_image=np.asarray(t2i, np.int64),
-                    image_size=protocol.image_size, interpolation=protocol.interpolation)
-    if freeze_image:
-        feats = embed_images(paths, image_encoder, image_size=protocol.image_size, cache=cache,
-                             device=device, normalize=protocol.normalize,
-                             interpolation=protocol.interpolation, workers=workers)
-        pairs.features = torch.from_numpy(feats)
-    elif len(paths) * 3 * protocol.image_size ** 2 <= preload_bytes:
-        pairs.images = load_images(paths, protocol.image_size, interpolation=protocol.interpolation,
-                                   workers=workers, desc=f"decoding {name}")
-    else:
-        log.info("%s: %d images do not fit the %.1f GiB preload budget; streaming them from disk "
-                 "each epoch", name, len(paths), preload_bytes / 2**30)
-    return pairs
+    return PairSet(paths=paths, text_features=text_feats, text_to_image=np.asarray(t2i, np.int64),
+                   images=images, features=features, image_size=protocol.image_size,
+                   interpolation=protocol.interpolation, kept=kept, problems=problems)
+
+
+def _undecodable(paths: list[Path], workers: int | None) -> list:
+    """(index, ImageError) of every image that does not decode, found in a process pool before
+    streaming (a streamed epoch must not meet a bad file half way)."""
+    from gitd.data import verify_image_files
+    from gitd.data.images import ImageError
+
+    results = verify_image_files(paths, workers=workers or None, desc="checking images")
+    return [(i, ImageError(paths[i], message, kind))
+            for i, (size, kind, message) in enumerate(results) if size is None]
 
 
 def build_model(image_encoder: ImageEncoder, text_dim: int, protocol: Protocol, *, seed: int,
@@ -166,8 +197,9 @@ class Trainer:
         bs = self.protocol.batch_size
         return [perm[a:a + bs].tolist() for a in range(0, len(perm), bs)], caption
 
-    def train_epoch(self) -> float:
-        """One epoch; returns the mean loss. Raises GitdError if the loss is not finite."""
+    def train_epoch(self, bar=None) -> float:
+        """One epoch; returns the mean loss. Raises GitdError if the loss is not finite.
+        ``bar``: a ``gitd.log.progress`` advanced by the images of each batch."""
         p = self.protocol
         for group in self.optimizer.param_groups:
             group["lr"] = p.lr_at(self.epoch)
@@ -189,6 +221,8 @@ class Trainer:
             self.optimizer.step()
             total += loss.item() * len(idx)
             count += len(idx)
+            if bar is not None:
+                bar.update(len(idx))
         self.epoch += 1
         mean = total / max(count, 1)
         self.losses.append(mean)
@@ -201,41 +235,54 @@ class Trainer:
         ``on_epoch_end(epoch, trainer)`` with the 1-based number of epochs done."""
         from gitd.log import progress
         epochs = self.protocol.epochs if epochs is None else epochs
-        bar = progress(total=epochs, desc=self.desc, unit="epoch") if progress_bar else None
-        for _ in range(epochs):
-            loss = self.train_epoch()
+        # Counted in images, not epochs: an epoch of a large set takes minutes to hours, and
+        # the bar (or log line) then shows the batches moving and the images per second.
+        bar = (progress(total=epochs * self.pairs.n_images, desc=self.desc, unit="img")
+               if progress_bar else None)
+        first = self.epoch
+        try:
+            for _ in range(epochs):
+                if bar is not None:
+                    bar.set_postfix(epoch=f"{self.epoch + 1}/{first + epochs}",
+                                    **({"loss": f"{self.losses[-1]:.3f}"} if self.losses else {}))
+                self.train_epoch(bar)
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch, self)
+        finally:
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}")
-                bar.update(1)
-            if on_epoch_end is not None:
-                on_epoch_end(self.epoch, self)
-        if bar is not None:
-            bar.close()
+                bar.close()
         return self
 
     @torch.no_grad()
-    def embed(self, pairs: PairSet | None = None, *, batch_size: int = 64
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, pairs: PairSet | None = None, *, batch_size: int = 64,
+              desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised (image [n_images, d], text [n_texts, d]) embeddings of ``pairs``
-        (default: the training pairs) with the current model, in eval mode."""
+        (default: the training pairs) with the current model, in eval mode; ``desc`` names a
+        progress bar over the images."""
+        from gitd.log import progress
         pairs = self.pairs if pairs is None else pairs
         was_training = self.model.training
         self.model.eval()
         order = [list(range(a, min(pairs.n_images, a + batch_size)))
                  for a in range(0, pairs.n_images, batch_size)]
         img = np.zeros((pairs.n_images, self.model.head.fc1.out_features), dtype=np.float32)
+        bar = progress(total=pairs.n_images, desc=desc, unit="img") if desc else None
         for idx, x in pairs.batches(order, self.workers):
             img[idx.numpy()] = self.model.encode_images(x.to(self.device)).cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
         txt = np.concatenate([
             self.model.encode_texts(pairs.text_features[a:a + 4096].to(self.device)).cpu().numpy()
             for a in range(0, pairs.n_texts, 4096)]) if pairs.n_texts else np.zeros((0, img.shape[1]))
         self.model.train(was_training)
         return img, txt.astype(np.float32)
 
-    def evaluate(self, pairs: PairSet) -> dict[str, float]:
-        """Retrieval metrics (``gitd.evaluation.metrics``) of the current model on ``pairs``."""
-        from gitd.evaluation.metrics import retrieval_metrics
-        img, txt = self.embed(pairs)
+    def evaluate(self, pairs: PairSet, desc: str | None = None) -> dict[str, float]:
+        """Retrieval metrics (``gitd.retrieval.metrics``) of the current model on ``pairs``."""
+        from gitd.retrieval.metrics import retrieval_metrics
+        img, txt = self.embed(pairs, desc=desc)
         try:
             return retrieval_metrics(img, txt, pairs.text_to_image)
         except ValueError as exc:

@@ -1,0 +1,132 @@
+"""Does the test set share images with what the training pairs were made from?
+
+A distilled or selected set is made from a whole source split: every image of it shaped the
+medoids, the prototypes or the selection. Scoring on any of those images overstates retrieval,
+so ``gitd evaluate`` compares the test set with
+
+* the training set's own images, and
+* for a gitd output (``manifest.json`` beside its ``annotations.json``), every image of the
+  source split the manifest names (``source``: path, split, image root), plus each pair's
+  ``source_image`` (the only evidence left when the source dataset has moved).
+
+Two images are the same when their resolved paths are, or when their bytes are (files of equal
+size are hashed; others cannot be equal), so a copied test image is caught too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from gitd.errors import GitdError
+from gitd.log import get_logger
+from gitd.store import read_json
+
+log = get_logger("evaluation.overlap")
+
+
+@dataclass
+class Origin:
+    """The images a training set was made from, and a phrase naming them for messages."""
+
+    images: list[Path]
+    what: str
+    source: dict | None = None  # the manifest's source entry, for gitd outputs
+
+
+@dataclass
+class Overlap:
+    """Images of one set found in another: (image of the checked set, its twin)."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def training_origin(train_ds) -> Origin:
+    """The training set's images plus, for a gitd output, its whole source split."""
+    images = [Path(r.image) for r in train_ds]
+    what = f"the training set {train_ds.source}"
+    manifest = read_json(Path(train_ds.source).parent / "manifest.json")
+    if not (isinstance(manifest, dict) and "gitd_version" in manifest
+            and isinstance(manifest.get("source"), dict)):
+        return Origin(images, what)
+    src = manifest["source"]
+    items = manifest.get("items") if isinstance(manifest.get("items"), list) else []
+    images += [Path(i["source_image"]) for i in items
+               if isinstance(i, dict) and isinstance(i.get("source_image"), str)]
+    split = src.get("split")
+    where = f"{src.get('path')}" + (f", split {split}" if split else "")
+    try:
+        from gitd.data.formats import _load
+        source_ds, _ = _load(src.get("path"), src.get("image_root"), split, strict=False,
+                             allow_outside_root=False)
+        images += [Path(r.image) for r in source_ds]
+        what = f"the source split the training pairs were made from ({where})"
+    except (GitdError, TypeError) as exc:
+        log.warning("cannot re-read the training pairs' source dataset %s (%s); checking the "
+                    "test set against the pairs' own source images only", where, exc)
+        what = f"the source images of the training pairs (from {where})"
+    return Origin(images, what, src)
+
+
+def _digest(path: Path, memo: dict[str, str | None]) -> str | None:
+    key = str(path)
+    if key not in memo:
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            memo[key] = h.hexdigest()
+        except OSError:
+            memo[key] = None
+    return memo[key]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def shared_images(checked: Sequence[Path], reference: Sequence[Path]) -> Overlap:
+    """Images of ``checked`` that are also in ``reference`` (same file, or same bytes)."""
+    real = {os.path.realpath(p): Path(p) for p in reference}
+    found = Overlap()
+    rest = []
+    for p in checked:
+        twin = real.get(os.path.realpath(p))
+        if twin is not None:
+            found.pairs.append((Path(p), twin))
+        else:
+            rest.append(Path(p))
+    if not rest:
+        return found
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for p in real.values():
+        size = _size(p)
+        if size is not None:
+            by_size[size].append(p)
+    memo: dict[str, str | None] = {}
+    hashes: dict[int, dict[str, Path]] = {}
+    for p in rest:
+        size = _size(p)
+        if size is None or size not in by_size:
+            continue
+        if size not in hashes:
+            hashes[size] = {}
+            for q in by_size[size]:
+                d = _digest(q, memo)
+                if d is not None:
+                    hashes[size].setdefault(d, q)
+        d = _digest(p, memo)
+        if d is not None and d in hashes[size]:
+            found.pairs.append((p, hashes[size][d]))
+    return found

@@ -1,0 +1,135 @@
+"""Model roles: what a method needs, built lazily from the registry, described for manifests.
+
+A method declares its roles (``Method.roles``): role name -> :class:`Role`, i.e. a model-registry
+kind plus the names of the settings fields holding the model's name and revision. :class:`Models`
+builds a role on first use (a run that finds every unit cached builds nothing), shares roles a
+builder asks for (the img2img pipeline reuses the VAE already built for encoding), and accepts
+prebuilt models (diffusers' idea: a recipe receives its components; tests pass tiny ones).
+:func:`ModelRef` is what a stage key records about a model: kind, name and revision, so a changed
+revision changes every key of the stages that use the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gitd.models.registry import build, describe_model, is_untrained
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as cache keys see it. ``seed``: what a random-weight model (tiny, full-size
+    random) is built from, so that its weights are part of the key; None for trained weights."""
+
+    kind: str
+    name: str
+    revision: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """One model a method uses.
+
+    ``model`` and ``revision``: names of the settings fields holding the model name and its
+    revision. ``shares``: roles passed to the builder as keyword arguments (``img2img`` gets the
+    ``vae``). ``used(settings)``: whether these settings use the role at all (ablations); the
+    manifest says so, and ``untrained`` only counts roles that are used. ``source(settings)``,
+    where a role's model is not simply two fields (GITD's ``--vae`` falls back to the diffusion
+    model's own): (name, revision, builder keyword arguments), instead of ``model``/``revision``.
+    """
+
+    kind: str
+    model: str
+    revision: str | None = None
+    shares: tuple[str, ...] = ()
+    used: Callable[[Any], bool] | None = None
+    source: Callable[[Any], tuple[str, str | None, dict[str, Any]]] | None = None
+
+    def options(self, settings: Any) -> dict[str, Any]:
+        """Extra keyword arguments for the builder (``source``'s third item)."""
+        return dict(self.source(settings)[2]) if self.source is not None else {}
+
+    def ref(self, settings: Any) -> ModelRef:
+        if self.source is not None:
+            name, rev, _ = self.source(settings)
+        else:
+            rev = getattr(settings, self.revision) if self.revision else None
+            name = getattr(settings, self.model)
+        seed = settings.seed if is_untrained(self.kind, name) else None
+        return ModelRef(self.kind, name, rev, seed)
+
+    def is_used(self, settings: Any) -> bool:
+        return True if self.used is None else bool(self.used(settings))
+
+
+class Models:
+    """The models of one run, by role, built on first ``get``."""
+
+    def __init__(self, roles: dict[str, Role], settings: Any, device: Any, dtype: Any,
+                 given: dict[str, Any] | None = None):
+        self.roles = roles
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self._built: dict[str, Any] = dict(given or {})
+        unknown = set(self._built) - set(roles)
+        if unknown:
+            raise ValueError(f"no such role(s): {', '.join(sorted(unknown))}")
+
+    def get(self, role: str) -> Any:
+        if role not in self._built:
+            spec = self.roles[role]
+            ref = spec.ref(self.settings)
+            shared = {name: self.get(name) for name in spec.shares}
+            self._built[role] = build(ref.kind, ref.name, device=self.device, dtype=self.dtype,
+                                      seed=self.settings.seed, revision=ref.revision, **shared,
+                                      **spec.options(self.settings))
+        return self._built[role]
+
+    def ref(self, role: str) -> ModelRef:
+        return self.roles[role].ref(self.settings)
+
+
+def describe_roles(roles: dict[str, Role], settings: Any) -> dict[str, Any]:
+    """The manifest's ``models``: per role its name, revision, source, ``untrained`` (random
+    weights) and ``used`` (False where the settings switch the role off)."""
+    out = {}
+    for role, spec in roles.items():
+        ref = spec.ref(settings)
+        out[role] = {**describe_model(ref.kind, ref.name, ref.revision),
+                     "used": spec.is_used(settings)}
+    return out
+
+
+def untrained(models: dict[str, Any]) -> bool:
+    """True when a used role has random weights (tiny and full-size random models alike)."""
+    return any(m.get("untrained") and m.get("used", True) for m in models.values())
+
+
+__all__ = ["ModelRef", "Models", "Role", "Runtime", "describe_roles", "untrained"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved device and dtype of a run. Stage keys of model stages record both (as
+    ``device_type`` and ``dtype_name``): a GPU and a CPU round differently."""
+
+    device: Any
+    dtype: Any
+
+    @classmethod
+    def resolve(cls, device: str = "auto", dtype: str = "auto") -> "Runtime":
+        from gitd.models.registry import resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        return cls(dev, resolve_dtype(dtype, dev))
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype)

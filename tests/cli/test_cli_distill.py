@@ -1,0 +1,46 @@
+"""`gitd distill` from the command line: what a user without the real weights sees."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from gitd.data.shapes import make_shapes
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_paper_preset_without_weights_is_one_quick_line(tmp_path):
+    """HF_HUB_OFFLINE unset, an empty HF cache and a hub on a closed localhost port (nothing
+    leaves the machine): one stderr line, exit 3, no stage folder, and no half minute of
+    retries. Time is measured against importing the same libraries in the same run, because
+    the machine may be loaded."""
+    make_shapes(tmp_path / "data", train=4, test=1, size=32, seed=0, workers=1)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gitd.cli, gitd.methods.gitd, diffusers; "
+                    "from diffusers import AutoencoderKL"], env=env, check=True, timeout=300)
+    baseline = time.perf_counter() - t0
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "gitd", "distill",
+                          str(tmp_path / "data" / "train.json"), "--pairs", "2", "--preset",
+                          "paper", "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - t0
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 3, res.stderr
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("gitd distill: error: VAE model 'stable-diffusion-v1-5/")
+    assert "is not reachable" in lines[0] and "--preset tiny" in lines[0]
+    assert not out.exists()
+    # the hub libraries' retries alone sleep 1 + 2 + 4 + 8 + 8 = 23 s
+    assert took - baseline < 12, (took, baseline)
