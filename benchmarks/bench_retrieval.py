@@ -73,6 +73,7 @@ def run_eval(train: Path | str, test: Path, out: Path, epochs: int, args) -> dic
 
     if out.exists():
         return json.loads(out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)  # evaluate writes only into a folder that exists
     return evaluate(train, test, epochs=epochs, seeds=args.seeds, freeze_image=args.freeze_image,
                     image_size=args.image_size, cache=args.cache, device="cpu", out=out,
                     protocol=args.protocol)
