@@ -7,12 +7,17 @@ configuration whose results.json exists is not run again.
 
     python benchmarks/bench_retrieval.py                       # the table in docs/results.md
     python benchmarks/bench_retrieval.py --sizes 50 --methods random --seeds 1   # a quick look
+
+The clara-taesd rows cluster real SD 1.x latents from TAESD weights, found through --taesd or
+the GITD_TAESD environment variable (a folder in the layout of madebyollin/taesd); without
+them those rows are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -23,7 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "r_mean")
 NOTES_MARKER = "<!-- notes: kept when the table is regenerated -->"
 ALL_METHODS = ("random", "herding", "kcenter", "forgetting", "forgetting-train-set", "clara",
-               "pds-select")
+               "clara-taesd", "clara-taesd-128", "clara-features", "pds-select")
+# GITD's selection step alone (``gitd distill --preset tiny --no-diffusion --no-captioner``):
+# CLARA medoids, each with its longest caption, in the space each row names.
+CLARA = {"clara": {},  # the tiny preset's random-weight VAE at 64 px: a random projection
+         "clara-taesd": {"vae": "TAESD"},  # real SD 1.x latents at the preset's 64 px
+         "clara-taesd-128": {"vae": "TAESD", "resolution": 128},  # at the images' own size
+         "clara-features": {"cluster_space": "features"}}
 SELECT = {"random": {}, "herding": {}, "kcenter": {}, "pds-select": {"method": "pds"},
           "forgetting": {"forgetting_learned": "batch"},
           "forgetting-train-set": {"method": "forgetting", "forgetting_learned": "train-set"}}
@@ -42,12 +53,16 @@ def build_set(method: str, k: int, data: Path, out: Path, args) -> bool:
         kw = dict(SELECT[method])
         select_coreset(data, kw.pop("method", method), k, out, seed=0,
                        forgetting_epochs=args.forgetting_epochs, **kw, **common)
-    elif method == "clara":
-        # GITD's selection step alone: CLARA on SD-VAE latents, medoid image + longest caption.
-        # The tiny preset's VAE has random weights: the clustering space is a random projection
-        # of the pixels, not SD's latent space.
+    elif method in CLARA:
+        kw = dict(CLARA[method])
+        if kw.get("vae") == "TAESD":
+            if not args.taesd:
+                return False
+            kw["vae"] = str(args.taesd)
+        if kw.get("cluster_space") == "features":
+            kw["feature_image_size"] = args.image_size  # herding's and k-center's features
         distill(data, out, make_config("tiny", pairs=k, seed=0, device="cpu",
-                                                     diffusion=False, captioner_on=False))
+                                       diffusion=False, captioner_on=False, **kw))
     else:
         raise SystemExit(f"unknown method {method}")
     return True
@@ -58,6 +73,7 @@ def run_eval(train: Path | str, test: Path, out: Path, epochs: int, args) -> dic
 
     if out.exists():
         return json.loads(out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)  # evaluate writes only into a folder that exists
     return evaluate(train, test, epochs=epochs, seeds=args.seeds, freeze_image=args.freeze_image,
                     image_size=args.image_size, cache=args.cache, device="cpu", out=out,
                     protocol=args.protocol)
@@ -83,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freeze-image", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--forgetting-epochs", type=int, default=10)
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--taesd", type=Path, default=os.environ.get("GITD_TAESD") or None,
+                    help="TAESD (SD 1.x) weights folder for the clara-taesd rows "
+                         "(default $GITD_TAESD)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args(argv)
     from gitd.data.shapes import make_shapes
@@ -104,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in args.sizes:
             folder = args.work / f"{method}-{k}"
             if not build_set(method, k, data, folder, args):
-                print(f"skip {method}: not available", file=sys.stderr)
+                print(f"skip {method}: no TAESD weights (pass --taesd or set GITD_TAESD)",
+                      file=sys.stderr)
                 break
             res = run_eval(folder / "annotations.json", test, folder / "results.json",
                            args.epochs, args)
@@ -133,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         f"encoders: {json.dumps(encoders) if encoders else 'offline EfficientNet-Lite0 + MiniLM'}; "
         f"the figure is the LAST epoch, mean ± sample std over {args.seeds} seeds; "
         "nothing is selected on the test set.",
-        "- clara = GITD's selection step alone (`gitd distill --preset tiny --no-diffusion "
-        "--no-captioner`): CLARA medoids on the tiny preset's VAE latents. That VAE has random "
-        "weights, so this clusters a random projection of the pixels, not SD's latent space.",
+        "- clara* = GITD's selection step alone (`gitd distill --preset tiny --no-diffusion "
+        "--no-captioner`): CLARA medoids, each with its longest caption. clara: on the tiny "
+        "preset's VAE latents at 64 px; that VAE has random weights, so this clusters a random "
+        "projection of the pixels, not SD's latent space. clara-taesd: on real SD 1.x latents "
+        "(`--vae` TAESD for SD 1.x) at the preset's 64 px (4x8x8); clara-taesd-128: the same at "
+        "the images' own 128 px (4x16x16); clara-features: `--cluster-space features`, on the "
+        "same features as herding and k-center.",
         "- herding / kcenter: L2(image feature) ++ L2(mean caption feature) of the evaluation "
         "encoders; forgetting: forgetting events per image in a "
         f"{args.forgetting_epochs}-epoch frozen-feature training on the full set, right = the "

@@ -147,3 +147,21 @@ def test_method_settings_are_frozen():
     with pytest.raises(AttributeError):
         c.pairs = 3
     assert c.replace(pairs=3).pairs == 3
+
+
+def test_vae_settings_are_validated():
+    with pytest.raises(ConfigError, match="cluster_space must be one of"):
+        make_config("tiny", cluster_space="pixels").validate()
+    with pytest.raises(ConfigError, match="vae "):
+        make_config("tiny", vae=" ").validate()
+    with pytest.raises(ConfigError, match="cluster_vae: not a setting of method pds"):
+        make_config("tiny", method="pds", cluster_vae="x")
+    with pytest.raises(ConfigError, match="feature_image_size "):
+        make_config("tiny", feature_image_size=8).validate()
+    cfg = make_config("tiny", vae="madebyollin/taesd")
+    assert cfg.vae_source("generate") == ("madebyollin/taesd", None, {"standalone": True})
+    assert cfg.vae_source("cluster") == ("madebyollin/taesd", None, {"standalone": True})
+    assert make_config("tiny").vae_source("cluster") == ("tiny-sd", None, {})
+    split = make_config("paper", diffusion_revision="r1", cluster_vae="/m/taesd")
+    assert split.vae_source("generate") == (split.diffusion_model, "r1", {})
+    assert split.vae_source("cluster") == ("/m/taesd", None, {"standalone": True})

@@ -14,6 +14,7 @@ own seed and batches always have the same composition.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from gitd.data import Dataset
 from gitd.data.output import OutputPair
-from gitd.errors import ConfigError
+from gitd.errors import ConfigError, DataError
 from gitd.log import get_logger
 from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
@@ -32,7 +33,7 @@ from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
 from gitd.stages.generate import GenerateSettings, generate_stage
-from gitd.store import StagePlan
+from gitd.store import StagePlan, atomic_write_bytes, require
 
 log = get_logger("gitd")
 
@@ -77,6 +78,23 @@ class GitdSettings(CaptionerFields, DistillSettings):
                                   "key)", affects_results=False)
     sample_latents: bool = setting(False, Boolean(), "sample VAE latents instead of taking "
                                    "their mean")
+    # VAEs by registry name, Hugging Face id or folder (SD's AutoencoderKL or TAESD's
+    # AutoencoderTiny). ``vae`` encodes the latents img2img starts from and is the pipeline's
+    # decoder; ``cluster_vae`` makes the latents CLARA clusters, after which only the k medoids
+    # are encoded with ``vae``.
+    vae: str | None = setting(None, Text(), "VAE for img2img's latents and decoding: SD VAE or "
+                              "TAESD id or folder (e.g. madebyollin/taesd); default the "
+                              "diffusion model's own", optional=True, metavar="VAE")
+    cluster_vae: str | None = setting(None, Text(), "VAE whose latents are clustered (e.g. a "
+                                      "TAESD folder); only the medoids are then encoded with "
+                                      "--vae; default the same as --vae", optional=True,
+                                      metavar="VAE")
+    cluster_space: str = setting("latents", Options("latents", "features"),
+                                 "what CLARA clusters: latents (the paper) or features (the "
+                                 "evaluation encoders' image + caption embeddings, the space "
+                                 "herding and k-center use)")
+    feature_image_size: int = setting(224, Interval(int, 16, 4096), "image side in pixels for "
+                                      "--cluster-space features")
     clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random "
                                         "samples (default 5)", optional=True)
     clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
@@ -117,6 +135,63 @@ class GitdSettings(CaptionerFields, DistillSettings):
     score: bool = setting(True, Boolean(), "the score model picks; --no-score: the first "
                           "candidate (/S)", flags=("--score", "--no-score"))
 
+    def vae_source(self, role: str = "generate") -> tuple[str, str | None, dict[str, Any]]:
+        """(name, revision, builder options) of the VAE for ``role``: ``generate`` (img2img's
+        latents and decoder) or ``cluster``. A VAE named by itself (not the diffusion model's
+        ``vae/``) is loaded ``standalone``."""
+        if role not in ("generate", "cluster"):
+            raise ValueError(f"role must be generate or cluster, got {role!r}")
+        name = self.vae
+        if role == "cluster" and self.cluster_vae is not None:
+            name = self.cluster_vae
+        if name is None or name == self.diffusion_model:
+            return self.diffusion_model, self.diffusion_revision, {}
+        return name, None, {"standalone": True}
+
+    def shared_latents(self) -> bool:
+        """True when one encode of every image with the generation VAE serves both clustering
+        and img2img (the paper; also /C); else clustering reads its own space and only the
+        medoids are encoded with the generation VAE (stage ``encode-medoids``)."""
+        return not self.cluster or (self.cluster_space == "latents" and
+                                    self.vae_source("cluster") == self.vae_source("generate"))
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The key of the ``features`` stage (``cluster_space: features``): the coreset baselines'
+    L2(image feature) ++ L2(mean caption feature) of every pair (``pair_features``)."""
+
+    image_model: str
+    text_model: str
+    # What "auto" resolves to here (the papers' encoders when cached, else the offline ones),
+    # found without building them: a machine with other encoders computes other features.
+    image_identity: str
+    text_identity: str
+    image_size: int
+    device: str
+
+
+def features_stage(runner, name: str, st: FeatureSettings, dataset: Dataset, *, device):
+    from gitd.methods.coreset import pair_features
+
+    def path(stage):
+        return stage.path / "features.npy"
+
+    def compute(stage) -> None:
+        feats = pair_features(dataset, image_model=st.image_model, text_model=st.text_model,
+                              image_size=st.image_size, cache=False, device=device)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(feats, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(path(stage), buf.getvalue())
+
+    def load(stage):
+        feats = np.load(path(stage), allow_pickle=False)
+        require(feats.ndim == 2 and len(feats) == len(dataset),
+                f"features.npy holds {feats.shape}, not one row per image ({len(dataset)})")
+        return feats
+
+    return runner.whole(name, compute, load)
+
 
 # Presets hold every setting they fix, so that reading one tells the whole story.
 _PAPER = {
@@ -154,9 +229,15 @@ class Gitd(DistillMethod):
                "random-paper": {**_PAPER, **_RANDOM_MODELS},
                "random-fast": {**_FAST, **_RANDOM_MODELS}}
     roles = {
-        # Latents feed both clustering and img2img.
+        # The generation VAE: img2img's starting latents and its decoder (also the clustered
+        # latents unless cluster_vae or cluster_space says otherwise).
         "vae": Role("vae", "diffusion_model", "diffusion_revision",
-                    used=lambda s: s.cluster or s.diffusion),
+                    source=lambda s: s.vae_source("generate"),
+                    used=lambda s: s.diffusion or (s.cluster and s.shared_latents())),
+        "cluster_vae": Role("vae", "diffusion_model", "diffusion_revision",
+                            source=lambda s: s.vae_source("cluster"),
+                            used=lambda s: (s.cluster and s.cluster_space == "latents"
+                                            and not s.shared_latents())),
         "img2img": Role("img2img", "diffusion_model", "diffusion_revision", shares=("vae",),
                         used=lambda s: s.diffusion),
         # The score model picks among candidates (images or captions): with neither generated,
@@ -172,26 +253,35 @@ class Gitd(DistillMethod):
         def ref(role):
             return cls.roles[role].ref(s)
 
-        def encode(resolution: int, **where) -> EncodeSettings:
+        def encode(role: str, resolution: int, **where) -> EncodeSettings:
             return EncodeSettings(
-                vae=ref("vae"), resolution=resolution, sample=s.sample_latents,
+                vae=ref(role), resolution=resolution, sample=s.sample_latents,
                 seed=s.seed if s.sample_latents else None, batch_size=s.encode_batch_size,
                 dtype=rt.dtype_name, device=rt.device_type, **where)
 
         plan: dict[str, StagePlan] = {}
-        if s.cluster or s.diffusion:
-            plan["encode"] = StagePlan(encode(s.cluster_resolution or s.resolution,
-                                              workers=s.encode_workers, ray=s.ray,
-                                              ray_workers=s.ray_workers))
+        shared = s.shared_latents()
+        cluster_resolution = s.cluster_resolution or s.resolution
+        if s.cluster and s.cluster_space == "features":
+            from gitd.models.encoders import image_model_identity, text_model_identity
+
+            plan["features"] = StagePlan(FeatureSettings(
+                image_model="auto", text_model="auto", image_identity=image_model_identity("auto"),
+                text_identity=text_model_identity("auto"), image_size=s.feature_image_size,
+                device=rt.device_type))
+        elif s.cluster or s.diffusion:
+            plan["encode"] = StagePlan(encode("vae" if shared else "cluster_vae",
+                                              cluster_resolution, workers=s.encode_workers,
+                                              ray=s.ray, ray_workers=s.ray_workers))
         plan["cluster"] = StagePlan(ClusterSettings(
             k=s.pairs, method="clara" if s.cluster else "random", n_samples=s.clara_samples,
             sample_size=s.clara_sample_size, seed=s.seed, device=rt.device_type,
             ray=s.ray if s.cluster else None),
-            upstream="encode" if "encode" in plan else "data")
-        if s.diffusion and (s.cluster_resolution or s.resolution) != s.resolution:
-            # --cluster-resolution: only the k medoids, at the generation resolution, in this
-            # process (k images do not need a cluster).
-            plan["encode-medoids"] = StagePlan(encode(s.resolution, workers=0),
+            upstream=next((u for u in ("features", "encode") if u in plan), "data"))
+        if s.diffusion and (not shared or cluster_resolution != s.resolution):
+            # Clustering read another space or resolution (--cluster-vae, --cluster-space,
+            # --cluster-resolution): only the k medoids are encoded for img2img, in this process.
+            plan["encode-medoids"] = StagePlan(encode("vae", s.resolution, workers=0),
                                                upstream="cluster")
         score = ref("score") if s.score else None
         if s.diffusion:
@@ -211,13 +301,15 @@ class Gitd(DistillMethod):
     def _vae_for_actors(self):
         """What Ray's encoder actors build their VAE from: the model given to this run (tests),
         else a registry call that each actor makes for itself (weights are not shipped)."""
-        if "vae" in (self.given_models or {}):
-            return self.given_models["vae"]
+        role = "vae" if self.settings.shared_latents() else "cluster_vae"
+        if role in (self.given_models or {}):
+            return self.given_models[role]
         import functools
 
         from gitd.models.registry import build
 
-        ref = self.roles["vae"].ref(self.settings)
+        role = "vae" if self.settings.shared_latents() else "cluster_vae"
+        ref = self.roles[role].ref(self.settings)
         return functools.partial(build, ref.kind, ref.name, device="cpu", dtype=self.models.dtype,
                                  seed=self.settings.seed, revision=ref.revision)
 
@@ -231,11 +323,17 @@ class Gitd(DistillMethod):
         scorer = (lambda: models.get("score")) if s.score else None
 
         # -- encode + cluster ------------------------------------------------------------
-        store, problems = None, []
-        if "encode" in plan:
+        store, feats, problems = None, None, []
+        shared = s.shared_latents()
+        if "features" in plan:
+            feats = features_stage(runner, "features", plan["features"].settings, dataset,
+                                   device=models.device)
+            valid = np.arange(len(dataset))
+        elif "encode" in plan:
             store = encode_stage(runner, "encode", plan["encode"].settings, dataset.records,
-                                 lambda: models.get("vae"), device=models.device,
-                                 dtype=models.dtype, vae_for_actors=self._vae_for_actors)
+                                 lambda: models.get("vae" if shared else "cluster_vae"),
+                                 device=models.device, dtype=models.dtype,
+                                 vae_for_actors=self._vae_for_actors)
             problems = list(store.problems)
             valid = np.asarray(store.valid_indices)
         else:
@@ -246,7 +344,8 @@ class Gitd(DistillMethod):
                               "could be read")
         cached = cluster_stage(
             runner, "cluster", plan["cluster"].settings,
-            lambda: (store.matrix(valid_only=True, files=plan["cluster"].settings.ray is not None)
+            lambda: (feats if feats is not None else
+                     store.matrix(valid_only=True, files=plan["cluster"].settings.ray is not None)
                      if store is not None else None), valid,
             [r.id for r in dataset], device=models.device)
         medoids = list(zip(cached["medoids"], cached["sizes"]))
@@ -255,13 +354,15 @@ class Gitd(DistillMethod):
         # -- generate --------------------------------------------------------------------
         if "generate" in plan:
             rows = [r for r, _ in medoids]
-            latents = store.latents
+            latents = None if "encode-medoids" in plan else store.latents
             if "encode-medoids" in plan:
-                # The generation-resolution latents of the medoids alone, in medoid order.
-                latents = encode_stage(runner, "encode-medoids", plan["encode-medoids"].settings,
-                                       [dataset[r] for r in rows], lambda: models.get("vae"),
-                                       device=models.device, dtype=models.dtype).latents
-                rows = list(range(len(rows)))
+                # Clustering read another space or resolution: the medoids' generation latents.
+                med = encode_stage(runner, "encode-medoids", plan["encode-medoids"].settings,
+                                   [dataset[r] for r in rows], lambda: models.get("vae"),
+                                   device=models.device, dtype=models.dtype)
+                if not med.valid.all():
+                    raise DataError(f"a medoid image could not be encoded: {med.problems[0]}")
+                latents, rows = med.latents, list(range(len(rows)))
             images = generate_stage(runner, "generate", plan["generate"].settings,
                                     lambda js: latents[[rows[j] for j in js]], prompts,
                                     lambda: models.get("img2img"), scorer)
@@ -291,6 +392,15 @@ class Gitd(DistillMethod):
         clustering = {k: cached.get(k) for k in
                       ("method", "cost", "sizes", "sample_size", "sample_costs")}
         clustering["medoid_ids"] = cached["ids"]
+        if s.cluster:
+            clustering["space"] = s.cluster_space
+            if s.cluster_space == "latents":
+                clustering["vae"] = s.vae_source("cluster")[0]
+            else:
+                fs = plan["features"].settings
+                clustering["feature_encoders"] = {"image": fs.image_identity,
+                                                  "text": fs.text_identity,
+                                                  "image_size": fs.image_size}
         ablations = {"cluster": s.cluster, "diffusion": s.diffusion,
                      "captioner": s.captioner_on, "score": s.score}
         return pairs, {"ablations": ablations, "clustering": clustering, "problems": problems}

@@ -18,6 +18,7 @@ no switch to turn it on), from the local cache first, and from the hub only when
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -307,24 +308,59 @@ def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype}
 
 
-def _vae_subfolder(model_id: str) -> str | None:
+# Hub ids whose VAE is TAESD for SD 1.x/2.x (``AutoencoderTiny``, latent space of SD 1.x's VAE).
+# Its siblings (taesdxl, taesd3, taef1, ...) reproduce other models' latent spaces, which gitd's
+# SD 1.x img2img pipeline and its SD-latent clustering do not use, so they are refused by name.
+TAESD_IDS = ("madebyollin/taesd",)
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def _vae_source(model_id: str, standalone: bool) -> tuple[str, str | None]:
+    """(diffusers class name, subfolder) of the VAE that ``model_id`` names.
+
+    A local folder says what it holds: ``config.json`` at its top (a VAE by itself) or under
+    ``vae/`` (a pipeline), with ``_class_name`` AutoencoderKL or AutoencoderTiny. A hub id is a
+    pipeline (its ``vae`` subfolder) unless ``standalone`` (given as a VAE by itself:
+    ``--vae``/``--cluster-vae``) or a known TAESD id.
+    """
     local = Path(model_id).expanduser()
-    # A local standalone VAE folder keeps its config at the top; a pipeline folder under vae/.
-    if local.is_dir() and (local / "config.json").is_file() and not (local / "vae").is_dir():
-        return None
-    return "vae"
+    if local.is_dir():
+        sub = None if (local / "config.json").is_file() and not (local / "vae").is_dir() else "vae"
+        cfg_path = local / (sub or "") / "config.json"
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{cfg_path}: unreadable VAE config ({exc})") from None
+        cls = cfg.get("_class_name", "AutoencoderKL") if isinstance(cfg, dict) else None
+        if cls not in VAE_CLASSES:
+            raise ConfigError(f"{cfg_path}: _class_name is {cls!r}; gitd encodes with "
+                              f"{' or '.join(VAE_CLASSES)}")
+        if cls == "AutoencoderTiny" and cfg.get("latent_channels", 4) != 4:
+            raise ConfigError(f"{cfg_path}: AutoencoderTiny with {cfg.get('latent_channels')} "
+                              "latent channels is not TAESD for SD 1.x (4 channels); use the "
+                              "madebyollin/taesd weights")
+        return cls, sub
+    if model_id in TAESD_IDS:
+        return "AutoencoderTiny", None
+    owner, _, repo = model_id.partition("/")
+    if owner == "madebyollin" and repo.startswith("tae"):
+        raise ConfigError(f"VAE {model_id!r} reproduces another model's latent space, not SD "
+                          f"1.x's; gitd's img2img is SD 1.x, whose TAESD is "
+                          f"{' or '.join(TAESD_IDS)}")
+    return "AutoencoderKL", None if standalone else "vae"
 
 
 @register_loader("vae")
-def _load_vae(name, *, device, dtype, seed=0, revision=None, **extra):
-    from diffusers import AutoencoderKL
+def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, **extra):
+    """``AutoencoderKL`` (SD's VAE) or ``AutoencoderTiny`` (TAESD), by ``_vae_source``."""
+    import diffusers
 
+    cls, sub = _vae_source(name, standalone)
     kwargs = _diffusers_dtype_kwarg(dtype)
-    sub = _vae_subfolder(name)
     if sub:
         kwargs["subfolder"] = sub
-    vae = load_pretrained(AutoencoderKL.from_pretrained, name, what="VAE", revision=revision,
-                          **kwargs)
+    vae = load_pretrained(getattr(diffusers, cls).from_pretrained, name, what="VAE",
+                          revision=revision, **kwargs)
     return vae.to(device).eval()
 
 
@@ -412,9 +448,12 @@ def _tiny_llava(name, *, device, dtype, seed=0, revision=None, prompt=None, **ex
 
 # -- public builders ---------------------------------------------------------------------------
 def build_vae(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0,
-              revision: str | None = None):
-    """``diffusers.AutoencoderKL`` (a real SD id/folder loads its ``vae`` subfolder)."""
-    return build("vae", name, device=device, dtype=dtype, seed=seed, revision=revision)
+              revision: str | None = None, standalone: bool = False):
+    """``diffusers.AutoencoderKL`` or ``AutoencoderTiny`` (TAESD). A real SD id loads its ``vae``
+    subfolder; with ``standalone`` a hub id names a VAE repo by itself (``--vae``); a local
+    folder or ``madebyollin/taesd`` is recognised either way (``_vae_source``)."""
+    return build("vae", name, device=device, dtype=dtype, seed=seed, revision=revision,
+                 standalone=standalone)
 
 
 def build_img2img(name: str, *, device="cpu", dtype=torch.float32, seed: int = 0, vae=None,

@@ -35,7 +35,9 @@ class Role:
     ``model`` and ``revision``: names of the settings fields holding the model name and its
     revision. ``shares``: roles passed to the builder as keyword arguments (``img2img`` gets the
     ``vae``). ``used(settings)``: whether these settings use the role at all (ablations); the
-    manifest says so, and ``untrained`` only counts roles that are used.
+    manifest says so, and ``untrained`` only counts roles that are used. ``source(settings)``,
+    where a role's model is not simply two fields (GITD's ``--vae`` falls back to the diffusion
+    model's own): (name, revision, builder keyword arguments), instead of ``model``/``revision``.
     """
 
     kind: str
@@ -43,10 +45,18 @@ class Role:
     revision: str | None = None
     shares: tuple[str, ...] = ()
     used: Callable[[Any], bool] | None = None
+    source: Callable[[Any], tuple[str, str | None, dict[str, Any]]] | None = None
+
+    def options(self, settings: Any) -> dict[str, Any]:
+        """Extra keyword arguments for the builder (``source``'s third item)."""
+        return dict(self.source(settings)[2]) if self.source is not None else {}
 
     def ref(self, settings: Any) -> ModelRef:
-        rev = getattr(settings, self.revision) if self.revision else None
-        name = getattr(settings, self.model)
+        if self.source is not None:
+            name, rev, _ = self.source(settings)
+        else:
+            rev = getattr(settings, self.revision) if self.revision else None
+            name = getattr(settings, self.model)
         seed = settings.seed if is_untrained(self.kind, name) else None
         return ModelRef(self.kind, name, rev, seed)
 
@@ -74,7 +84,8 @@ class Models:
             ref = spec.ref(self.settings)
             shared = {name: self.get(name) for name in spec.shares}
             self._built[role] = build(ref.kind, ref.name, device=self.device, dtype=self.dtype,
-                                      seed=self.settings.seed, revision=ref.revision, **shared)
+                                      seed=self.settings.seed, revision=ref.revision, **shared,
+                                      **spec.options(self.settings))
         return self._built[role]
 
     def ref(self, role: str) -> ModelRef:

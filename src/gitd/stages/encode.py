@@ -1,9 +1,13 @@
 """Encode every image with the Stable Diffusion VAE into a resumable float16 latent file.
 
+The VAE is SD's ``AutoencoderKL`` or TAESD (``AutoencoderTiny``, distilled to reproduce SD 1.x's
+latent space); ``latent_scale`` is the one place that decides how each one's output reaches
+SD's scaled latent range.
+
 Output folder::
 
-    latents.npy     float16 [n, C, h, w], row i = records[i]; already times the VAE's
-                    scaling factor, so a row can go straight into img2img as its init latent
+    latents.npy     float16 [n, C, h, w], row i = records[i]; already on SD's scaled latent
+                    range (``latent_scale``), so a row can go straight into img2img
     index.json      ids in order, shape, dtype, scaling factor and the settings that made it
     progress.json   rows finished so far, which of them are valid, and the problems found
 
@@ -127,9 +131,68 @@ class _ImageDataset(torch.utils.data.Dataset):
         return i, to_input(arr), True, "", ""
 
 
+def latent_scale(vae) -> float:
+    """The factor from what ``vae.encode`` returns to SD's scaled latent range (what the UNet
+    sees); every latent gitd stores has been multiplied by it, once.
+
+    ``AutoencoderKL``: its ``scaling_factor`` (0.18215 for SD 1.x). ``AutoencoderTiny`` (TAESD):
+    1.0, because its encoder was distilled to output SD's already-scaled latents; its config
+    must say 1.0 too, since diffusers' pipelines decode ``latents / vae.config.scaling_factor``.
+    """
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    factor = getattr(getattr(vae, "config", None), "scaling_factor", None)
+    if isinstance(vae, AutoencoderTiny):
+        if factor not in (None, 1.0):
+            raise ConfigError(f"AutoencoderTiny with scaling_factor {factor} in its config: TAESD "
+                              "latents are already on SD's scaled range, so it must be 1.0 "
+                              "(diffusers decodes latents / scaling_factor)")
+        return 1.0
+    if isinstance(vae, AutoencoderKL):
+        return float(factor if factor is not None else 1.0)
+    raise ConfigError(f"cannot encode with {type(vae).__name__}: gitd encodes with diffusers' "
+                      "AutoencoderKL (SD's VAE) or AutoencoderTiny (TAESD)")
+
+
+def vae_latents(vae, x: torch.Tensor, *, sample: bool = False, indices: Sequence[int] = (),
+                seed: int = 0) -> torch.Tensor:
+    """``x`` ([B, 3, H, W] in [-1, 1]) to float32 latents on SD's scaled range (``latent_scale``
+    applied here, and nowhere else).
+
+    AutoencoderKL: the posterior mean, or with ``sample=True`` a draw seeded by ``seed`` and
+    each row's entry of ``indices`` (reproducible whatever the batch). AutoencoderTiny has no
+    posterior: its latent is deterministic and ``sample`` is refused.
+    """
+    scale = latent_scale(vae)
+    if sample:
+        _check_sampling(vae)
+    out = vae.encode(x)
+    if not hasattr(out, "latent_dist"):
+        return out.latents.float() * scale
+    dist = out.latent_dist
+    if not sample:
+        return dist.mean.float() * scale
+    # One generator per image, seeded by its row: the draw does not depend on batch size,
+    # on which rows were in the batch with it, or on resuming.
+    noise = torch.stack([
+        torch.randn(dist.mean.shape[1:], generator=torch.Generator("cpu").manual_seed(
+            int(seed) * 1_000_003 + int(i)), dtype=torch.float32)
+        for i in indices]).to(dist.mean.device, dist.mean.dtype)
+    return (dist.mean + dist.std * noise).float() * scale
+
+
+def _check_sampling(vae) -> None:
+    from diffusers import AutoencoderTiny
+
+    if isinstance(vae, AutoencoderTiny):
+        raise ConfigError("sample_latents needs a VAE with a posterior (AutoencoderKL); "
+                          "AutoencoderTiny (TAESD) encodes deterministically")
+
+
 def latent_shape(vae, resolution: int) -> tuple[int, int, int]:
-    """(C, h, w) of the latent for a ``resolution`` image: SD's VAE halves the size once per
-    encoder block after the first (the pipelines' ``vae_scale_factor``)."""
+    """(C, h, w) of the latent for a ``resolution`` image: SD's VAE and TAESD halve the size once
+    per block after the first (the pipelines' ``vae_scale_factor``; AutoencoderTiny registers
+    its ``block_out_channels`` for that)."""
     cfg = vae.config
     factor = 2 ** (len(cfg.block_out_channels) - 1)
     if resolution % factor:
@@ -258,11 +321,10 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
                    seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
                    max_batches: int | None = None,
                    on_batch: Callable[[int, int], None] | None = None) -> LatentStore:
-    """Encode ``records`` with ``vae`` (a diffusers ``AutoencoderKL``) into ``out_dir``.
+    """Encode ``records`` with ``vae`` (``AutoencoderKL`` or ``AutoencoderTiny``) into ``out_dir``.
 
-    Latent = ``latent_dist.mean`` (deterministic), or with ``sample=True`` a draw seeded by
-    ``seed`` and the row's index (reproducible whatever the batch size), times
-    ``vae.config.scaling_factor``. Resumes a folder left by an interrupted run with the same
+    Latent = ``vae_latents``: the posterior mean (deterministic), or with ``sample=True`` a draw
+    seeded by ``seed`` and the row's index, on SD's scaled range. Resumes a folder left by an interrupted run with the same
     records and settings; a folder made with different ones is started again.
     ``max_batches`` stops after that many batches in this call (time-sliced runs);
     ``on_batch(batch_number, rows_done)`` is called after each batch is safely on disk.
@@ -279,7 +341,9 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = (n, *latent_shape(vae, resolution))
-    scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    scaling = latent_scale(vae)
+    if sample:
+        _check_sampling(vae)
     settings = _settings(records, vae, resolution, sample, seed, shape)
 
     index = read_json(out_dir / INDEX)
@@ -332,7 +396,7 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
             idx = idx.numpy()
             ok = ok.numpy().astype(bool)
             a, b = int(idx[0]), int(idx[-1]) + 1
-            lat = encode_batch(vae, x, ok, idx, shape[1:], scaling, sample=sample, seed=seed,
+            lat = encode_batch(vae, x, ok, idx, shape[1:], sample=sample, seed=seed,
                                device=dev, dtype=dtype)
             for j in np.flatnonzero(~ok):
                 r = records[idx[j]]
@@ -364,29 +428,17 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     return store
 
 
-def encode_batch(vae, x: torch.Tensor, ok: np.ndarray, indices: np.ndarray, row_shape,
-                 scaling: float, *, sample: bool, seed: int, device, dtype) -> np.ndarray:
+def encode_batch(vae, x: torch.Tensor, ok: np.ndarray, indices: np.ndarray, row_shape, *,
+                 sample: bool, seed: int, device, dtype) -> np.ndarray:
     """float16 latents [len(x), *row_shape] of one fixed batch; rows not ``ok`` stay zero.
     Shared by the in-process and the Ray encoder so that both give the same bytes."""
     lat = np.zeros((len(x), *row_shape), dtype=np.float16)
     if ok.any():
         with torch.inference_mode():
-            z = _encode(vae, x[ok].to(device, dtype=dtype), indices[ok], sample, seed)
-        lat[ok] = (z.float() * scaling).cpu().numpy().astype(np.float16)
+            z = vae_latents(vae, x[ok].to(device, dtype=dtype), sample=sample,
+                            indices=indices[ok], seed=seed)
+        lat[ok] = z.float().cpu().numpy().astype(np.float16)
     return lat
-
-
-def _encode(vae, x: torch.Tensor, indices: np.ndarray, sample: bool, seed: int) -> torch.Tensor:
-    dist = vae.encode(x).latent_dist
-    if not sample:
-        return dist.mean
-    # One generator per image, seeded by its row: the draw does not depend on batch size,
-    # on which rows were in the batch with it, or on resuming.
-    noise = torch.stack([
-        torch.randn(dist.mean.shape[1:], generator=torch.Generator("cpu").manual_seed(
-            int(seed) * 1_000_003 + int(i)), dtype=torch.float32)
-        for i in indices]).to(dist.mean.device, dist.mean.dtype)
-    return dist.mean + dist.std * noise
 
 
 def _write_rows(path: Path, offset: int, rows: np.ndarray) -> None:
@@ -431,8 +483,8 @@ def _npy_offset(path: Path) -> int:
     return offset
 
 
-__all__ = ["LatentStore", "encode_batch", "encode_latents", "latent_shape", "preprocess",
-           "resize_crop", "to_input"]
+__all__ = ["LatentStore", "encode_batch", "encode_latents", "latent_scale", "latent_shape",
+           "preprocess", "resize_crop", "to_input", "vae_latents"]
 
 
 # -- as a stage of a method run ------------------------------------------------------------------

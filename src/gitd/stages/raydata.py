@@ -184,7 +184,7 @@ class _Encoder:
                 x = torch.stack([to_input(p) for p in pixels[lo:hi]])
                 lat[lo:hi] = encode_batch(self.vae, x, np.asarray(ok[lo:hi], dtype=bool),
                                           np.arange(start + lo, start + hi), self.row_shape,
-                                          self.scaling, sample=self.sample, seed=self.seed,
+                                          sample=self.sample, seed=self.seed,
                                           device=self.device, dtype=self.dtype)
             buf = io.BytesIO()
             np.save(buf, lat, allow_pickle=False)
@@ -213,7 +213,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
     """
     import torch
 
-    from gitd.stages.encode import (INDEX, PARTS, LatentStore, _settings, latent_shape,
+    from gitd.stages.encode import (INDEX, PARTS, LatentStore, _settings, latent_scale, latent_shape,
                                     part_done, parts_state)
     from gitd.store import atomic_write_json, read_json
 
@@ -228,7 +228,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
     dtype = dtype or torch.float32
     model = vae() if callable(vae) and not isinstance(vae, torch.nn.Module) else vae
     row_shape = latent_shape(model, resolution)
-    scaling = float(getattr(model.config, "scaling_factor", 1.0) or 1.0)
+    scaling = latent_scale(model)  # recorded in index.json; applied inside encode_batch
     settings = _settings(records, model, resolution, sample, seed, (n, *row_shape))
     rows = shard_rows or part_rows(resolution, batch_size)
     if rows % batch_size:
