@@ -16,6 +16,8 @@ _LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
 
 
 def add_parser(sub):
+    from gitd.cli.options import add_int
+
     p = sub.add_parser(
         "finetune", help="fine-tune Stable Diffusion for image-text alignment and diversity "
                          "(EDGE)",
@@ -41,9 +43,9 @@ def add_parser(sub):
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
-    p.add_argument("--num-processes", type=int, metavar="N",
-                   help="data-parallel processes (default: one per visible GPU, else 1); with "
-                        "--device cpu, N > 1 runs N CPU processes (for testing)")
+    add_int(p, "--num-processes", range=(1, 1024), metavar="N",
+            help="data-parallel processes (default: one per visible GPU, else 1); with "
+                 "--device cpu, N > 1 runs N CPU processes (for testing)")
     add_arguments(p, [("finetune", FinetuneSettings)])
     return p
 
@@ -60,11 +62,7 @@ def _free_port() -> int:
 
 def _processes(given: dict, device: str) -> int:
     n = given.get("num_processes")
-    if n is not None:
-        if n < 1:
-            from gitd.errors import ConfigError
-
-            raise ConfigError(f"--num-processes must be >= 1, got {n}")
+    if n is not None:  # the parser has checked its range
         return n
     if device == "cpu":
         return 1
