@@ -93,3 +93,15 @@ def test_cluster_resolution_encodes_everything_small_and_only_medoids_large(shar
     s1 = json.loads((same / "manifest.json").read_text())["stages"]
     s2 = json.loads((default / "manifest.json").read_text())["stages"]
     assert s1 == s2 and "encode-medoids" not in s2
+
+
+def test_no_diffusion_on_shards_captions_and_copies_the_members(shard_set, tmp_path):
+    """/D on shards: the medoids' own images (members) go to the captioner and the output."""
+    _, folder, _ = shard_set
+    out = distill(folder, tmp_path / "d", make_config("tiny", pairs=3, seed=0, device="cpu",
+                                                      diffusion=False))
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_id = {r.id: r for r in load_dataset(folder)}
+    for item in manifest["items"]:
+        assert (out / item["image"]).read_bytes() == by_id[item["source_id"]].image.read_bytes()
+        assert item["caption"]
