@@ -133,9 +133,7 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
                   get_scorer: Callable[[], Any] | None) -> list[dict[str, Any]]:
     """Run (or finish) the caption stage over ``images`` (PIL images or paths), one unit per
     image. Returns per unit ``caption`` and its ``scores`` (the candidates and their cosines)."""
-    from pathlib import Path
-
-    from gitd.data.images import open_rgb
+    from gitd.data.images import is_image_ref, open_rgb
 
     models: dict[str, Any] = {}
 
@@ -143,8 +141,7 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
         if not models:
             models["captioner"] = get_captioner()
             models["scorer"] = get_scorer() if get_scorer is not None else None
-        imgs = [open_rgb(images[j]) if isinstance(images[j], (str, Path)) else images[j]
-                for j in chunk]
+        imgs = [open_rgb(images[j]) if is_image_ref(images[j]) else images[j] for j in chunk]
         seeds = [derive_seed(st.seed, "caption", j) for j in chunk]
         results = caption_images(
             models["captioner"], models["scorer"], imgs, num_captions=st.num_captions,

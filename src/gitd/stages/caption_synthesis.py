@@ -98,7 +98,7 @@ def caption_synthesis_stage(runner, name: str, st: CaptionSynthesisSettings, ima
     """Run (or finish) the stage over ``images`` (PIL images or paths), one unit per image;
     returns ``st.extra`` new captions per image. ``get_vlm()`` may be called more than once and
     should return the same model."""
-    from gitd.data.images import open_rgb
+    from gitd.data.images import is_image_ref, open_rgb
     from gitd.store import atomic_write_json, derive_seed, read_json, unit_path
 
     vlm: list[Any] = []
@@ -106,8 +106,7 @@ def caption_synthesis_stage(runner, name: str, st: CaptionSynthesisSettings, ima
     def compute(chunk: range) -> list:
         if not vlm:
             vlm.append(get_vlm())
-        imgs = [open_rgb(images[j]) if isinstance(images[j], (str, Path)) else images[j]
-                for j in chunk]
+        imgs = [open_rgb(images[j]) if is_image_ref(images[j]) else images[j] for j in chunk]
         seeds = [derive_seed(st.seed, "caption-synthesis", j) for j in chunk]
         caps = vlm[0].generate(imgs, num_captions=st.extra, temperature=st.temperature,
                                top_p=st.top_p, max_new_tokens=st.max_new_tokens, seeds=seeds)
