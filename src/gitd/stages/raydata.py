@@ -49,13 +49,13 @@ def _import_ray():
 
 def connect(address: str | None = None):
     """Connect to (or start) Ray and return the module. ``address``: ``local`` starts a
-    private cluster on this machine; ``auto`` joins the running one; anything else is a Ray
-    address; None or empty takes ``$RAY_ADDRESS``, else ``auto``. A session already started
-    in this process (``ray.init`` by the caller) is used as it is."""
+    private cluster on this machine; ``auto`` (or None, or empty) takes ``$RAY_ADDRESS`` when
+    set, else joins the cluster running here; anything else is a Ray address. A session already
+    started in this process (``ray.init`` by the caller) is used as it is."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray
-    if not address:
+    if not address or address == "auto":
         address = os.environ.get("RAY_ADDRESS") or "auto"
     try:
         if address == "local":
