@@ -220,6 +220,11 @@ def test_every_field_validated_keyed_and_a_flag(cls, name, decl, finetuned_runs)
     ("encode_workers", set()),
     # Clustering latents at another side: every stage, and the medoids' own encode appears.
     ("cluster_resolution", {"encode", "cluster", "encode-medoids", "generate", "caption"}),
+    # Clustering in another VAE's latents or in feature space: the medoids' own encode appears.
+    ("cluster_vae", {"encode", "cluster", "encode-medoids", "generate", "caption"}),
+    ("cluster_space", {"encode", "features", "cluster", "encode-medoids", "generate",
+                       "caption"}),
+    ("vae", {"encode", "cluster", "generate", "caption"}),
     # Ray writes the same bytes as the plain run.
     ("ray", set()),
     ("ray_workers", set()),
