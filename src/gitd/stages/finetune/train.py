@@ -77,11 +77,15 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def resolve_mixed_precision(value: str, device_type: str) -> str:
+    """``auto``: bf16 on a CUDA GPU that computes it natively (``gitd.models.gpu.bf16_native``:
+    not the emulated bf16 of T4/V100/RTX 20xx), else fp16; no mixed precision off CUDA."""
+    from gitd.models.gpu import bf16_native
+
     if value != "auto":
         return value
     if device_type != "cuda":
         return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if bf16_native() else "fp16"
 
 
 def make_accelerator(settings: FinetuneSettings):
@@ -94,6 +98,12 @@ def make_accelerator(settings: FinetuneSettings):
     mp = resolve_mixed_precision(settings.mixed_precision, "cpu" if cpu else "cuda")
     if cpu and mp == "fp16":
         raise ConfigError("mixed_precision fp16 needs CUDA; on a CPU use bf16 or no")
+    if not cpu and mp == "bf16":
+        from gitd.models.gpu import bf16_native
+
+        if not bf16_native():
+            log.warning("this GPU computes bf16 only by emulation (slow; cuDNN has no bf16 "
+                        "convolutions there): --mixed-precision fp16 is the faster choice")
     return Accelerator(cpu=cpu, mixed_precision=mp)
 
 
