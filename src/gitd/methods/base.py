@@ -21,6 +21,7 @@ from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_chan
 from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
+from gitd.models.offload import OffloadFields
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
 from gitd.outdir import Inputs, OutputFolder
 from gitd.registry import MAX_PAIRS, Method, MethodSettings
@@ -35,10 +36,10 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
-class DistillSettings(CaptionSynthesisFields, MethodSettings):
+class DistillSettings(CaptionSynthesisFields, OffloadFields, MethodSettings):
     """What every distillation method has besides ``MethodSettings``: the output size, the
-    dtype, the work folder, and the optional caption synthesis after the method's own stages
-    (``--extra-captions N``)."""
+    dtype, CPU offload of the large models, the work folder, and the optional caption synthesis
+    after the method's own stages (``--extra-captions N``)."""
 
     preset: str | None = setting(None, Text(), "the preset these settings started from",
                                  optional=True, affects_results=False, cli=False)
@@ -56,6 +57,9 @@ class DistillMethod(Method):
 
     Settings = DistillSettings
     default_preset = "paper"
+    # Stage -> the roles it uses: after a stage, the roles no later stage uses are released
+    # (``Models.release_after``), and ``--offload auto`` reserves room for a stage's roles.
+    uses: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def with_caption_synthesis(cls, plan: dict[str, StagePlan], s: DistillSettings,
@@ -70,6 +74,14 @@ class DistillMethod(Method):
     @property
     def all_roles(self) -> dict[str, Any]:
         return {**self.roles, "vlm": VLM_ROLE}
+
+    @property
+    def all_uses(self) -> dict[str, tuple[str, ...]]:
+        return {**self.uses, "caption_synthesis": ("vlm",)}
+
+    def stage_done(self, stage: str) -> None:
+        """Release the models no stage after ``stage`` uses (call it when a stage returns)."""
+        self.models.release_after(stage, list(self.runner.plan))
 
     def run(self, data: str | Path, out: str | Path, *, images: str | Path | None = None,
             split: str = "train", strict: bool = False, allow_outside_root: bool = False,
@@ -111,7 +123,8 @@ class DistillMethod(Method):
             dataset).file(config_file, "config file"))
         runtime = Runtime.resolve(s.device, s.dtype)
         self.runtime = runtime
-        self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
+        self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models,
+                             offload=s.offload, uses=self.all_uses)
         data_key = dataset_fingerprint(dataset)
         note_input_change(work, dataset, data_key)
         self.runner = StageRunner(work, self.stages(s, runtime), data_key, on_unit=on_unit)
@@ -146,16 +159,10 @@ class DistillMethod(Method):
     def _synthesize_captions(self, pairs: list[OutputPair]) -> tuple[list[OutputPair], dict]:
         """Each pair's captions, then ``extra_captions`` more from the vision-language model."""
         s, runner = self.settings, self.runner
-        built = [self.given_models["vlm"]] if "vlm" in self.given_models else []
-
-        def get_vlm():
-            if not built:
-                built.append(s.build_vlm(self.runtime))
-            return built[0]
-
         extra = caption_synthesis_stage(runner, "caption_synthesis",
                                         runner.plan["caption_synthesis"].settings,
-                                        [p.image for p in pairs], get_vlm)
+                                        [p.image for p in pairs], lambda: self.models.get("vlm"))
+        self.stage_done("caption_synthesis")
         originals = [list(p.captions) for p in pairs]
         out = [OutputPair(image=p.image, captions=o + e, info=p.info)
                for p, o, e in zip(pairs, originals, extra)]

@@ -129,6 +129,7 @@ class Edge(DistillMethod):
         "score": Role("score", "score_model", "score_revision",
                       used=lambda s: s.prompts == "prototype"),
     }
+    uses = {"encode": ("vae",), "embed": ("score",), "sample": ("sd",)}
 
     @classmethod
     def check(cls, s: EdgeSettings) -> None:
@@ -238,9 +239,12 @@ class Edge(DistillMethod):
     def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
         s = self.settings
         chosen, prompts_info, problems = self.choose_prompts(dataset)
+        self.stage_done("prompts")
         prompts = [p for _, p in chosen]
         images = sample_stage(self.runner, "sample", self.runner.plan["sample"].settings,
                               prompts, self.pipeline)
+        self._pipe = None  # the text-to-image view of the "sd" role, released with it
+        self.stage_done("sample")
         pairs = []
         for j, (r, prompt) in enumerate(chosen):
             rec = dataset[r]

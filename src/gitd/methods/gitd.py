@@ -247,6 +247,8 @@ class Gitd(DistillMethod):
         "captioner": Role("captioner", "captioner", "captioner_revision",
                           used=lambda s: s.captioner_on),
     }
+    uses = {"encode": ("vae", "cluster_vae"), "encode-medoids": ("vae",),
+            "generate": ("img2img", "score"), "caption": ("captioner", "score")}
 
     @classmethod
     def stages(cls, s: GitdSettings, rt: Runtime) -> dict[str, StagePlan]:
@@ -336,6 +338,7 @@ class Gitd(DistillMethod):
                                  vae_for_actors=self._vae_for_actors)
             problems = list(store.problems)
             valid = np.asarray(store.valid_indices)
+            self.stage_done("encode")
         else:
             # Neither clustering nor diffusion needs latents: random medoids over all valid rows.
             valid = np.arange(len(dataset))
@@ -362,10 +365,12 @@ class Gitd(DistillMethod):
                                    device=models.device, dtype=models.dtype)
                 if not med.valid.all():
                     raise DataError(f"a medoid image could not be encoded: {med.problems[0]}")
+                self.stage_done("encode-medoids")
                 latents, rows = med.latents, list(range(len(rows)))
             images = generate_stage(runner, "generate", plan["generate"].settings,
                                     lambda js: latents[[rows[j] for j in js]], prompts,
                                     lambda: models.get("img2img"), scorer)
+            self.stage_done("generate")
         else:
             runner.skip("generate")
             # /D: the medoid's own image, copied byte for byte into the output.
@@ -376,6 +381,7 @@ class Gitd(DistillMethod):
             captions = caption_stage(runner, "caption", plan["caption"].settings,
                                      [im["image"] for im in images],
                                      lambda: models.get("captioner"), scorer)
+            self.stage_done("caption")
         else:
             runner.skip("caption")
             # /T: the medoid's own caption (the one used as the prompt).

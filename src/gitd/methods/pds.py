@@ -96,6 +96,7 @@ class Pds(DistillMethod):
         "captioner": Role("captioner", "captioner", "captioner_revision",
                           used=lambda s: s.recaption),
     }
+    uses = {"embed": ("score",), "synthesize": ("unclip",), "caption": ("captioner", "score")}
 
     @classmethod
     def stages(cls, s: PdsSettings, rt: Runtime) -> dict[str, StagePlan]:
@@ -124,6 +125,7 @@ class Pds(DistillMethod):
         plan = runner.plan
         store = embed_stage(runner, "embed", plan["embed"].settings, dataset.records,
                             lambda: models.get("score"))
+        self.stage_done("embed")
         texts = [cap for r in dataset for cap in r.captions]
 
         # -- filter + prototypes ---------------------------------------------------------
@@ -144,6 +146,7 @@ class Pds(DistillMethod):
             images: list[Any] = synthesize_stage(
                 runner, "synthesize", plan["synthesize"].settings, proto_image, prompts,
                 [row["norm"] for row in table], lambda: models.get("unclip"), before=check_match)
+            self.stage_done("synthesize")
         else:
             runner.skip("synthesize")
             # Generator-free variant: the real image nearest each prototype, copied as is.
@@ -154,6 +157,7 @@ class Pds(DistillMethod):
             captions = caption_stage(runner, "caption", plan["caption"].settings, images,
                                      lambda: models.get("captioner"),
                                      lambda: models.get("score"))
+            self.stage_done("caption")
         else:
             captions = [{"caption": p, "scores": {}} for p in prompts]
 

@@ -42,9 +42,14 @@ class Captioner:
         self.name = name
         self.prompt = prompt
         self.fallbacks = 0
+        # Set by CPU offload (gitd.models.offload): the GPU the model computes on while its
+        # weights wait in CPU memory (or on the meta device) between uses.
+        self.execution_device: torch.device | None = None
 
     @property
     def device(self) -> torch.device:
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.model.parameters()).device
 
     @property

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
+from gitd.models.offload import OffloadFields
 from gitd.models.roles import ModelRef, Role, Runtime
 from gitd.settings import Interval, Text, setting, validate
 
@@ -30,7 +31,8 @@ log = get_logger("caption")
 EDGE_PROMPT = "Describe the image in one sentence."
 _POSITIVE = Interval(int, 1, None)
 # The model role of this step, for manifests (``describe_roles``) and keys.
-ROLE = Role("captioner", "vlm", "vlm_revision", used=lambda s: s.extra_captions > 0)
+ROLE = Role("captioner", "vlm", "vlm_revision", used=lambda s: s.extra_captions > 0,
+            source=lambda s: (s.vlm, s.vlm_revision, {"prompt": s.vlm_prompt}))
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,12 @@ class CaptionSynthesisFields:
             seed=self.seed, dtype=runtime.dtype_name, device=runtime.device_type)
 
     def build_vlm(self, runtime: Runtime):
-        """The captioner from the model registry, prompted with ``vlm_prompt``."""
-        from gitd.models import build_captioner
+        """The captioner from the model registry, prompted with ``vlm_prompt`` and placed under
+        the settings' ``offload`` mode (none where they have no such field)."""
+        from gitd.models.roles import Models
 
-        return build_captioner(self.vlm, device=runtime.device, dtype=runtime.dtype,
-                               seed=self.seed, revision=self.vlm_revision, prompt=self.vlm_prompt)
+        return Models({"vlm": ROLE}, self, runtime.device, runtime.dtype,
+                      offload=getattr(self, "offload", "none")).get("vlm")
 
 
 # Preset values of the fields, for the methods' presets and ``gitd caption``.
@@ -135,7 +138,7 @@ def describe(fields: CaptionSynthesisFields, originals: list[list[str]],
 
 # -- gitd caption OUT --extra N ------------------------------------------------------------------
 @dataclass(frozen=True)
-class CaptionCommandSettings(CaptionSynthesisFields):
+class CaptionCommandSettings(CaptionSynthesisFields, OffloadFields):
     """``gitd caption``'s settings: the step's fields plus the run's seed, device and dtype."""
 
     extra_captions: int = setting(1, Interval(int, 1, None), "captions added per image",
