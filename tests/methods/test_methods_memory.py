@@ -39,5 +39,5 @@ def test_pds_keeps_the_score_model_for_recaptioning_only(shapes, tmp_path):
     method, held = run_recording("pds", shapes, tmp_path / "out", recaption=True)
     assert held["synthesize"] == {"unclip", "score"}
     assert held["caption"] == {"captioner", "score"}
-    method, held = run_recording("pds", shapes, tmp_path / "plain")
+    _, held = run_recording("pds", shapes, tmp_path / "plain")
     assert held["synthesize"] == {"unclip"}

@@ -51,8 +51,13 @@ def test_the_gpu_budget_leaves_room_for_activations_and_the_stage_other_models()
 def blip2_opt67b_on_meta():
     """BLIP-2 OPT-6.7B's architecture (the published config's sizes) on the meta device: no
     memory, sizes only."""
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig,
-                              Blip2VisionConfig, OPTConfig)
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
 
     vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39,
                                num_attention_heads=16, image_size=224, patch_size=14)

@@ -6,8 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from gitd.models.roles import (ModelRef, Models, Role, describe_roles, roles_needed_after,
-                              untrained)
+from gitd.models.roles import (
+    ModelRef,
+    Models,
+    Role,
+    describe_roles,
+    roles_needed_after,
+    untrained,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ ALL = {**ROLES, "captioner": Role("captioner", "sd"), "vlm": Role("captioner", "
 
 
 def test_roles_needed_after_each_stage():
-    need = lambda stage: roles_needed_after(stage, PLAN, USES, ALL)  # noqa: E731
+    need = lambda stage: roles_needed_after(stage, PLAN, USES, ALL)
     # img2img shares the VAE: it stays until generation is over.
     assert need("encode") == {"img2img", "vae", "score", "captioner", "vlm"}
     assert need("generate") == {"captioner", "score", "vlm"}

@@ -193,7 +193,7 @@ def apply_offload(model: Any, kind: str, mode: str, device: torch.device, *,
         return model
     net = getattr(model, "model", None)
     if not isinstance(net, torch.nn.Module):
-        raise ValueError(f"cannot offload a {type(model).__name__} ({kind})")
+        raise TypeError(f"cannot offload a {type(model).__name__} ({kind})")
     from accelerate import dispatch_model
 
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -234,8 +234,23 @@ def describe_need(need: Need) -> str:
             f"{need.others / GIB:.1f} GiB")
 
 
-__all__ = ["ACTIVATION_BYTES", "MARGIN_BYTES", "Need", "OFFLOADABLE", "OFFLOAD_MODES",
-           "OffloadFields",
-           "PARAMETERS", "apply_offload", "choose_offload", "components", "describe_need",
-           "dtype_bytes", "estimate_bytes", "gpu_budget", "largest_part", "module_bytes", "place",
-           "transformers_device_map"]
+__all__ = [
+    "ACTIVATION_BYTES",
+    "MARGIN_BYTES",
+    "OFFLOADABLE",
+    "OFFLOAD_MODES",
+    "PARAMETERS",
+    "Need",
+    "OffloadFields",
+    "apply_offload",
+    "choose_offload",
+    "components",
+    "describe_need",
+    "dtype_bytes",
+    "estimate_bytes",
+    "gpu_budget",
+    "largest_part",
+    "module_bytes",
+    "place",
+    "transformers_device_map",
+]
