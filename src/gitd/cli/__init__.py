@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: out of memory; use smaller batches or a smaller --resolution "
               "/ --image-size; finished work is kept", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        from gitd.cli.oom import is_out_of_memory, out_of_memory_line
+
+        if not is_out_of_memory(exc):
+            raise
+        close_bars()
+        print(f"{name}: error: {out_of_memory_line(name.removeprefix('gitd ').strip())}",
+              file=sys.stderr)
+        return 2
     finally:
         if program:
             # Interpreter shutdown joins DataLoader and pool workers: an impatient second

@@ -16,11 +16,43 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gitd.errors import ConfigError
-from gitd.settings import Boolean, Interval, Options, Text, key_dict, setting, validate
+from gitd.errors import short_value
+from gitd.settings import (Boolean, Constraint, Interval, Options, Text, key_dict, setting,
+                           validate)
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 _WEIGHT = Interval(float, 0, None)
+
+
+@dataclass(frozen=True)
+class CountOrAuto(Constraint):
+    """A positive integer, or ``auto`` (decided at run time)."""
+
+    metavar: str | None = "N|auto"
+
+    def parse(self, text: str):
+        import argparse
+
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got "
+                                             f"{short_value(text)}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {value}")
+        return value
+
+    def describe(self) -> str:
+        return "a positive integer or auto"
+
+    def problem(self, value) -> str | None:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return None
+        return f"must be a positive integer or auto, got {short_value(value)}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +96,11 @@ class FinetuneSettings:
     gradient_accumulation_steps: int = setting(
         1, Interval(int, 1, None), "split each process's share of the batch into this many "
         "micro-batches (less memory, the same result)", affects_results=False)
+    micro_batch: int | str = setting(
+        "auto", CountOrAuto(), "pairs per UNet pass; the loss is still the whole batch's "
+        "(gradient caching), so this changes memory and speed, not the result. auto: on CUDA "
+        "the most that fit the GPU's free memory (measured with 1 and 2 pairs), elsewhere the "
+        "whole batch (or batch / --gradient-accumulation-steps)", affects_results=False)
     gradient_checkpointing: bool = setting(
         False, Boolean(), "recompute UNet and VAE-decoder activations in the backward pass "
         "(less memory, more time)", affects_results=False)
@@ -136,4 +173,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["random-paper"] = {**PRESETS["paper"], "diffusion_model": "random-sd15",
                            "clip_model": "random-clip-b32"}
 
-__all__ = ["FIELD_NAMES", "FinetuneSettings", "MIXED_PRECISION", "PRESETS"]
+__all__ = ["CountOrAuto", "FIELD_NAMES", "FinetuneSettings", "MIXED_PRECISION", "PRESETS"]

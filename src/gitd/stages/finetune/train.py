@@ -3,7 +3,8 @@
 **Batches.** Training items are (image, caption) pairs, one per caption, as EDGE's loader gives
 them. Each epoch shuffles them with a generator seeded by (seed, epoch); step s takes pairs
 ``[s*B, (s+1)*B)`` of that order (the last incomplete batch is dropped). With P processes, rank
-r holds the r-th slice of B/P pairs, split into ``gradient_accumulation_steps`` micro-batches.
+r holds the r-th slice of B/P pairs, split into micro-batches of at most ``micro_batch`` pairs
+(``gitd.stages.finetune.memory``: on CUDA ``auto`` takes the most that fit the free memory).
 
 **Exact gradients however the batch is split.** The contrastive and diversity terms couple all
 pairs of a batch, so summing per-micro-batch or per-process losses would change the objective
@@ -28,7 +29,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
 from gitd.stages.encode import preprocess
 from gitd.stages.finetune.losses import loss_terms
+from gitd.stages.finetune.memory import (choose_micro_batch, fixed_micro_batch,
+                                         per_pair_from_probe, split_sizes)
 from gitd.stages.finetune.objective import (EdgeModels, build_edge_models, draw_noise,
                                             image_features, pair_seed, sd_text_states,
                                             text_features)
@@ -144,7 +147,7 @@ class Trainer:
     def step(self, micro: list[tuple[torch.Tensor, list[str], list[int]]]) -> dict[str, float]:
         """One optimiser step over this process's micro-batches ``(pixels, captions, seeds)``;
         returns the loss terms of the whole batch (every process returns the same)."""
-        acc, s = self.acc, self.s
+        acc = self.acc
         self.optimizer.zero_grad(set_to_none=True)
         prepared = []
         for pixels, captions, seeds in micro:
@@ -166,6 +169,24 @@ class Trainer:
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["skipped"] = bool(getattr(self.optimizer, "step_was_skipped", False))
         return out
+
+    def probe_peak(self, pixels: torch.Tensor, captions: list[str], seeds: list[int]) -> int:
+        """Peak CUDA memory above the baseline of one gradient pass over these pairs (what a
+        micro-batch of their number costs); leaves no gradient behind. CUDA only."""
+        device = self.acc.device
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        with self.acc.autocast():
+            states = sd_text_states(self.m, captions)
+            image, mse = image_features(self.m, pixels, states, self._noise(seeds))
+        self.acc.backward(image.float().sum() + mse.float().sum())
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del image, mse, states
+        self.optimizer.zero_grad(set_to_none=True)
+        return int(peak)
 
     def _cached_step(self, prepared) -> dict[str, torch.Tensor]:
         acc, s = self.acc, self.s
@@ -282,10 +303,12 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     acc.wait_for_everyone()
     records, bad = _verified_records(dataset, run, data_key, acc, settings.num_workers)
     pairs = [(r, c) for r in records for c in r.captions]
-    world, accum = acc.num_processes, settings.gradient_accumulation_steps
-    if settings.batch_size % (world * accum):
-        raise ConfigError(f"batch_size {settings.batch_size} must be divisible by processes x "
-                          f"gradient_accumulation_steps = {world} x {accum}")
+    world = acc.num_processes
+    if settings.batch_size % world:
+        raise ConfigError(f"batch_size {settings.batch_size} must be divisible by the number of "
+                          f"processes ({world})")
+    micro = fixed_micro_batch(settings.micro_batch, settings.gradient_accumulation_steps,
+                              settings.batch_size // world)
     if len(pairs) < settings.batch_size:
         raise ConfigError(f"{data}: {len(pairs)} image-caption pairs, fewer than one batch of "
                           f"{settings.batch_size}; lower --batch-size")
@@ -336,13 +359,17 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
         atomic_write_text(curves, "".join(line + "\n" for line in kept))
     acc.wait_for_everyone()
     n_trainable = sum(p.numel() for p in trainer.params.values())
-    log.info("fine-tuning %d UNet parameters (%d tensors) on %d pairs: %d epochs x %d steps of "
-             "%d pairs, %d process(es), %d micro-batch(es) each, mixed precision %s",
-             n_trainable, len(trainer.params), len(pairs), settings.epochs, steps_per_epoch,
-             settings.batch_size, world, accum, acc.mixed_precision)
-
-    local, micro = trainer.local_batch, trainer.local_batch // accum
     paths = [r.image for r, _ in pairs]
+    local = trainer.local_batch
+    if micro is None:
+        micro = _auto_micro_batch(trainer, pairs, paths, settings)
+    sizes = split_sizes(local, micro)
+    accum = len(sizes)
+    log.info("fine-tuning %d UNet parameters (%d tensors) on %d pairs: %d epochs x %d steps of "
+             "%d pairs, %d process(es), micro-batches of %s pairs, mixed precision %s",
+             n_trainable, len(trainer.params), len(pairs), settings.epochs, steps_per_epoch,
+             settings.batch_size, world, "+".join(map(str, sizes)), acc.mixed_precision)
+    starts = np.cumsum([0] + sizes)
     t_start = time.perf_counter()
     bar = progress(desc="finetune", total=total, unit="step") if acc.is_main_process else None
     if bar is not None:
@@ -355,7 +382,7 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
             batches = []
             for s in range(first, steps_per_epoch):
                 mine = order[s * settings.batch_size + trainer.rank * local:][:local]
-                batches += [mine[a * micro:(a + 1) * micro].tolist() for a in range(accum)]
+                batches += [mine[starts[a]:starts[a + 1]].tolist() for a in range(accum)]
             loader = torch.utils.data.DataLoader(
                 _Pairs(paths, settings.resolution), batch_sampler=batches,
                 num_workers=settings.num_workers)
@@ -403,12 +430,36 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
         atomic_write_json(run / SUMMARY, {
             **record, "key": key, "steps": total, "steps_per_epoch": steps_per_epoch,
             "trainable_parameters": n_trainable, "trainable_tensors": len(trainer.params),
-            "processes": world, "gradient_accumulation_steps": accum,
+            "processes": world, "gradient_accumulation_steps": accum, "micro_batches": sizes,
             "mixed_precision": acc.mixed_precision, "device": str(acc.device),
             "seconds": round(seconds, 3), "created": now_iso(), "versions": package_versions()})
         log.info("wrote %s (%d tensors)", run / TRAINED, len(trainer.params))
     acc.wait_for_everyone()
     return run
+
+
+def _auto_micro_batch(trainer: Trainer, pairs, paths, settings: FinetuneSettings) -> int:
+    """``--micro-batch auto``: on CUDA, the most pairs that fit the free memory, from the peak
+    of a gradient pass over 1 and over 2 pairs; elsewhere the whole local batch."""
+    local = trainer.local_batch
+    if trainer.acc.device.type != "cuda" or local < 2:
+        return local
+    from gitd.models.gpu import free_memory, release_memory
+
+    data = _Pairs(paths[:2], settings.resolution)
+    items = [data[0], data[1]]
+    pixels = torch.stack([x for _, x in items])
+    captions = [pairs[0][1], pairs[1][1]]
+    seeds = [pair_seed(settings.seed, 0, 0), pair_seed(settings.seed, 0, 1)]
+    peak_one = trainer.probe_peak(pixels[:1], captions[:1], seeds[:1])
+    peak_two = trainer.probe_peak(pixels, captions, seeds)
+    fixed, per_pair = per_pair_from_probe(peak_one, peak_two)
+    release_memory(trainer.acc.device)
+    free = free_memory(trainer.acc.device)
+    micro = choose_micro_batch(free, per_pair, local, fixed=fixed)
+    log.info("micro-batch auto: %d pairs (a pair's gradient pass takes %.2f GiB, %.1f GiB free)",
+             micro, per_pair / 2**30, free / 2**30)
+    return micro
 
 
 def _checkpoint(run: Path, step: int, trainer: Trainer, acc, key: str, log_file) -> None:
