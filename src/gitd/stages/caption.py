@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from gitd.errors import ConfigError, check_positive_int
-from gitd.models.captioner import FALLBACK_CAPTION
+from gitd.models.captioner import FALLBACK_CAPTION, default_prompt
 from gitd.models.roles import ModelRef
 from gitd.settings import Interval, Text, setting
 from gitd.store import Stage, atomic_write_json, derive_seed, require, unit_json, unit_path
@@ -26,11 +26,13 @@ class CaptionResult:
 
 def caption_images(captioner, score_model, images: Sequence, *, num_captions: int,
                    temperature: float, top_p: float, max_new_tokens: int,
-                   seeds: Sequence[int], use_score: bool = True) -> list[CaptionResult]:
+                   seeds: Sequence[int], use_score: bool = True,
+                   prompt: str | None = None) -> list[CaptionResult]:
     """One ``CaptionResult`` per image. Image ``i``'s captions depend only on ``seeds[i]``.
 
     ``use_score=False`` (the paper's /S ablation) keeps the first sampled caption; scores are
-    still recorded when ``score_model`` is given.
+    still recorded when ``score_model`` is given. ``prompt``: the text the captioner continues
+    (left out of the captions); None for none.
     """
     check_positive_int("num_captions", num_captions)
     check_positive_int("max_new_tokens", max_new_tokens)
@@ -46,7 +48,8 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
         return []
     sampled = captioner.generate(list(images), num_captions=num_captions,
                                  temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, seeds=list(seeds))
+                                 max_new_tokens=max_new_tokens, seeds=list(seeds),
+                                 prompt=prompt)
     sims = None
     if score_model is not None:
         # One text pass over every caption, one image pass over every image.
@@ -90,6 +93,11 @@ class CaptionerFields:
                              "image-to-text model id or folder (BLIP, BLIP-2, ...), or tiny-blip")
     captioner_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
                                              "captioner", optional=True, metavar="REV")
+    caption_prompt: str | None = setting(
+        None, Text(empty=True), "text the captioner continues, left out of its captions; "
+        "default: the one it was fine-tuned with ('a photo of' for "
+        "Salesforce/blip2-opt-6.7b-coco, as LAVIS' blip2_caption_opt6.7b.yaml; none for BLIP "
+        "base and the others); '' for none", optional=True, metavar="TEXT")
     num_captions: int = setting(5, Interval(int, 1, 64), "captions sampled per synthetic image; "
                                 "the score model keeps one")
     temperature: float = setting(0.7, Interval(float, 0, None, closed="right"),
@@ -100,11 +108,19 @@ class CaptionerFields:
     # Part of the cache key: batch composition can change low-order bits of the captions.
     caption_batch_size: int = setting(8, Interval(int, 1, 1024), "images per captioner call")
 
+    def resolved_caption_prompt(self) -> str | None:
+        """``caption_prompt``, or the captioner's own default when unset; None for none."""
+        prompt = (default_prompt(self.captioner) if self.caption_prompt is None
+                  else self.caption_prompt)
+        return prompt if prompt and prompt.strip() else None
+
     def caption_settings(self, captioner: ModelRef, score: ModelRef | None,
                          runtime) -> "CaptionSettings":
         """The caption stage's settings for these fields (``runtime``: a
         ``gitd.models.roles.Runtime``)."""
-        return CaptionSettings(captioner=captioner, score=score, num_captions=self.num_captions,
+        return CaptionSettings(captioner=captioner, score=score,
+                               prompt=self.resolved_caption_prompt(),
+                               num_captions=self.num_captions,
                                temperature=self.temperature, top_p=self.top_p,
                                max_new_tokens=self.max_new_tokens,
                                batch_size=self.caption_batch_size, seed=self.seed,
@@ -117,6 +133,7 @@ class CaptionSettings:
 
     captioner: ModelRef
     score: ModelRef | None  # None: keep the first sample (the /S ablation)
+    prompt: str | None  # the text the captioner continues (None: none)
     num_captions: int
     temperature: float
     top_p: float
@@ -146,7 +163,7 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
         results = caption_images(
             models["captioner"], models["scorer"], imgs, num_captions=st.num_captions,
             temperature=st.temperature, top_p=st.top_p, max_new_tokens=st.max_new_tokens,
-            seeds=seeds, use_score=models["scorer"] is not None)
+            seeds=seeds, use_score=models["scorer"] is not None, prompt=st.prompt)
         return list(zip(seeds, results))
 
     def write(stage, j: int, result) -> None:

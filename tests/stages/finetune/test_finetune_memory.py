@@ -10,8 +10,12 @@ import torch
 from gitd.errors import ConfigError
 from gitd.stages.finetune import FinetuneSettings, Trainer, build_edge_models, finetune
 from gitd.stages.finetune import train as train_module
-from gitd.stages.finetune.memory import (choose_micro_batch, fixed_micro_batch,
-                                         per_pair_from_probe, split_sizes)
+from gitd.stages.finetune.memory import (
+    choose_micro_batch,
+    fixed_micro_batch,
+    per_pair_from_probe,
+    split_sizes,
+)
 from gitd.stages.finetune.state import read_trained
 from gitd.stages.finetune.train import make_accelerator
 
