@@ -49,9 +49,9 @@ def test_registered_untrained_and_in_presets():
                                                       ref.num_candidates, ref.num_captions,
                                                       ref.strength, ref.guidance_scale)
         assert cfg.diffusion_model == "random-sd15" and cfg.captioner == "random-blip-base"
-        # There is no full-size random-weight unCLIP: PDS has no random-* preset.
-        with pytest.raises(ConfigError, match=f"unknown preset '{name}' for method pds"):
-            make_config(name, method="pds")
+    # PDS has random-paper (gitd.models.fullsize_unclip), not random-fast.
+    with pytest.raises(ConfigError, match="unknown preset 'random-fast' for method pds"):
+        make_config("random-fast", method="pds")
 
 
 def test_small_full_size_components_build_and_run():
@@ -70,3 +70,31 @@ def test_small_full_size_components_build_and_run():
     out = cap.generate([img], num_captions=2, temperature=0.7, top_p=0.9, max_new_tokens=3,
                        seeds=[0])
     assert len(out) == 1 and len(out[0]) == 2 and all(isinstance(c, str) and c for c in out[0])
+
+
+def test_pds_random_paper_has_the_unclip_and_clip_l14_of_the_real_sizes():
+    # Published: SD 2.1 UNet 865.9M (+3.6M of unCLIP's class-embedding projection), OpenCLIP
+    # ViT-H/14 text to its penultimate layer 340.4M, CLIP ViT-L/14 vision with projection
+    # 304.0M, CLIP ViT-L/14 427.6M; BERT's vocabulary instead of CLIP's BPE as above.
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    from gitd.models import fullsize_unclip as fu
+
+    with torch.device("meta"):
+        assert millions(UNet2DConditionModel(**fu.sd21_unclip_unet_kwargs())) == \
+            pytest.approx(869.52, abs=0.01)
+        text = millions(CLIPTextModel(fu.openclip_h14_text_config()))
+        assert text + (CLIP_BPE_VOCAB - BERT_VOCAB) * 1024 / 1e6 == pytest.approx(340.39, abs=0.01)
+        assert millions(CLIPVisionModelWithProjection(fu.clip_l14_vision_config())) == \
+            pytest.approx(303.97, abs=0.01)
+        clip = millions(CLIPModel(fu.clip_l14_config()))
+        assert clip + (CLIP_BPE_VOCAB - BERT_VOCAB) * 768 / 1e6 == pytest.approx(427.62, abs=0.01)
+    names = list_models()
+    assert "random-sd21-unclip" in names["unclip"] and "random-clip-l14" in names["score"]
+    assert is_untrained("unclip", "random-sd21-unclip")
+    cfg = make_config("random-paper", method="pds").validate()
+    ref = make_config("paper", method="pds")
+    assert (cfg.unclip_model, cfg.score_model) == ("random-sd21-unclip", "random-clip-l14")
+    assert (cfg.resolution, cfg.num_inference_steps, cfg.guidance_scale, cfg.noise_level) == \
+        (ref.resolution, ref.num_inference_steps, ref.guidance_scale, ref.noise_level)

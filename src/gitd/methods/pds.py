@@ -83,13 +83,18 @@ _TINY = {**_PAPER, "unclip_model": "tiny-unclip", "score_model": "tiny-clip", "r
          "num_inference_steps": 4, "captioner": "tiny-blip", "num_captions": 2,
          "max_new_tokens": 8, "generate_batch_size": 4, **VLM_TINY}
 
+# The paper preset's architectures with random weights (gitd.models.fullsize_unclip): the cost
+# of a real run, offline. The captioner (used with --recaption) is BLIP base, as for GITD.
+_RANDOM_PAPER = {**_PAPER, "unclip_model": "random-sd21-unclip",
+                 "score_model": "random-clip-l14", "captioner": "random-blip-base"}
+
 
 @register_method("pds")
 class Pds(DistillMethod):
     """PDS: CLIP prototypes of matched image/text clusters, decoded by unCLIP (training-free)."""
 
     Settings = PdsSettings
-    presets = {"paper": _PAPER, "fast": _FAST, "tiny": _TINY}
+    presets = {"paper": _PAPER, "fast": _FAST, "tiny": _TINY, "random-paper": _RANDOM_PAPER}
     roles = {
         "score": Role("score", "score_model", "score_revision"),
         "unclip": Role("unclip", "unclip_model", "unclip_revision", used=lambda s: s.diffusion),
