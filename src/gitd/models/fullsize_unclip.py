@@ -24,8 +24,16 @@ import torch
 
 from gitd.models.fullsize import sd15_vae_kwargs
 from gitd.models.registry import register
-from gitd.models.tiny import (BERT_VOCAB, CLS_ID, PAD_ID, SEP_ID, TEXT_MAX_LENGTH, _place,
-                              _seeded, bert_tokenizer)
+from gitd.models.tiny import (
+    BERT_VOCAB,
+    CLS_ID,
+    PAD_ID,
+    SEP_ID,
+    TEXT_MAX_LENGTH,
+    _place,
+    _seeded,
+    bert_tokenizer,
+)
 
 CLIP_L14_EMBED = 768
 
@@ -80,10 +88,16 @@ def _image_processor():
 @register("unclip", "random-sd21-unclip", untrained=True)
 def build_unclip(name="random-sd21-unclip", *, device="cpu", dtype=torch.float32, seed=0,
                  revision=None, **extra):
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,
-                           StableUnCLIPImg2ImgPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableUnCLIPImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
-        StableUnCLIPImageNormalizer)
+        StableUnCLIPImageNormalizer,
+    )
     from transformers import CLIPTextModel, CLIPVisionModelWithProjection
 
     pipe = StableUnCLIPImg2ImgPipeline(
