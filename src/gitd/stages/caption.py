@@ -133,7 +133,6 @@ class CaptionSettings:
 
     captioner: ModelRef
     score: ModelRef | None  # None: keep the first sample (the /S ablation)
-    prompt: str | None  # the text the captioner continues (None: none)
     num_captions: int
     temperature: float
     top_p: float
@@ -143,6 +142,7 @@ class CaptionSettings:
     seed: int
     dtype: str
     device: str
+    prompt: str | None = None  # the text the captioner continues (None: none)
 
 
 def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
