@@ -16,13 +16,21 @@ stage's. Per stage the table gives
 * *models*: the roles built for the stage and their parameter bytes in float16 (what a GPU
   run in fp16 holds), counted from the built models (``gitd.models.offload.module_bytes``).
 
+``finetune`` (``--methods finetune``) measures ``gitd finetune --preset random-paper``'s
+gradient pass instead (forward with gradients and backward through VAE decoder, UNet and CLIP,
+as ``Trainer.probe_peak``): on 1 pair and on 2 pairs (224 px, float32), each in its own child,
+each peak above what the child held with the models built; the difference is one pair's
+memory, the first less that is the fixed part (what ``--micro-batch auto`` measures on a GPU).
+
     python benchmarks/stage_memory.py --threads 2          # gitd, pds and edge
     python benchmarks/stage_memory.py --methods gitd --images 16
+    python benchmarks/stage_memory.py --methods finetune
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -102,6 +110,57 @@ def worker(method: str, images: int, pairs: int, steps: int, work: Path) -> dict
                          "steps": steps}}
 
 
+def finetune_worker(n: int) -> dict:
+    import tempfile
+
+    import torch
+
+    from gitd.data import load_dataset
+    from gitd.data.images import open_rgb
+    from gitd.data.shapes import make_shapes
+    from gitd.stages.encode import preprocess
+    from gitd.stages.finetune import FinetuneSettings, Trainer, build_edge_models
+    from gitd.stages.finetune.objective import image_features, pair_seed, sd_text_states
+    from gitd.stages.finetune.train import make_accelerator
+
+    s = FinetuneSettings.from_preset("random-paper", device="cpu")
+    models = build_edge_models(s.diffusion_model, s.clip_model, device="cpu",
+                               frozen_dtype=torch.float32, seed=0)
+    trainer = Trainer(models, s, make_accelerator(s))
+    with tempfile.TemporaryDirectory() as tmp:
+        make_shapes(tmp, train=1, test=1, size=s.resolution, seed=0, workers=1)
+        rec = load_dataset(Path(tmp) / "train.json").records[0]
+        pixels = preprocess(open_rgb(rec.image), s.resolution)[None].repeat(2, 1, 1, 1)
+    caps = [rec.captions[0], rec.captions[1]]
+    seeds = [pair_seed(0, 0, 0), pair_seed(0, 0, 1)]
+    # Freed memory the C allocator keeps would be reused by the pass and hide its peak: give it
+    # back first (glibc's malloc_trim), and measure one pass per child.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    base, peak = _status_kib("RssAnon"), [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _status_kib("RssAnon"))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    # The gradient pass of one micro-batch, as Trainer.probe_peak runs it on a GPU.
+    states = sd_text_states(models, caps[:n])
+    feats, mse = image_features(models, pixels[:n], states, trainer._noise(seeds[:n]))
+    (feats.sum() + mse.sum()).backward()
+    stop.set()
+    thread.join()
+    peaks = {n: {"peak_mib": (max(peak[0], _status_kib("RssAnon")) - base) / 1024,
+                 "seconds": round(time.perf_counter() - t0, 1)}}
+    fp16 = sum(p.numel() * 2 for m in (models.unet, models.vae, models.text_encoder,
+                                       models.clip.model) for p in m.parameters())
+    return {"method": "finetune", "passes": peaks, "models_fp16_mib": fp16 / 2**20,
+            "threads": torch.get_num_threads(), "settings": {"resolution": s.resolution}}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="*", default=["gitd", "pds", "edge"])
@@ -119,13 +178,20 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        emit(worker(args.worker[0], args.images, args.pairs, args.steps, Path(args.worker[1])))
+        if args.worker[0].startswith("finetune:"):
+            emit(finetune_worker(int(args.worker[0].split(":")[1])))
+        else:
+            emit(worker(args.worker[0], args.images, args.pairs, args.steps,
+                        Path(args.worker[1])))
         return
     import tempfile
 
     results = []
-    for method in args.methods:
-        with tempfile.TemporaryDirectory(prefix=f"gitd-mem-{method}-") as tmp:
+    methods = [m for m in args.methods if m != "finetune"]
+    if "finetune" in args.methods:
+        methods += ["finetune:1", "finetune:2"]
+    for method in methods:
+        with tempfile.TemporaryDirectory(prefix="gitd-mem-") as tmp:
             results.append(run_child([__file__, "--worker", method, tmp, "--images",
                                       str(args.images), "--pairs", str(args.pairs), "--steps",
                                       str(args.steps), "--threads", str(args.threads)],
@@ -135,6 +201,12 @@ def main(argv=None) -> None:
     for res in results:
         if "error" in res:
             rows.append([res.get("method", "?"), "-", "-", "-", res["error"]])
+            continue
+        if res["method"] == "finetune":
+            for n, p in res["passes"].items():
+                rows.append(["finetune", f"gradient pass, {n} pair(s)", fmt(p["peak_mib"], ".0f"),
+                             fmt(p["seconds"], ".0f"),
+                             f"all {res['models_fp16_mib'] / 1024:.2f} GiB"])
             continue
         for st in res["stages"]:
             models = ", ".join(f"{r} {m / 1024:.2f} GiB" for r, m in st["models"].items())

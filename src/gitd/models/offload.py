@@ -64,13 +64,15 @@ PARAMETERS: dict[tuple[str, str], float] = {
 DEFAULT_PARAMETERS = {"vae": 83.7e6, "score": 427.6e6, "img2img": 1066.2e6,
                       "unclip": 1597.5e6, "captioner": 7750e6}
 
-# Room for activations while a model runs at the paper presets' batch sizes, in fp16. They are
-# upper bounds from the peak memory of each stage measured on this CPU with the full-size
-# random models in float32 (docs/models.md, benchmarks/stage_memory.py), less the weights,
-# halved for fp16: CPU kernels materialise the attention matrices the GPU's fused attention
-# does not, so a GPU needs less.
-ACTIVATION_BYTES = {"vae": 1.5 * GIB, "score": 0.5 * GIB, "img2img": 3.0 * GIB,
-                    "unclip": 3.5 * GIB, "captioner": 1.5 * GIB}
+# Room for activations while a model runs at the paper presets' batch sizes, in fp16: the peak
+# of each stage measured on the CPU with the full-size random models in float32, less their
+# weights, halved (docs/models.md#gpu-memory, benchmarks/stage_memory.py): GITD's encode (batch
+# 16 at 512 px) 5.1 GiB, generate 3.2, EDGE's sample 1.0, PDS's synthesize 1.9, embed 0.3, BLIP
+# base captioning 0.5. CPU kernels keep more alive than the GPU's fused attention, so these are
+# upper bounds. The captioners' 1.5 is an estimate for the 7B ones (KV cache and vision tower
+# at batch 1), not measured.
+ACTIVATION_BYTES = {"vae": 5.0 * GIB, "score": 0.5 * GIB, "img2img": 3.5 * GIB,
+                    "unclip": 2.0 * GIB, "captioner": 1.5 * GIB}
 # What the CUDA context, the allocator's fragmentation and other small tensors take besides.
 MARGIN_BYTES = 1.0 * GIB
 
