@@ -1,4 +1,5 @@
-"""Imports point one way: data <- models <- stages <- retrieval <- methods / evaluation <- cli.
+"""Imports point one way: data <- models <- stages <- retrieval <- methods / evaluation <- cli,
+and no modules import each other in a circle.
 
 Checked by walking the AST of every module (imports inside functions count too). The registry
 (``gitd.registry``) sits below the methods: it finds them by walking the ``gitd.methods`` package
@@ -45,14 +46,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
+def import_statements(path: Path):
+    """``(module, names)`` for every import in ``path``, relative ones resolved: ``import a.b``
+    gives ``("a.b", [])``, ``from a import b, c`` gives ``("a", ["b", "c"])``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     me = module_name(path)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, []
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -60,8 +63,14 @@ def imports_of(path: Path) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            out.add(mod)
-            out.update(f"{mod}.{alias.name}" for alias in node.names)
+            yield mod, [alias.name for alias in node.names]
+
+
+def imports_of(path: Path) -> set[str]:
+    out: set[str] = set()
+    for mod, names in import_statements(path):
+        out.add(mod)
+        out.update(f"{mod}.{name}" for name in names)
     return {m for m in out if m == "gitd" or m.startswith("gitd.")}
 
 
@@ -87,3 +96,82 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     probe = SRC / "methods" / "coreset.py"
     assert "gitd.stages.features" in imports_of(probe)
     assert "gitd.retrieval.train" in imports_of(probe)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the gitd modules it imports. ``from gitd.stages import arrays`` is an edge to
+    ``gitd.stages.arrays`` alone (as ``import gitd.stages.arrays`` is: loading a submodule
+    loads its package's ``__init__`` first whoever asks, so that is no edge of the importer's);
+    ``from gitd.stages.encode import LatentStore`` is one to ``gitd.stages.encode``."""
+    paths = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for me, path in paths.items():
+        edges = set()
+        for mod, names in import_statements(path):
+            targets = [f"{mod}.{n}" for n in names if f"{mod}.{n}" in paths]
+            if len(targets) < len(names) or not names:
+                targets.append(mod)  # a name defined in the module (or package) itself
+            edges.update(t for t in targets if t in paths and t != me)
+        graph[me] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    component.append(top)
+                    if top == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    # A circle inside a package means no module of it can be read (or tested, or moved) alone.
+    bad = [" <-> ".join(c) for c in cycles(import_graph())]
+    assert not bad, "import circles:\n" + "\n".join(bad)
+
+
+def test_the_cycle_finder_finds_a_circle_and_only_it():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_resolves_submodules_and_names():
+    graph = import_graph()
+    assert "gitd.models.tiny" in graph["gitd.models.unclip"]  # from gitd.models import tiny
+    assert "gitd.models" not in graph["gitd.models.unclip"]
+    assert "gitd.store" in graph["gitd.stages"]  # from gitd.store import Damaged, ...
