@@ -20,8 +20,9 @@ diffusers = pytest.importorskip("diffusers")
 from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.methods import distill
-from gitd.stages.cluster import clara
-from gitd.stages.encode import LatentStore, preprocess, vae_latents
+from gitd.stages.clara import clara
+from gitd.stages.latent_folder import LatentStore
+from gitd.stages.vae_encoding import preprocess, vae_latents
 
 PAIRS = 4
 

@@ -107,8 +107,8 @@ class GitdSettings(CaptionerFields, DistillSettings):
         "encode every image at this side for clustering and re-encode only the medoids at "
         "--resolution (default: --resolution, as the paper); 256 cuts encode time and latent "
         "storage about 4x at 512", optional=True)
-    # Encoding and clustering's assignment passes on Ray (gitd.stages.raydata). The output is
-    # byte-identical to the plain run (tests/stages/test_stage_raydata.py), so neither is part
+    # Encoding and clustering's assignment passes on Ray (gitd.stages.ray_encode). The output is
+    # byte-identical to the plain run (tests/stages/test_stage_ray_encode.py), so neither is part
     # of any key. The flag takes an optional value (bare --ray: $RAY_ADDRESS, else auto), which
     # the generated flags cannot say: gitd.cli.distill adds it.
     ray: str | None = setting(None, Text(empty=True), "run encoding and clustering's "
