@@ -28,7 +28,7 @@ from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.embed import EmbedSettings, embed_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
 from gitd.stages.prototypes import PrototypeSettings, prototype_stage
-from gitd.stages.sample import SampleSettings, random_prompts, sample_stage, text2img
+from gitd.stages.text2image import SampleSettings, random_prompts, sample_stage
 from gitd.store import StagePlan, atomic_write_json, read_json
 
 STRATEGIES = ("random", "clara", "prototype")
@@ -124,7 +124,7 @@ class Edge(DistillMethod):
     presets = {"paper": _PAPER, "tiny": _TINY, "random-paper": _RANDOM_PAPER}
     roles = {
         # The pipeline's components; the trained UNet parameters are loaded onto its UNet.
-        "sd": Role("img2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
+        "sd": Role("text2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
         "vae": Role("vae", "diffusion_model", "diffusion_revision"),
         "score": Role("score", "score_model", "score_revision",
                       used=lambda s: s.prompts == "prototype"),
@@ -228,7 +228,7 @@ class Edge(DistillMethod):
         from gitd.stages.finetune import apply_trained
 
         if getattr(self, "_pipe", None) is None:
-            pipe = text2img(self.models.get("sd"))
+            pipe = self.models.get("sd")
             run = _finetuned(self.settings)
             if run is not None:
                 apply_trained(pipe.unet, run[0], source=str(self.settings.finetuned))

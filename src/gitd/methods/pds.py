@@ -26,7 +26,7 @@ from gitd.stages.caption_synthesis import TINY as VLM_TINY
 from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.embed import EmbedSettings, embed_stage
 from gitd.stages.prototypes import PrototypeSettings, prototype_stage
-from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
+from gitd.stages.unclip import SynthesizeSettings, synthesize_stage
 from gitd.store import StagePlan
 
 log = get_logger("pds")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from gitd.models.scoring import ScoreModel
-from gitd.stages.generate import candidate_seed
+from gitd.stages.img2img import candidate_seed
 
 DIFFFIT_KEYS = ("bias", "norm")
 
