@@ -277,9 +277,9 @@ def refine_medoids(X, medoids: np.ndarray, labels: np.ndarray, rng: np.random.Ge
     """One alternating k-medoids update on the whole set (Park & Jun 2009, sampled).
 
     CLARA's medoids are the best for a sample (by default max(80 + 4k, 1000) rows); with few
-    rows per cluster in the sample they can sit off-centre in the full clusters. For each cluster, the member
-    (the current medoid plus up to ``candidates`` random members) with the smallest summed
-    distance to up to ``reference`` random members becomes its medoid. Returns the new
+    rows per cluster in the sample they can sit off-centre in the full clusters. For each
+    cluster, the member (the current medoid plus up to ``candidates`` random members) with the
+    smallest summed distance to up to ``reference`` random members becomes its medoid. Returns the new
     medoids (sorted); the caller keeps them only if the full-set cost drops.
     """
     dev = _device(device)
@@ -312,9 +312,9 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     ``sample_size`` (default ``default_sample_size(k)`` = max(80 + 4k, 1000), see there);
     FasterPAM (random initialisation, ``max_iter`` passes) runs on the sample's distance matrix;
     the whole set is then assigned to the sample's medoids in chunks (on ``device``: the GPU
-    when there is one), and the medoids of lowest total cost are kept. Then up to ``refine`` rounds of
-    ``refine_medoids`` move each medoid towards the centre of its full cluster, each kept only
-    if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows.
+    when there is one), and the medoids of lowest total cost are kept. Then up to ``refine``
+    rounds of ``refine_medoids`` move each medoid towards the centre of its full cluster, each
+    kept only if it lowers the total cost. When ``n <= sample_size`` FasterPAM runs once on all rows.
     Same ``seed``, same result: FasterPAM runs on one thread (``n_cpu=1``) because its parallel
     version may order swaps differently from run to run.
     """

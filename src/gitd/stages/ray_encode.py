@@ -7,9 +7,9 @@ encode batch size): ``from_items`` (one row per unfinished part, carrying its im
 and crop to uint8) -> ``map_batches`` on an actor pool (one actor per GPU, or CPU actors when the
 cluster has none) that encodes the part in the same fixed batches as the in-process encoder
 (``gitd.stages.vae_encoding.encode_batch``) and writes ``parts/NNNNN.npy`` then
-``parts/NNNNN.json`` atomically. A finished part is the unit of resume: a re-run after the driver or a worker was killed
-encodes only the parts whose ``.json`` is missing, and Ray itself restarts a killed actor and
-retries its part (Ray Data's actor pools default to ``max_restarts=-1``,
+``parts/NNNNN.json`` atomically. A finished part is the unit of resume: a re-run after the
+driver or a worker was killed encodes only the parts whose ``.json`` is missing, and Ray itself
+restarts a killed actor and retries its part (Ray Data's actor pools default to ``max_restarts=-1``,
 ``max_task_retries=-1``). Only small summaries come back to the driver.
 
 The parts' files are ``gitd.stages.latent_folder``'s sharded layout; joining the cluster is
@@ -144,7 +144,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
                        batch_size: int = 8, sample: bool = False, seed: int = 0,
                        dtype=None, workers: int | None = None, shard_rows: int | None = None,
                        address: str | None = None):
-    """``gitd.stages.encode.encode_latents`` on Ray: the same latents, bit for bit, written as parts.
+    """``gitd.stages.encode.encode_latents`` on Ray: the same latents, bit for bit, as parts.
 
     ``vae``: the model (shipped to the actors through the object store) or a zero-argument
     callable that builds it (called once in each actor, and once here for its config).
