@@ -50,7 +50,7 @@ def import_statements(path: Path):
     """``(module, names)`` for every import in ``path``, relative ones resolved: ``import a.b``
     gives ``("a.b", [])``, ``from a import b, c`` gives ``("a", ["b", "c"])``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    me = module_name(path)
+    me = module_name(path) if path.is_relative_to(SRC) else path.stem
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -175,3 +175,93 @@ def test_the_graph_resolves_submodules_and_names():
     assert "gitd.models.tiny" in graph["gitd.models.unclip"]  # from gitd.models import tiny
     assert "gitd.models" not in graph["gitd.models.unclip"]
     assert "gitd.store" in graph["gitd.stages"]  # from gitd.store import Damaged, ...
+
+
+# -- one file, one role ----------------------------------------------------------------------------
+REPO = SRC.parent.parent
+MAX_LINES = 650
+
+
+def python_files() -> list[Path]:
+    return sorted(p for d in ("src", "tests", "benchmarks") for p in (REPO / d).rglob("*.py"))
+
+
+def test_no_source_file_over_650_lines():
+    # A file past this holds more than one role (issue 18): split it by role, not by size.
+    long = [f"{p.relative_to(REPO)}: {n} lines" for p in python_files()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
+    assert not long, "\n".join(long)
+
+
+def private_uses(path: Path) -> list[str]:
+    """Names starting with one underscore that ``path`` takes from another gitd module: imported
+    (``from gitd.x import _y``) or reached through an imported name (``x._y``, ``Class._y``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    out = []
+    for mod, names in import_statements(path):
+        if not (mod == "gitd" or mod.startswith("gitd.")):
+            continue
+        if not names:  # import gitd.x.y binds "gitd"
+            imported.add(mod.split(".")[0])
+        for name in names:
+            if name.startswith("_") and not name.startswith("__"):
+                out.append(f"from {mod} import {name}")
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, ast.ImportFrom) and not (node.module or "").startswith("gitd") \
+                    and not node.level:
+                continue
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                if isinstance(node, ast.ImportFrom) or alias.name.startswith("gitd"):
+                    imported.add(bound)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in imported:
+                out.append(ast.unparse(node))
+    return out
+
+
+def test_no_module_uses_another_modules_private_names():
+    bad = [f"{module_name(p)}: {use}" for p in sorted(SRC.rglob("*.py"))
+           for use in private_uses(p)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_private_name_check_sees_imports_and_attributes(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import numpy as np\nfrom gitd.store import _x\nimport gitd.log\n"
+                     "from gitd.models import tiny\n"
+                     "def f(self):\n    return gitd.log._quiet, tiny._y(), self._z, np._w\n",
+                     encoding="utf-8")
+    assert private_uses(probe) == ["from gitd.store import _x", "gitd.log._quiet", "tiny._y"]
+
+
+def test_all_is_declared_only_by_packages_after_their_imports():
+    # One rule: a package's __init__ lists what it re-exports, after its imports; a module
+    # declares no __all__ (gitd uses no star-imports, so it would only drift from the code).
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        at = [i for i, node in enumerate(body) if isinstance(node, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)]
+        if at and path.name != "__init__.py":
+            bad.append(f"{module_name(path)}: a module with __all__")
+        elif at and any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in body[at[0]:]):
+            bad.append(f"{module_name(path)}: imports after __all__")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_method_imports_another():
+    # What two methods share (a stage, a feature space) lives below them, in gitd.stages.
+    graph = import_graph()
+    shared = {"gitd.methods", "gitd.methods.base"}
+    bad = [f"{me} imports {other}" for me, edges in graph.items()
+           if me.startswith("gitd.methods.") and me not in shared
+           for other in edges if other.startswith("gitd.methods.") and other not in shared]
+    assert not bad, "\n".join(bad)

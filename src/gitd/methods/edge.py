@@ -1,13 +1,15 @@
-"""EDGE (NeurIPS 2025): sampling from a Stable Diffusion fine-tuned for image-text alignment and
-diversity, as ``gitd distill --method edge [--finetuned RUN]``.
+"""EDGE (NeurIPS 2025): text-to-image sampling from Stable Diffusion, as ``gitd distill --method
+edge [--finetuned RUN]``; with ``--finetuned`` the UNet parameters a ``gitd finetune`` run
+trained (for image-text alignment and diversity) are loaded onto the base model, without it the
+base model samples (the paper's "no fine-tuning" row).
 
 prompts (a named, seeded strategy: ``random``, EDGE's own, draws training captions; ``clara``
-takes the medoid captions GITD would use; ``prototype`` the nearest-centroid captions of PDS) ->
-sample (text-to-image, one image per prompt from its own seed, with the UNet of a ``gitd
-finetune`` run loaded onto the base model, or the base model itself: the paper's "no
-fine-tuning" row) -> caption synthesis (``--extra-captions``; EDGE's papers use one extra
-caption, cpi = 2) -> output. The fine-tuning itself is ``gitd finetune``
-(``gitd.stages.finetune``); ``docs/edge.md`` lists where gitd departs from EDGE's released code.
+encodes every image and takes the longest caption of each CLARA medoid, as GITD; ``prototype``
+embeds every pair and takes each PDS prototype's nearest caption) -> sample (the registry's
+``text2img`` model, one image per prompt from its own seed) -> caption synthesis
+(``--extra-captions``: 0 unless given, the ``paper`` preset's 1 is EDGE's cpi = 2) -> output.
+The fine-tuning itself is ``gitd finetune`` (``gitd.stages.finetune``); ``docs/edge.md`` lists
+where gitd departs from EDGE's released code.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class RandomPromptSettings:
 
 @dataclass(frozen=True)
 class EdgeSettings(DistillSettings):
-    """EDGE's settings; the defaults are the ``paper`` preset."""
+    """EDGE's settings; the defaults are the ``paper`` preset's but for ``extra_captions`` (0, as
+    in every method; the preset adds EDGE's one extra caption)."""
 
     finetuned: str | None = setting(
         None, PathText(), "a 'gitd finetune' run folder whose trained UNet parameters are "

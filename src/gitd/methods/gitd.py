@@ -22,7 +22,6 @@ import numpy as np
 from gitd.data import Dataset
 from gitd.data.output import OutputPair
 from gitd.errors import ConfigError, DataError
-from gitd.log import get_logger
 from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
@@ -34,8 +33,6 @@ from gitd.stages.encode import EncodeSettings, encode_stage
 from gitd.stages.img2img import GenerateSettings, generate_stage
 from gitd.stages.pair_features import FeatureSettings, features_stage
 from gitd.store import StagePlan
-
-log = get_logger("gitd")
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,7 @@ from typing import Any, Callable
 import torch
 
 from gitd.errors import ConfigError, GitdError, ModelUnavailableError
-from gitd.log import get_logger, is_quiet
-
-log = get_logger("gitd.models")
+from gitd.log import is_quiet
 
 Builder = Callable[..., Any]
 
@@ -317,7 +315,7 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
         return _call(load, source, model_id, what, kwargs)
 
 
-def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     # diffusers renamed torch_dtype to dtype and warns on the old name; older releases
     # (pyproject allows >= 0.30) know only torch_dtype. The helper below came with the rename.
     try:
@@ -375,7 +373,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
     import diffusers
 
     cls, sub = _vae_source(name, standalone)
-    kwargs = _diffusers_dtype_kwarg(dtype)
+    kwargs = diffusers_dtype_kwarg(dtype)
     if sub:
         kwargs["subfolder"] = sub
     vae = load_pretrained(getattr(diffusers, cls).from_pretrained, name, what="VAE",
@@ -387,7 +385,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
 def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    kwargs: dict[str, Any] = {**_diffusers_dtype_kwarg(dtype), "safety_checker": None,
+    kwargs: dict[str, Any] = {**diffusers_dtype_kwarg(dtype), "safety_checker": None,
                               "requires_safety_checker": False}
     if vae is not None:
         kwargs["vae"] = vae

@@ -98,6 +98,3 @@ def sample_stage(runner, name: str, st: SampleSettings, prompts: Sequence[str],
     return runner.units(name, len(prompts), st.batch_size, compute, write,
                         lambda stage, j: open_rgb(unit_path(stage, j, ".png")), noun="pair",
                         prepare=get_pipe)
-
-
-__all__ = ["SampleSettings", "random_prompts", "sample_images", "sample_stage", "text2img"]
