@@ -1,5 +1,7 @@
 """Imports point one way: data <- models <- stages <- retrieval <- methods / evaluation <- cli,
-and no modules import each other in a circle.
+no modules import each other in a circle, and no method imports another. Also the shape of a
+file: at most 650 lines, no use of another module's private names, ``__all__`` only in package
+``__init__`` files after their imports.
 
 Checked by walking the AST of every module (imports inside functions count too). The registry
 (``gitd.registry``) sits below the methods: it finds them by walking the ``gitd.methods`` package
