@@ -39,7 +39,7 @@ def distill_presets() -> list[str]:
     """Every preset name of every distillation method, first seen first."""
     out: list[str] = []
     for name in list_methods("distill"):
-        out += [p for p in get_method(name).presets if p not in out]
+        out += [p for p in get_method(name).preset_table().names if p not in out]
     return out
 
 

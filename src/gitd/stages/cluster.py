@@ -21,14 +21,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, DataError, check_positive_int
+from gitd.errors import ConfigError, DataError
 from gitd.log import get_logger, progress
-from gitd.settings import Text, setting
+from gitd.settings import Interval, Text, check, setting
 from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
 log = get_logger("stages.cluster")
@@ -235,7 +235,7 @@ def assign(X, medoids: Sequence[int], *, device=None, chunk_size: int | None = N
     n, d = _shape(X)
     medoids = np.asarray(medoids, dtype=np.int64)
     chunk = chunk_size or default_chunk_size(d, len(medoids))
-    check_positive_int("chunk_size", int(chunk))
+    check("chunk_size", int(chunk), Interval(int, 1, None))
     m = _rows(X, medoids)
     if mapper is None:
         labels = np.empty(n, dtype=np.int32)
@@ -323,14 +323,13 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     t0 = time.perf_counter()
     n, d = _shape(X)
     k = _check_k(k, n)
-    check_positive_int("n_samples", n_samples)
-    check_positive_int("max_iter", max_iter)
-    if chunk_size is not None:
-        check_positive_int("chunk_size", chunk_size)
+    check("n_samples", n_samples, Interval(int, 1, None))
+    check("max_iter", max_iter, Interval(int, 1, None))
+    check("chunk_size", chunk_size, Interval(int, 1, None), optional=True)
     if sample_size is None:
         sample_size = default_sample_size(k)
     else:
-        check_positive_int("sample_size", sample_size)
+        check("sample_size", sample_size, Interval(int, 1, None))
         if sample_size < k:
             raise ConfigError(f"sample_size must be at least the number of pairs ({k}), "
                               f"got {sample_size}")
@@ -369,7 +368,7 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         log.debug("CLARA sample %d/%d: cost %.6g", s + 1, n_samples, cost)
         if cost < best_cost:
             best, best_cost, best_labels = med, cost, labels
-    check_positive_int("refine", refine, minimum=0)
+    check("refine", refine, Interval(int, 0, None))
     for r in range(refine):
         med = refine_medoids(X, best, best_labels, rng, device=device)
         if np.array_equal(med, best):
@@ -574,6 +573,8 @@ __all__ = ["ClaraResult", "RowSubset", "ShardedRows", "assign", "clara", "defaul
 class ClusterSettings:
     """Everything the medoids depend on besides the upstream rows (the ``cluster`` key)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the medoids this stage picks
+
     k: int
     method: str  # "clara" or "random" (the /C ablation)
     n_samples: int | None  # CLARA draws; None: the default of ``clara``
@@ -587,11 +588,18 @@ class ClusterSettings:
                               cli=False)
 
 
-def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndarray,
-                  ids: Sequence[str], *, device) -> dict[str, Any]:
-    """Run (or reuse) the cluster stage: ``matrix()`` gives the rows to cluster (valid rows
-    only) or None to draw random medoids over ``len(valid)`` rows without data; ``valid`` maps
-    those rows to dataset indices. Returns the cached result (``medoids.json``)."""
+def cluster_stage(call, matrix: Callable[[], Any], valid: np.ndarray,
+                  ids: Sequence[str]) -> dict[str, Any]:
+    """Run (or reuse) a cluster stage (``call``: its ``gitd.plan.StageCall``): ``matrix()``
+    gives the rows to cluster (valid rows only) or None to draw random medoids over
+    ``len(valid)`` rows without data; ``valid`` maps those rows to dataset indices. Returns the
+    cached result (``medoids.json``). Asking for more medoids than there are usable rows (images
+    that could not be read) is one line, before anything is written."""
+    st: ClusterSettings = call.settings
+    device = call.device
+    if st.k > len(valid):
+        raise ConfigError(f"asked for {st.k} pairs but only {len(valid)} images could be read")
+
     def result_path(stage) -> Path:
         return stage.path / "medoids.json"
 
@@ -636,4 +644,4 @@ def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndar
                 "medoids.json names other images than the dataset's")
         return res
 
-    return runner.whole(name, compute, load)
+    return call.whole(compute, load)

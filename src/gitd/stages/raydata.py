@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gitd.errors import ConfigError, DataError, GitdError, check_positive_int
+from gitd.errors import ConfigError, DataError, GitdError
 from gitd.log import get_logger, progress
 
 log = get_logger("stages.raydata")
@@ -217,10 +217,11 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
                                     part_done, parts_state)
     from gitd.store import atomic_write_json, read_json
 
-    check_positive_int("resolution", resolution)
-    check_positive_int("batch_size", batch_size)
-    if workers is not None:
-        check_positive_int("ray workers", workers)
+    from gitd.settings import Interval, check
+
+    check("resolution", resolution, Interval(int, 1, None))
+    check("batch_size", batch_size, Interval(int, 1, None))
+    check("ray workers", workers, Interval(int, 1, None), optional=True)
     records = list(records)
     n = len(records)
     if n == 0:
