@@ -90,15 +90,20 @@ def produce(src: Path, root: Path, names: list[str], data: Path) -> None:
              "--out", str(out), *args, cwd=root)
 
 
-def _json(path: Path):
-    data = json.loads(path.read_text())
+def _json(path: Path, root: Path):
+    """The file's JSON with the tree's own folder (each tree writes under its own) as ROOT,
+    less what legitimately differs between runs and code versions."""
+    data = json.loads(path.read_text().replace(str(root.resolve()), "ROOT"))
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in VOLATILE}
+        if isinstance(data.get("caption_synthesis"), dict):
+            data["caption_synthesis"].pop("stage", None)  # its stage key
     return data
 
 
 def compare(a: Path, b: Path) -> list[str]:
-    """What differs between two outputs (empty: the same)."""
+    """What differs between two outputs (empty: the same); ``a`` and ``b`` are OUT/a/NAME and
+    OUT/b/NAME."""
     if (a / "trained.safetensors").exists():
         same = (a / "trained.safetensors").read_bytes() == (b / "trained.safetensors").read_bytes()
         return [] if same else ["trained.safetensors"]
@@ -111,7 +116,7 @@ def compare(a: Path, b: Path) -> list[str]:
         problems.append(f"files: {sorted(set(files_a) ^ set(files_b))}")
     for rel in sorted(set(files_a) & set(files_b)):
         if rel in ("config.json", "manifest.json"):
-            ja, jb = _json(a / rel), _json(b / rel)
+            ja, jb = _json(a / rel, a.parent), _json(b / rel, b.parent)
             if ja != jb:
                 keys = sorted(k for k in set(ja) | set(jb) if ja.get(k) != jb.get(k))
                 problems.append(f"{rel}: {keys}")

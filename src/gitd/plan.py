@@ -93,8 +93,9 @@ class Plan:
         for up in ups:
             if up not in self.entries:
                 raise ValueError(f"{name} reads {up.name}, which is not earlier in the plan")
+        if version is None:
+            stage_version(settings)  # a settings class without a version is a bug: say so now
         entry = Entry(name, settings, run, ups, dict(roles or {}), cached, version)
-        entry.stage_version  # a settings class without a version is a bug: say so now
         self.entries.append(entry)
         return entry
 
@@ -110,19 +111,6 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-    def __getitem__(self, name: str) -> Entry:
-        for entry in self.entries:
-            if entry.name == name:
-                return entry
-        raise KeyError(name)
-
-    def __contains__(self, name: object) -> bool:
-        return any(e.name == name for e in self.entries)
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.entries]
 
     def payloads(self, data_key: str) -> dict[Entry, dict[str, Any]]:
         """What every entry's key hashes (:func:`stage_payload`), in plan order."""
@@ -277,9 +265,6 @@ class Results:
 
     def __getitem__(self, entry: Entry) -> Any:
         return self.values[entry]
-
-    def __contains__(self, entry: object) -> bool:
-        return entry in self.values
 
     def output(self, name: str) -> Any:
         return self.plan.outputs[name](self)

@@ -208,7 +208,7 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
              for p, o, e, info in zip(paths, originals, extra, infos)]
     keep = {k: v for k, v in manifest.items()
             if k not in ("items", "pairs", "created", "gitd_version", "versions")}
-    entry = describe(settings, originals, runner.stage_keys["caption_synthesis"])
+    entry = describe(settings, originals, runner.keys[step])
     keep["caption_synthesis"] = entry
     keep["untrained"] = bool(manifest.get("untrained")) or bool(entry["model"]["untrained"])
     if dest.resolve() == src.resolve() and (src / "results.json").exists():
