@@ -13,7 +13,7 @@ allowed, its help text, and whether it affects results. From that one declaratio
   (a work folder, a number of loader processes) is left out of every fingerprint, and that
   is visible where the field is declared, not decided beside the code that computes a key.
 
-Stage settings (``gitd.store.StageRunner``) are frozen dataclasses too; plain dataclass fields
+Stage settings (``gitd.plan``) are frozen dataclasses too; plain dataclass fields
 there are part of the key, and :func:`setting` marks the exceptions.
 """
 

@@ -1,11 +1,13 @@
 """GITD: generative image-text distillation, training-free.
 
-encode (VAE latents) -> cluster (CLARA k-medoids) -> generate (img2img from each medoid's own
-latent, prompted by its longest caption; the score model keeps the best of N candidates) ->
-caption (M sampled captions per synthetic image; the score model keeps the best) -> output.
+encode (VAE latents) -> cluster (CLARA k-medoids) -> img2img (from each medoid's own latent,
+prompted by its longest caption; the score model keeps the best of N candidates) -> caption (M
+sampled captions per synthetic image; the score model keeps the best) -> output. ``Gitd.plan``
+says which of these run and what each reads (the ablations, ``--cluster-vae``,
+``--cluster-space``, ``--cluster-resolution``); ``gitd.plan.PlanRunner`` runs them.
 
-Each stage is cached in the work directory under a fingerprint of its settings and of the stages
-before it (``gitd.store.Stage``), so a re-run finishes only what is missing and a changed
+Each stage is cached in the work directory under a fingerprint of its settings, its version and
+the stages it reads (``gitd.plan``), so a re-run finishes only what is missing and a changed
 setting recomputes exactly the stages that depend on it. Generation and captioning write each
 finished medoid atomically; a re-run after a crash (SIGKILL included) skips finished medoids and
 gives the same output as an uninterrupted run, because every medoid's randomness comes from its

@@ -3,7 +3,7 @@
 embed (CLIP image + text embeddings of every pair) -> filter (drop the ``filter_fraction`` of
 pairs with the lowest image-text cosine) -> prototypes (k-means on images and on texts, clusters
 matched by the Hungarian algorithm, prototype = mean of the shared members, caption = the real
-caption nearest the text centroid) -> synthesize (unCLIP decoder conditioned on each
+caption nearest the text centroid) -> unclip (the unCLIP decoder conditioned on each
 prototype's image embedding, prompted by its caption) -> optional recaption -> output.
 
 ``--no-diffusion`` is the generator-free variant: the real image nearest each prototype, with

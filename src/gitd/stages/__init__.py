@@ -1,5 +1,5 @@
 """The pipeline's stages: each takes a frozen settings object and runs through a
-``gitd.store.StageRunner``."""
+``gitd.plan.StageCall`` (a plan entry of a method run, ``gitd.plan``)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ one sentence." as EDGE's LLaVA script does; ``tiny-llava``, a random-weight mode
 class, in ``tiny``). Any ``AutoModelForImageTextToText`` checkpoint works (a processor with a
 chat template gets the prompt as a user turn with the image).
 
-It is one stage of per-image units (``StageRunner.units``): each image's captions are written
+It is one stage of per-image units (``StageCall.units``, ``gitd.plan``): each image's captions are written
 atomically as soon as they exist and depend only on the image and its own seed, so a killed run
 resumes where it stopped and ends as an uninterrupted one would. Every distillation method runs
 it after its own stages (``--extra-captions N``, ``CaptionSynthesisFields``); ``gitd caption OUT
