@@ -141,3 +141,19 @@ def test_extra_captions_on_another_method(shapes, tmp_path):
     assert [r.captions[0] for r in records] == [i["caption"] for i in manifest["items"]]
     assert manifest["models"]["vlm"]["name"] == "tiny-llava"
     assert manifest["models"]["vlm"]["used"] is True
+
+
+def test_the_trained_weights_are_read_once_per_run(shapes, run, reference, tmp_path,
+                                                   monkeypatch, output_files):
+    import gitd.stages.finetune.state as state
+    import gitd.store
+
+    reads = []
+    real = state.read_trained_run
+    monkeypatch.setattr(state, "read_trained_run", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(state, "read_trained", lambda *a: pytest.fail("read_trained called"))
+    monkeypatch.setattr(gitd.store, "file_fingerprint",
+                        lambda *a, **k: pytest.fail("file_fingerprint called"))
+    out = distill(shapes, tmp_path / "once", edge(finetuned=str(run)))
+    assert reads == [str(run)]  # check, key, sampler and manifest share the one read
+    assert output_files(out) == output_files(reference)
