@@ -171,7 +171,7 @@ def test_models_are_released_after_the_last_stage_that_needs_them(tmp_path):
 
 
 def test_the_manifest_records_what_each_key_was_made_of(tmp_path):
-    plan, e = chain([])
+    plan, _ = chain([])
     runner = PlanRunner(tmp_path, plan, DATA_KEY, Recorder())
     runner.run()
     described = runner.describe()

@@ -128,8 +128,8 @@ def test_inherit_changes_the_default_only():
     class Loud(Toy):
         steps: int = inherit(Toy, "steps", 9)
 
-    (f, d), = [(f, d) for f, d in declared(Loud) if f.name == "steps"]
-    (g, e), = [(f, d) for f, d in declared(Toy) if f.name == "steps"]
+    d, = [d for f, d in declared(Loud) if f.name == "steps"]
+    e, = [d for f, d in declared(Toy) if f.name == "steps"]
     assert (Loud().steps, Toy().steps) == (9, 4)
     assert d is e  # the rule, help and flags are the group's, declared once
     with pytest.raises(ConfigError, match="steps must be >= 1"):
