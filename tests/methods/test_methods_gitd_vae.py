@@ -57,7 +57,7 @@ def test_cluster_vae_clusters_its_latents_and_only_medoids_use_the_generation_va
     out = tmp_path / "out"
     distill(shapes, out, tiny(cluster_vae=str(tiny_taesd)))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"encode", "cluster", "encode-medoids", "generate",
+    assert set(manifest["stages"]) == {"encode", "cluster", "encode-medoids", "img2img",
                                        "caption"}
     assert manifest["clustering"]["space"] == "latents"
     assert manifest["clustering"]["vae"] == str(tiny_taesd)

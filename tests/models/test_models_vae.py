@@ -80,7 +80,13 @@ def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
 
 
 def describe_models(settings):
-    return describe_roles(get_method("gitd").roles, settings)
+    from gitd.models.roles import Models, Runtime
+
+    cls = get_method("gitd")
+    rt = Runtime.resolve("cpu", "float32")
+    used = cls.plan(settings, rt).roles_used(Models(cls.roles, settings, rt.device,
+                                                    rt.dtype).requires)
+    return describe_roles(cls.roles, settings, used=used)
 
 
 def test_describe_models_names_the_generation_and_clustering_vaes():

@@ -25,8 +25,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
+from gitd.errors import ConfigError
 from gitd.log import get_logger, progress
+from gitd.settings import Interval, check
 from gitd.store import atomic_write_bytes, atomic_write_json, read_json
 
 log = get_logger("stages.clara")
@@ -233,7 +234,7 @@ def assign(X, medoids: Sequence[int], *, device=None, chunk_size: int | None = N
     n, d = _shape(X)
     medoids = np.asarray(medoids, dtype=np.int64)
     chunk = chunk_size or default_chunk_size(d, len(medoids))
-    check_positive_int("chunk_size", int(chunk))
+    check("chunk_size", int(chunk), Interval(int, 1, None))
     m = _rows(X, medoids)
     if mapper is None:
         labels = np.empty(n, dtype=np.int32)
@@ -321,14 +322,13 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
     t0 = time.perf_counter()
     n, d = _shape(X)
     k = _check_k(k, n)
-    check_positive_int("n_samples", n_samples)
-    check_positive_int("max_iter", max_iter)
-    if chunk_size is not None:
-        check_positive_int("chunk_size", chunk_size)
+    check("n_samples", n_samples, Interval(int, 1, None))
+    check("max_iter", max_iter, Interval(int, 1, None))
+    check("chunk_size", chunk_size, Interval(int, 1, None), optional=True)
     if sample_size is None:
         sample_size = default_sample_size(k)
     else:
-        check_positive_int("sample_size", sample_size)
+        check("sample_size", sample_size, Interval(int, 1, None))
         if sample_size < k:
             raise ConfigError(f"sample_size must be at least the number of pairs ({k}), "
                               f"got {sample_size}")
@@ -367,7 +367,7 @@ def clara(X, k: int, *, n_samples: int = 5, sample_size: int | None = None, seed
         log.debug("CLARA sample %d/%d: cost %.6g", s + 1, n_samples, cost)
         if cost < best_cost:
             best, best_cost, best_labels = med, cost, labels
-    check_positive_int("refine", refine, minimum=0)
+    check("refine", refine, Interval(int, 0, None))
     for r in range(refine):
         med = refine_medoids(X, best, best_labels, rng, device=device)
         if np.array_equal(med, best):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from gitd.errors import ConfigError
 from gitd.settings import Text, setting
 from gitd.stages.clara import clara, random_medoids
 from gitd.store import atomic_write_json, read_json, require
@@ -17,6 +18,8 @@ from gitd.store import atomic_write_json, read_json, require
 @dataclass(frozen=True)
 class ClusterSettings:
     """Everything the medoids depend on besides the upstream rows (the ``cluster`` key)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the medoids this stage picks
 
     k: int
     method: str  # "clara" or "random" (the /C ablation)
@@ -31,11 +34,18 @@ class ClusterSettings:
                               cli=False)
 
 
-def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndarray,
-                  ids: Sequence[str], *, device) -> dict[str, Any]:
-    """Run (or reuse) the cluster stage: ``matrix()`` gives the rows to cluster (valid rows
-    only) or None to draw random medoids over ``len(valid)`` rows without data; ``valid`` maps
-    those rows to dataset indices. Returns the cached result (``medoids.json``)."""
+def cluster_stage(call, matrix: Callable[[], Any], valid: np.ndarray,
+                  ids: Sequence[str]) -> dict[str, Any]:
+    """Run (or reuse) a cluster stage (``call``: its ``gitd.plan.StageCall``): ``matrix()``
+    gives the rows to cluster (valid rows only) or None to draw random medoids over
+    ``len(valid)`` rows without data; ``valid`` maps those rows to dataset indices. Returns the
+    cached result (``medoids.json``). Asking for more medoids than there are usable rows (images
+    that could not be read) is one line, before anything is written."""
+    st: ClusterSettings = call.settings
+    device = call.device
+    if st.k > len(valid):
+        raise ConfigError(f"asked for {st.k} pairs but only {len(valid)} images could be read")
+
     def result_path(stage) -> Path:
         return stage.path / "medoids.json"
 
@@ -80,4 +90,4 @@ def cluster_stage(runner, name: str, st: ClusterSettings, matrix, valid: np.ndar
                 "medoids.json names other images than the dataset's")
         return res
 
-    return runner.whole(name, compute, load)
+    return call.whole(compute, load)

@@ -14,17 +14,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from gitd.data.images import image_ref, load_pixels
 from gitd.data.records import Record
-from gitd.errors import DataError, check_positive_int, environment_error
+from gitd.errors import DataError, environment_error
 from gitd.log import get_logger, progress
 from gitd.models.roles import ModelRef
-from gitd.settings import Interval, Text, setting
+from gitd.settings import Interval, Text, check, setting
 from gitd.stages.arrays import create_array_file, npy_header, npy_ok
 from gitd.stages.latent_folder import (INDEX, LATENTS, PROGRESS, LatentStore, index_settings,
                                        read_progress)
@@ -70,11 +70,10 @@ def encode_latents(records: Sequence[Record], vae, out_dir: str | Path, *, resol
     ``max_batches`` stops after that many batches in this call (time-sliced runs);
     ``on_batch(batch_number, rows_done)`` is called after each batch is safely on disk.
     """
-    check_positive_int("resolution", resolution)
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("num_workers", num_workers, minimum=0)
-    if max_batches is not None:
-        check_positive_int("max_batches", max_batches, minimum=0)
+    check("resolution", resolution, Interval(int, 1, None))
+    check("batch_size", batch_size, Interval(int, 1, None))
+    check("num_workers", num_workers, Interval(int, 0, None))
+    check("max_batches", max_batches, Interval(int, 0, None), optional=True)
     records = list(records)
     n = len(records)
     if n == 0:
@@ -186,6 +185,8 @@ def _write_rows(path: Path, offset: int, rows: np.ndarray) -> None:
 class EncodeSettings:
     """Everything the latents depend on (the key of the ``encode`` stage)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the latents this stage writes
+
     vae: ModelRef
     resolution: int
     sample: bool
@@ -207,25 +208,24 @@ class EncodeSettings:
                                       optional=True, affects_results=False, cli=False)
 
 
-def encode_stage(runner, name: str, st: EncodeSettings, records: Sequence[Record],
-                 get_vae: Callable[[], Any], *, device, dtype,
-                 vae_for_actors: Callable[[], Any] | None = None) -> "LatentStore":
-    """Run (or reuse) the encode stage ``name`` of ``runner`` (``gitd.store.StageRunner``).
-    With ``st.ray`` set, Ray Data encodes (``gitd.stages.ray_encode``); ``vae_for_actors()`` gives
-    what the actors build their VAE from (the model itself, or a picklable factory)."""
+def encode_stage(call, records: Sequence[Record]) -> "LatentStore":
+    """Run (or reuse) an encode stage (``call``: its ``gitd.plan.StageCall``, with model
+    ``vae``). With ``settings.ray`` set, Ray Data encodes (``gitd.stages.ray_encode``), its actors
+    building the VAE from the role (``call.model_factory``)."""
+    st: EncodeSettings = call.settings
+
     def compute(stage) -> None:
         if st.ray is not None:
             from gitd.stages.ray_encode import encode_latents_ray
 
-            encode_latents_ray(records, (vae_for_actors or get_vae)(), stage.path,
+            encode_latents_ray(records, call.model_factory("vae"), stage.path,
                                resolution=st.resolution, batch_size=st.batch_size,
-                               sample=st.sample, seed=st.seed or 0, dtype=dtype,
+                               sample=st.sample, seed=st.seed or 0, dtype=call.dtype,
                                workers=st.ray_workers, address=st.ray)
             return
-        encode_latents(records, get_vae(), stage.path, resolution=st.resolution,
+        encode_latents(records, call.model("vae"), stage.path, resolution=st.resolution,
                        batch_size=st.batch_size, num_workers=st.workers, sample=st.sample,
-                       seed=st.seed or 0, device=device, dtype=dtype)
+                       seed=st.seed or 0, device=call.device, dtype=call.dtype)
 
     ids = [r.id for r in records]
-    return runner.whole(name, compute, lambda stage: LatentStore.open(stage.path).check(ids),
-                        prepare=get_vae)
+    return call.whole(compute, lambda stage: LatentStore.open(stage.path).check(ids))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +46,8 @@ class FeatureSettings:
     """The key of the ``features`` stage (``cluster_space: features``): the coreset baselines'
     L2(image feature) ++ L2(mean caption feature) of every pair (``pair_features``)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the features this stage writes
+
     image_model: str
     text_model: str
     # What "auto" resolves to here (the papers' encoders when cached, else the offline ones),
@@ -55,15 +58,18 @@ class FeatureSettings:
     device: str
 
 
-def features_stage(runner, name: str, st: FeatureSettings, dataset: Dataset, *, device):
-    """Run (or reuse) the features stage ``name`` of ``runner`` (``gitd.store.StageRunner``):
-    ``pair_features`` of every pair, as ``features.npy`` in the stage folder."""
+def features_stage(call) -> np.ndarray:
+    """The ``features`` stage (``call``: its ``gitd.plan.StageCall``): ``pair_features`` of
+    every pair of ``call.dataset``, one row per image, as ``features.npy`` in the stage folder."""
+    st: FeatureSettings = call.settings
+    dataset = call.dataset
+
     def path(stage):
         return stage.path / "features.npy"
 
     def compute(stage) -> None:
         feats = pair_features(dataset, image_model=st.image_model, text_model=st.text_model,
-                              image_size=st.image_size, cache=False, device=device)
+                              image_size=st.image_size, cache=False, device=call.device)
         buf = io.BytesIO()
         np.save(buf, np.asarray(feats, dtype=np.float32), allow_pickle=False)
         atomic_write_bytes(path(stage), buf.getvalue())
@@ -74,4 +80,4 @@ def features_stage(runner, name: str, st: FeatureSettings, dataset: Dataset, *, 
                 f"features.npy holds {feats.shape}, not one row per image ({len(dataset)})")
         return feats
 
-    return runner.whole(name, compute, load)
+    return call.whole(compute, load)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gitd.errors import ConfigError, DataError, GitdError, check_positive_int
+from gitd.errors import ConfigError, DataError, GitdError
 from gitd.log import get_logger, progress
 from gitd.stages.latent_folder import (INDEX, PARTS, LatentStore, index_settings, part_done,
                                        part_path, parts_state)
@@ -156,10 +156,11 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
 
     from gitd.stages.vae_encoding import latent_scale, latent_shape
 
-    check_positive_int("resolution", resolution)
-    check_positive_int("batch_size", batch_size)
-    if workers is not None:
-        check_positive_int("ray workers", workers)
+    from gitd.settings import Interval, check
+
+    check("resolution", resolution, Interval(int, 1, None))
+    check("batch_size", batch_size, Interval(int, 1, None))
+    check("ray workers", workers, Interval(int, 1, None), optional=True)
     records = list(records)
     n = len(records)
     if n == 0:
