@@ -101,8 +101,14 @@ def safe_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it asks for {wanted.group(1)})" if wanted else ""
+        text = str(exc)
+        wanted = re.search(r"GLOBAL ([\w.]+)", text)
+        if wanted is None:  # not a refusal: the bytes are no pickle the unpickler can read
+            said = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            reason = said.group(1) if said else (text.strip().splitlines() or [""])[0]
+            raise DataError(f"{path}: not a file written by torch.save ({reason[:120]})"
+                            ) from None
+        what = f" (it asks for {wanted.group(1)})"
         raise DataError(f"{path}: refused: loading it needs more than tensors and plain "
                         f"containers{what}; gitd reads distilled sets with torch.load("
                         "weights_only=True) and never runs code from a data file") from None
