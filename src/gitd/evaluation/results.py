@@ -110,15 +110,14 @@ def assemble(rows: list[dict[str, Any]], wanted: list[int], *, header: dict[str,
     return results
 
 
-def _row(label: str, summary: dict) -> str:
+def _row(label: str, summary: dict, width: int = 24) -> str:
     cells = (f"{summary[k]['mean']:.2f} ± {summary[k]['std']:.2f}" for k in METRIC_NAMES)
-    return f"{label:<24}" + "".join(f"{c:>14}" for c in cells)
+    return f"{label:<{width}}" + "".join(f"{c:>14}" for c in cells)
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The results table: TR@1/5/10, IR@1/5/10 and r_mean as mean ± std (sample std); one row
     per encoder pair and their mean for a cross-architecture run."""
-    head = f"{'':<24}" + "".join(f"{k:>14}" for k in METRIC_NAMES)
     n = len(results.get("seeds") or [])
     enc = results.get("encoders") or {}
     sets = results.get("sets") or {}
@@ -137,27 +136,27 @@ def format_table(results: dict[str, Any]) -> str:
     lines += [f"image encoder: {enc.get('image', {}).get('name')}   text encoder: "
               f"{enc.get('text', {}).get('name')}   protocol: {results.get('protocol')}, "
               f"{results.get('epochs')} epoch(s)",
-              f"reported: {results.get('selection')}; mean ± sample std over {n} seed(s)",
-              head]
+              f"reported: {results.get('selection')}; mean ± sample std over {n} seed(s)"]
     rows = results.get("architectures") or []
-    for r in rows:
-        lines.append(_row(f"{_short(r['image_model'])} + {_short(r['text_model'])}",
-                          r["summary"]))
-    lines.append(_row("mean" if rows else "test", results["summary"]))
+    labels = [f"{_short(r['image_model'])} + {_short(r['text_model'])}" for r in rows]
+    width = max([24] + [len(x) + 2 for x in labels])
+    lines.append(f"{'':<{width}}" + "".join(f"{k:>14}" for k in METRIC_NAMES))
+    for label, r in zip(labels, rows):
+        lines.append(_row(label, r["summary"], width))
+    lines.append(_row("mean" if rows else "test", results["summary"], width))
     if results.get("from_cache"):
         lines.append(f"(cached: evaluated before with the same sets and settings, key "
                      f"{results.get('cache_key')})")
     if "best_on_test" in results:
         lines += ["", BEST_ON_TEST_LABEL + ":"]
-        for r in rows:
-            lines.append(_row(f"{_short(r['image_model'])} + {_short(r['text_model'])}",
-                              r["best_on_test"]))
+        for label, r in zip(labels, rows):
+            lines.append(_row(label, r["best_on_test"], width))
         lines.append(_row("best-on-test" if not rows else "mean, best-on-test",
-                          results["best_on_test"]))
+                          results["best_on_test"], width))
     return "\n".join(lines)
 
 
-def _short(name: Any, width: int = 11) -> str:
-    """An encoder's name cut to fit a table label (folders by their last part)."""
-    text = str(name).rstrip("/").rsplit("/", 1)[-1]
+def _short(name: Any, width: int = 28) -> str:
+    """An encoder's name for a table label: no ``timm:``, a folder by its last part."""
+    text = str(name).removeprefix("timm:").rstrip("/").rsplit("/", 1)[-1]
     return text if len(text) <= width else text[:width - 1] + "…"
