@@ -7,7 +7,6 @@ annotation file; gitd's reader is not used to write them.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 from gitd.cli import main
 from gitd.errors import ConfigError, DataError
 from gitd.evaluation.evaluate import evaluate
-from gitd.evaluation.tensor_sets import load_tensor_set
+from gitd.data.tensor_sets import load_tensor_set
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -186,38 +185,6 @@ def test_a_file_whose_pickle_would_run_code_is_refused(tiny_sets, tmp_path, caps
     assert rc == 2 and len(err) == 1
     assert f"{evil}: refused" in err[0] and "weights_only=True" in err[0]
     assert not marker.exists() and not any("Traceback" in line for line in err)
-
-
-@pytest.mark.parametrize("content,needle", [
-    ({"image": torch.zeros(2, 3, 8, 8)}, "no text key"),
-    ({"image": torch.zeros(2, 3, 8, 8), "text": torch.zeros(3, 4)}, "2 images but 3 text"),
-    ({"image": torch.zeros(2, 8, 8), "text": torch.zeros(2, 4)}, "'image' must be a 4-D tensor"),
-    ({"image": torch.full((2, 3, 8, 8), float("nan")), "text": torch.zeros(2, 4)}, "NaN"),
-    ({"image": torch.zeros(2, 3, 8, 8), "text": torch.zeros(2, 4),
-      "similarity_mat": torch.eye(3)}, "'similarity_mat' is [3, 3], expected [2, 2]"),
-    ([1, 2], "holds a list"),
-])
-def test_bad_tensor_files_name_the_problem(tmp_path, content, needle):
-    path = tmp_path / "distilled_1.pt"
-    torch.save(content, path)
-    with pytest.raises(DataError) as err:
-        load_tensor_set(path)
-    assert str(path) in str(err.value) and needle in str(err.value)
-
-
-def test_mtt_vl_partner_and_folder_problems(tmp_path):
-    torch.save(torch.zeros(2, 3, 8, 8), tmp_path / "images_best.pt")
-    with pytest.raises(DataError, match="labels_best.pt: file not found"):
-        load_tensor_set(tmp_path / "images_best.pt")
-    (tmp_path / "lors").mkdir()
-    for i in (1, 2):
-        torch.save({"image": torch.zeros(1, 3, 8, 8), "text": torch.zeros(1, 4)},
-                   tmp_path / "lors" / f"distilled_{i}.pt")
-    with pytest.raises(DataError, match="holds 2 LoRS files"):
-        load_tensor_set(tmp_path / "lors")
-    (tmp_path / "plain.pt").write_bytes(os.urandom(64))
-    with pytest.raises(DataError, match="not a file written by torch.save"):
-        load_tensor_set(tmp_path / "plain.pt")
 
 
 def test_a_tensor_file_cannot_be_the_test_set(tiny_sets, tiny_text, tmp_path):

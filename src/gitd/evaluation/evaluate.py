@@ -29,7 +29,7 @@ from gitd.evaluation.seed_cache import (CACHE_VERSION, cached_run, finished_seed
                                         remove_partial, save_seed, seed_folder)
 from gitd.evaluation.sets import EvalSet, load_set, recorded_source, set_fingerprint
 from gitd.evaluation.settings import EvaluateSettings, split_models, split_overrides
-from gitd.evaluation.tensor_sets import text_width_problem
+from gitd.data.tensor_sets import text_width_problem
 from gitd.log import get_logger, progress
 from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                   build_text_encoder, image_model_identity, resolve_device,
@@ -97,7 +97,7 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, val=No
     ``train``/``test``/``val``: annotation paths (any format ``gitd.data.load_dataset`` reads;
     ``images``/``test_images``/``val_images`` override their image roots), ``Dataset``s, or for
     ``train`` a LoRS / RepBlend ``distilled_N.pt`` or MTT-VL ``images_*.pt`` + ``labels_*.pt``
-    (``gitd.evaluation.tensor_sets``). ``*_split``: the split of a file or folder that holds
+    (``gitd.data.tensor_sets``). ``*_split``: the split of a file or folder that holds
     several (default ``train``, ``test`` and ``val``). A test set that shares images with the
     training pairs' source split (or with ``val``) raises ``DataError`` unless
     ``allow_test_overlap``, which flags the results instead.

@@ -131,7 +131,7 @@ def check_test_overlap(train_ds, test_ds, val_ds=None, *, allow: bool = False
     """Refuse (``DataError``) a test set sharing images with what the training pairs were made
     from, or with the validation set that picks the epoch; with ``allow``, return the findings
     for the results file instead."""
-    from gitd.evaluation.tensor_sets import TensorSet
+    from gitd.data.tensor_sets import TensorSet
 
     test_images = [image_ref(r.image) for r in test_ds]
     found: dict[str, Overlap] = {}

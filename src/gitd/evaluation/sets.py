@@ -2,7 +2,7 @@
 
 A set is an annotation file or folder in any format ``gitd.data.load_dataset`` reads, a
 ``Dataset`` already loaded, or (training only) a distilled tensor file of another method
-(``gitd.evaluation.tensor_sets``). A gitd output's ``manifest.json`` records the image root its
+(``gitd.data.tensor_sets``). A gitd output's ``manifest.json`` records the image root its
 pairs' source was read with: a test or validation set that is that same source file is read
 with that root unless one is given, so ``--test dataset_flickr30k.json`` works wherever the
 images live once ``distill`` was told.
@@ -16,7 +16,7 @@ from typing import Any
 
 from gitd.data.images import image_sha256, image_size_mtime
 from gitd.errors import ConfigError, DataError
-from gitd.evaluation.tensor_sets import TensorSet, is_tensor_set, load_tensor_set
+from gitd.data.tensor_sets import TensorSet, is_tensor_set, load_tensor_set
 from gitd.log import get_logger
 from gitd.store import file_fingerprint, fingerprint, read_json
 
