@@ -386,8 +386,9 @@ def _finish(run: Run, rows: list[dict[str, Any]], overlap: dict[str, Any],
         "n_train": sets["train"]["images"],
         "protocol": run.protocol.name, "epochs": run.protocol.epochs,
         "selection": selection, "std": STD_NOTE}
-    if run.train_use:
+    if run.train_use:  # another method's tensor file: its format names the method
         header["train_tensors"] = {k: v for k, v in run.train_use.items() if k != "key"}
+        header.update({"method": run.train_use["format"], "pairs": sets["train"]["images"]})
     results = assemble(rows, run.wanted, header=header,
                        best=run.settings.report_best_on_test)
     cached = all(r["from_cache"] for r in rows)
