@@ -148,3 +148,14 @@ def test_progress_within_epochs_as_log_lines(tiny_sets, tiny_text, tmp_path, mon
     assert "[seed 0, epoch 2/2, loss " in training[2] and "[seed 1, epoch 1/2" in training[4]
     assert "~" in training[3] and "left" in training[3]  # time left of the whole run
     assert any("seed 0: scoring test: 6/6 img" in line for line in lines)
+
+
+def test_table_notes_an_encoder_that_stood_in_for_the_papers():
+    """An encoder whose info records ``fallback_for`` (auto, offline) gets a note in the table."""
+    summary = {k: {"mean": 1.0, "std": 0.0} for k in METRIC_NAMES}
+    r = {"summary": summary, "seeds": [{}], "encoders": {
+        "image": {"name": "efficientnet_lite0", "fallback_for": "timm:nfnet_l0"},
+        "text": {"name": "minilm"}}}
+    table = format_table(r)
+    assert "NOTE: image encoder efficientnet_lite0 stands in for the papers' timm:nfnet_l0" in table
+    assert "text encoder minilm stands in" not in table

@@ -130,6 +130,7 @@ def format_table(results: dict[str, Any]) -> str:
                      "OVERSTATE retrieval")
     if overlap.get("not_checked"):
         lines.append(f"test overlap not checked: {overlap['not_checked']}")
+    lines += _fallback_lines(results)
     used = results.get("train_tensors")
     if used:
         lines.append("training set: " + "; ".join(str(v) for v in used.get("notes", [])))
@@ -154,6 +155,22 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(_row("best-on-test" if not rows else "mean, best-on-test",
                           results["best_on_test"], width))
     return "\n".join(lines)
+
+
+def _fallback_lines(results: dict[str, Any]) -> list[str]:
+    """A NOTE per encoder that stood in for the papers' (``auto`` offline: the encoder's info
+    records ``fallback_for``), so a table is never read as comparable with the papers'."""
+    rows = results.get("architectures") or [results]
+    seen: list[str] = []
+    for row in rows:
+        for side, info in (row.get("encoders") or {}).items():
+            if isinstance(info, dict) and info.get("fallback_for"):
+                line = (f"NOTE: {side} encoder {info.get('name')} stands in for the papers' "
+                        f"{info['fallback_for']} (not cached here): these figures are not "
+                        "comparable with the papers'")
+                if line not in seen:
+                    seen.append(line)
+    return seen
 
 
 def _short(name: Any, width: int = 28) -> str:
