@@ -171,12 +171,13 @@ def _check_sets(run: Run) -> dict[str, Any]:
     sets = run.sets
     if run.out is not None:
         inputs = Inputs()
+        names = {"train": "training set", "test": "test set", "val": "validation set"}
         for s in sets.values():
             if s.is_tensors:
                 for f in s.data.files:
                     inputs.file(f, "training set")
             else:
-                inputs.dataset(s.data, f"{s.role} set")
+                inputs.dataset(s.data, names[s.role])
         check_output_file(run.out, inputs, what="results file", owned=is_results_file)
     val = sets["val"].data if "val" in sets else None
     return check_test_overlap(sets["train"].data, sets["test"].data, val,
