@@ -1,9 +1,10 @@
 """How long an evaluation will take, said before it starts.
 
 The work is counted exactly (seeds x epochs x images per epoch, plus every scoring of the test
-and validation sets) and timed on this machine: one training step and one scoring step of a
-batch are run on a copy of the model (so no seed's training changes) and the second of two
-tries is kept (the first pays for warm-up). On a CPU, a run that would take long is told how to
+and validation sets) and timed on this machine: one training step (forward, backward and the
+optimiser's step) and one scoring step of a batch are run on a copy of the model (so no seed's
+training changes) and the second of two tries is kept (the first pays for warm-up). It is an
+estimate: on a machine shared with other jobs the real rate varies with their load. On a CPU, a run that would take long is told how to
 run the CPU settings the README recommends.
 """
 
@@ -43,13 +44,18 @@ def time_steps(model, pairs, protocol, loss, device) -> tuple[float, float]:
     n = min(protocol.batch_size, pairs.n_images)
     idx, x = next(iter(pairs.batches([list(range(n))], workers=0)))
     text = pairs.text_features[[c[0] for c in pairs.captions_of[:n]]].to(device)
+    # The optimiser's step is part of a step's cost (AdamW over a large head is not free).
+    params = probe.trainable_parameters()
+    optimizer = (torch.optim.SGD(params, lr=protocol.lr, momentum=protocol.momentum)
+                 if protocol.optimizer == "sgd" else torch.optim.AdamW(params, lr=protocol.lr))
 
     def train_step():
         probe.train()
         img = probe.encode_images(x.to(device))
         value = loss(img, probe.encode_texts(text), protocol.temperature, None)
+        optimizer.zero_grad(set_to_none=True)
         value.backward()
-        probe.zero_grad(set_to_none=True)
+        optimizer.step()
 
     @torch.no_grad()
     def score_step():
