@@ -130,7 +130,3 @@ def save_config(settings: MethodSettings, path: str | Path) -> None:
     else:
         text = json.dumps(settings.to_dict(), indent=2) + "\n"
     atomic_write_text(path, text)
-
-
-__all__ = ["DEFAULT_METHOD", "distill_fields", "distill_presets", "load_config", "make_config",
-           "read_config_file", "save_config"]

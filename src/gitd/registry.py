@@ -186,7 +186,9 @@ def discover() -> None:
 
 
 def list_methods(kind: str = "distill") -> list[str]:
-    """Registered names of ``kind``, in registration order (the default method first)."""
+    """Registered names of ``kind``, in registration order: ``discover`` imports the modules of
+    ``gitd.methods`` alphabetically, so the default method (``gitd.config.DEFAULT_METHOD``) is
+    not necessarily first."""
     discover()
     return list(_METHODS[kind])
 
@@ -264,7 +266,3 @@ def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known settings: "
                           f"{', '.join(known)}")
-
-
-__all__ = ["KINDS", "Method", "MethodSettings", "all_methods", "check_keys", "describe", "discover",
-           "get_method", "list_methods", "neutral_fields", "register_method", "summary_of"]

@@ -364,10 +364,3 @@ def add_arguments(parser: argparse.ArgumentParser,
             text = helps[0]
         _add_flag(parser, name, decl, text)
     return {k: list(v) for k, v in decls.items()}
-
-
-__all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
-           "add_argument_for", "add_arguments", "declaration", "declared", "field_names",
-           "flags_of", "key_dict", "key_fields",
-           "setting", "validate"]
-

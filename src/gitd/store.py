@@ -80,14 +80,14 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 06
 
 # Temporary files of atomic writes: ``.NAME.PID-RANDOM.tmp`` beside their target. The pid lets a
 # later run remove the leftovers of a killed one (``stale_temp_files``) and only those.
-_TMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+TEMP_FILE_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
 
 
 def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -105,8 +105,8 @@ def stale_temp_files(folder: str | Path) -> list[Path]:
     found = []
     for root, _, names in os.walk(folder):
         for name in names:
-            m = _TMP_RE.match(name)
-            if m and not _pid_alive(int(m.group(1))):
+            m = TEMP_FILE_RE.match(name)
+            if m and not pid_alive(int(m.group(1))):
                 found.append(Path(root) / name)
     return found
 

@@ -66,7 +66,7 @@ def test_folders_that_are_not_an_sd1_vae_are_refused(tmp_path, small_tiny_vae):
 def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
     """diffusers takes AutoencoderTiny as the SD pipeline's VAE (its documented use): gitd's
     scaled latents go in, the pipeline decodes with TAESD."""
-    from gitd.stages.generate import generate_candidates
+    from gitd.stages.img2img import generate_candidates
 
     small_tiny_vae().save_pretrained(tmp_path / "taesd")
     vae = build_vae(str(tmp_path / "taesd"))

@@ -23,11 +23,16 @@ from gitd import __version__
 from gitd.errors import ConfigError
 from gitd.evaluation.estimate import Work, announce, time_steps
 from gitd.evaluation.overlap import check_test_overlap
-from gitd.evaluation.results import (BEST_ON_TEST_LABEL, STD_NOTE, architecture_row, assemble,
-                                     format_table, pick_epoch, summarize)
+from gitd.evaluation.results import architecture_row, assemble, pick_epoch
+# Names this module defined before they moved to the modules beside it: importable from here as
+# before (format_table with evaluate is the stable API).
+from gitd.evaluation.results import (BEST_ON_TEST_LABEL, STD_NOTE, format_table,  # noqa: F401
+                                     summarize)
+from gitd.evaluation.sets import set_fingerprint  # noqa: F401
+from gitd.retrieval.metrics import METRIC_NAMES  # noqa: F401
 from gitd.evaluation.seed_cache import (CACHE_VERSION, cached_run, finished_seeds,
                                         remove_partial, save_seed, seed_folder)
-from gitd.evaluation.sets import EvalSet, load_set, recorded_source, set_fingerprint
+from gitd.evaluation.sets import EvalSet, load_set, recorded_source
 from gitd.evaluation.settings import EvaluateSettings, split_models, split_overrides
 from gitd.data.tensor_sets import text_width_problem
 from gitd.log import get_logger, progress
@@ -35,7 +40,6 @@ from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder
                                   build_text_encoder, image_model_identity, resolve_device,
                                   text_model_identity)
 from gitd.outdir import Inputs, check_output_file, claim, file_starts_with
-from gitd.retrieval.metrics import METRIC_NAMES
 from gitd.retrieval.pairs import prepare_pairs, tensor_pairs
 from gitd.retrieval.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from gitd.retrieval.train import Trainer, build_model
@@ -129,7 +133,7 @@ def _models(value, side: str) -> list:
 
 
 def _configure(protocol, settings: dict[str, Any], cache, image_model, text_model, out) -> Run:
-    from gitd.stages.features import cache_root
+    from gitd.models.features import cache_root
 
     proto_values, own = split_overrides(settings)
     own = {k: v for k, v in own.items() if v is not None}
@@ -417,6 +421,3 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-# Names other modules and tests import from here (results, sets and metrics live beside it).
-__all__ = ["BEST_ON_TEST_LABEL", "METRIC_NAMES", "STD_NOTE", "eval_epochs", "evaluate",
-           "format_table", "is_results_file", "set_fingerprint", "summarize"]

@@ -165,6 +165,3 @@ class DistillMethod(Method):
         """Run the stages; return the pairs and the manifest entries of this method (plus,
         under ``n_valid`` and ``problems``, what the stages learnt about the source)."""
         raise NotImplementedError
-
-
-__all__ = ["DTYPES", "DistillMethod", "DistillSettings"]

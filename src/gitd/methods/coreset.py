@@ -46,6 +46,7 @@ from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
 from gitd.settings import Interval, Options, PathText, Text, field_names, setting
+from gitd.stages.pair_features import l2_rows, pair_features
 from gitd.store import StagePlan, plan_keys
 
 log = get_logger("methods.coreset")
@@ -120,28 +121,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- features and forgetting on a dataset --------------------------------------------------------
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
-                  image_size: int = 224, cache=None, device="auto",
-                  errors: list | None = None) -> np.ndarray:
-    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features)).
-    ``errors``: as ``embed_images`` (rows of images that do not decode are listed there)."""
-    from gitd.stages.features import embed_images, embed_texts
-
-    img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
-                           cache=cache, device=device, errors=errors))
-    texts = [c for r in dataset for c in r.captions]
-    owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
-    txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
-    mean = np.zeros((len(dataset), txt.shape[1]), dtype=np.float32)
-    np.add.at(mean, owner, txt)
-    return np.concatenate([img, _l2(mean)], axis=1)
-
-
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       learned: str = "batch", image_model="auto", text_model="auto",
                       image_size: int = 224, cache=None, device="auto",
@@ -200,12 +179,12 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     texts = [c for r in dataset for c in r.captions]
     if features is None:
-        from gitd.stages.features import embed_images, embed_texts
+        from gitd.models.features import embed_images, embed_texts
 
         features = (embed_images([r.image for r in dataset], image_model, image_size=image_size,
                                  cache=cache, device=device),
                     embed_texts(texts, text_model, cache=cache, device=device))
-    img, txt = _l2(features[0]), _l2(features[1])
+    img, txt = l2_rows(features[0]), l2_rows(features[1])
     protos = build_prototypes(img[owner], txt, k, seed=seed)
     chosen = select_nearest(protos.image, img)
     captions = [texts[int(i)] for i in protos.caption]
@@ -215,7 +194,7 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
 
 
 def _caption_features(dataset: Dataset, text_model, cache, device) -> np.ndarray:
-    from gitd.stages.features import embed_texts
+    from gitd.models.features import embed_texts
 
     return embed_texts([c for r in dataset for c in r.captions], text_model, cache=cache,
                        device=device)
@@ -438,7 +417,7 @@ class PdsSelection(SelectMethod):
     Settings = FeatureSettings
 
     def select(self, dataset: Dataset, k: int) -> Selection:
-        from gitd.stages.features import embed_images
+        from gitd.models.features import embed_images
 
         s = self.settings
         img = embed_images([r.image for r in dataset], s.image_model, image_size=s.image_size,

@@ -1,13 +1,15 @@
-"""EDGE (NeurIPS 2025): sampling from a Stable Diffusion fine-tuned for image-text alignment and
-diversity, as ``gitd distill --method edge [--finetuned RUN]``.
+"""EDGE (NeurIPS 2025): text-to-image sampling from Stable Diffusion, as ``gitd distill --method
+edge [--finetuned RUN]``; with ``--finetuned`` the UNet parameters a ``gitd finetune`` run
+trained (for image-text alignment and diversity) are loaded onto the base model, without it the
+base model samples (the paper's "no fine-tuning" row).
 
 prompts (a named, seeded strategy: ``random``, EDGE's own, draws training captions; ``clara``
-takes the medoid captions GITD would use; ``prototype`` the nearest-centroid captions of PDS) ->
-sample (text-to-image, one image per prompt from its own seed, with the UNet of a ``gitd
-finetune`` run loaded onto the base model, or the base model itself: the paper's "no
-fine-tuning" row) -> caption synthesis (``--extra-captions``; EDGE's papers use one extra
-caption, cpi = 2) -> output. The fine-tuning itself is ``gitd finetune``
-(``gitd.stages.finetune``); ``docs/edge.md`` lists where gitd departs from EDGE's released code.
+encodes every image and takes the longest caption of each CLARA medoid, as GITD; ``prototype``
+embeds every pair and takes each PDS prototype's nearest caption) -> sample (the registry's
+``text2img`` model, one image per prompt from its own seed) -> caption synthesis
+(``--extra-captions``: 0 unless given, the ``paper`` preset's 1 is EDGE's cpi = 2) -> output.
+The fine-tuning itself is ``gitd finetune`` (``gitd.stages.finetune``); ``docs/edge.md`` lists
+where gitd departs from EDGE's released code.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.embed import EmbedSettings, embed_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
 from gitd.stages.prototypes import PrototypeSettings, prototype_stage
-from gitd.stages.sample import SampleSettings, random_prompts, sample_stage, text2img
+from gitd.stages.text2image import SampleSettings, random_prompts, sample_stage
 from gitd.store import StagePlan, atomic_write_json, read_json
 
 STRATEGIES = ("random", "clara", "prototype")
@@ -44,7 +46,8 @@ class RandomPromptSettings:
 
 @dataclass(frozen=True)
 class EdgeSettings(DistillSettings):
-    """EDGE's settings; the defaults are the ``paper`` preset."""
+    """EDGE's settings; the defaults are the ``paper`` preset's but for ``extra_captions`` (0, as
+    in every method; the preset adds EDGE's one extra caption)."""
 
     finetuned: str | None = setting(
         None, PathText(), "a 'gitd finetune' run folder whose trained UNet parameters are "
@@ -124,7 +127,7 @@ class Edge(DistillMethod):
     presets = {"paper": _PAPER, "tiny": _TINY, "random-paper": _RANDOM_PAPER}
     roles = {
         # The pipeline's components; the trained UNet parameters are loaded onto its UNet.
-        "sd": Role("img2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
+        "sd": Role("text2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
         "vae": Role("vae", "diffusion_model", "diffusion_revision"),
         "score": Role("score", "score_model", "score_revision",
                       used=lambda s: s.prompts == "prototype"),
@@ -228,7 +231,7 @@ class Edge(DistillMethod):
         from gitd.stages.finetune import apply_trained
 
         if getattr(self, "_pipe", None) is None:
-            pipe = text2img(self.models.get("sd"))
+            pipe = self.models.get("sd")
             run = _finetuned(self.settings)
             if run is not None:
                 apply_trained(pipe.unet, run[0], source=str(self.settings.finetuned))

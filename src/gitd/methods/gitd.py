@@ -14,7 +14,6 @@ own seed and batches always have the same composition.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ import numpy as np
 from gitd.data import Dataset
 from gitd.data.output import OutputPair
 from gitd.errors import ConfigError, DataError
-from gitd.log import get_logger
 from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
@@ -32,10 +30,9 @@ from gitd.stages.caption_synthesis import TINY as VLM_TINY
 from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.cluster import ClusterSettings, cluster_stage
 from gitd.stages.encode import EncodeSettings, encode_stage
-from gitd.stages.generate import GenerateSettings, generate_stage
-from gitd.store import StagePlan, atomic_write_bytes, require
-
-log = get_logger("gitd")
+from gitd.stages.img2img import GenerateSettings, generate_stage
+from gitd.stages.pair_features import FeatureSettings, features_stage
+from gitd.store import StagePlan
 
 
 @dataclass(frozen=True)
@@ -107,8 +104,8 @@ class GitdSettings(CaptionerFields, DistillSettings):
         "encode every image at this side for clustering and re-encode only the medoids at "
         "--resolution (default: --resolution, as the paper); 256 cuts encode time and latent "
         "storage about 4x at 512", optional=True)
-    # Encoding and clustering's assignment passes on Ray (gitd.stages.raydata). The output is
-    # byte-identical to the plain run (tests/stages/test_stage_raydata.py), so neither is part
+    # Encoding and clustering's assignment passes on Ray (gitd.stages.ray_encode). The output is
+    # byte-identical to the plain run (tests/stages/test_stage_ray_encode.py), so neither is part
     # of any key. The flag takes an optional value (bare --ray: $RAY_ADDRESS, else auto), which
     # the generated flags cannot say: gitd.cli.distill adds it.
     ray: str | None = setting(None, Text(empty=True), "run encoding and clustering's "
@@ -154,43 +151,6 @@ class GitdSettings(CaptionerFields, DistillSettings):
         medoids are encoded with the generation VAE (stage ``encode-medoids``)."""
         return not self.cluster or (self.cluster_space == "latents" and
                                     self.vae_source("cluster") == self.vae_source("generate"))
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """The key of the ``features`` stage (``cluster_space: features``): the coreset baselines'
-    L2(image feature) ++ L2(mean caption feature) of every pair (``pair_features``)."""
-
-    image_model: str
-    text_model: str
-    # What "auto" resolves to here (the papers' encoders when cached, else the offline ones),
-    # found without building them: a machine with other encoders computes other features.
-    image_identity: str
-    text_identity: str
-    image_size: int
-    device: str
-
-
-def features_stage(runner, name: str, st: FeatureSettings, dataset: Dataset, *, device):
-    from gitd.methods.coreset import pair_features
-
-    def path(stage):
-        return stage.path / "features.npy"
-
-    def compute(stage) -> None:
-        feats = pair_features(dataset, image_model=st.image_model, text_model=st.text_model,
-                              image_size=st.image_size, cache=False, device=device)
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(feats, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(path(stage), buf.getvalue())
-
-    def load(stage):
-        feats = np.load(path(stage), allow_pickle=False)
-        require(feats.ndim == 2 and len(feats) == len(dataset),
-                f"features.npy holds {feats.shape}, not one row per image ({len(dataset)})")
-        return feats
-
-    return runner.whole(name, compute, load)
 
 
 # Presets hold every setting they fix, so that reading one tells the whole story.

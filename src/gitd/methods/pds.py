@@ -17,7 +17,6 @@ from typing import Any
 
 from gitd.data import Dataset
 from gitd.data.output import OutputPair
-from gitd.log import get_logger
 from gitd.methods.base import DistillMethod, DistillSettings
 from gitd.models.roles import Role, Runtime
 from gitd.registry import register_method
@@ -26,10 +25,8 @@ from gitd.stages.caption_synthesis import TINY as VLM_TINY
 from gitd.stages.caption import CaptionerFields, caption_stage
 from gitd.stages.embed import EmbedSettings, embed_stage
 from gitd.stages.prototypes import PrototypeSettings, prototype_stage
-from gitd.stages.synthesize import SynthesizeSettings, synthesize_stage
+from gitd.stages.unclip import SynthesizeSettings, synthesize_stage
 from gitd.store import StagePlan
-
-log = get_logger("pds")
 
 
 

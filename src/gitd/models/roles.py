@@ -108,9 +108,6 @@ def untrained(models: dict[str, Any]) -> bool:
     return any(m.get("untrained") and m.get("used", True) for m in models.values())
 
 
-__all__ = ["ModelRef", "Models", "Role", "Runtime", "describe_roles", "untrained"]
-
-
 @dataclass(frozen=True)
 class Runtime:
     """The resolved device and dtype of a run. Stage keys of model stages record both (as

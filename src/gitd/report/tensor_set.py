@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gitd.log import get_logger
+from gitd.outdir import file_starts_with
 
 log = get_logger("report")
 
@@ -112,7 +113,6 @@ def render_tensor_set(path: str | Path, *, normalisation: str = "clip", thumb_si
 def write_tensor_set_report(path: str | Path, *, dest: str | Path | None = None) -> Path:
     """Write the report of tensor file (or folder) ``path``; returns where."""
     from gitd.outdir import Inputs, check_output_file, claim
-    from gitd.report.html import is_report_file
     from gitd.store import atomic_write_text
 
     path = Path(path)
@@ -121,8 +121,14 @@ def write_tensor_set_report(path: str | Path, *, dest: str | Path | None = None)
     inputs = Inputs()
     for f in ([path] if path.is_file() else list(path.glob("*.pt"))):
         inputs.file(f, "tensor file")
-    check_output_file(dest, inputs, what="report", owned=is_report_file, create_parent=True)
+    check_output_file(dest, inputs, what="report", owned=_is_report_page, create_parent=True)
     atomic_write_text(dest, html)
     claim(dest)
     log.info("wrote %s", dest)
     return dest
+
+
+def _is_report_page(path: Path) -> bool:
+    """A page gitd wrote (every report's title starts so), which a new report may replace.
+    Not gitd.report.html's: that module dispatches to this one."""
+    return file_starts_with(path, b"<title>gitd report:", limit=1 << 14)

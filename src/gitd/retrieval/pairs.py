@@ -24,7 +24,7 @@ from gitd.errors import GitdError
 from gitd.log import get_logger
 from gitd.models.encoders import ImageEncoder, TextEncoder
 from gitd.retrieval.protocols import Protocol
-from gitd.stages.features import (embed_images, embed_texts, encode_image_batches, image_loader,
+from gitd.models.features import (embed_images, embed_texts, encode_image_batches, image_loader,
                                   image_preprocessing, load_images)
 
 log = get_logger("retrieval.pairs")

@@ -33,7 +33,7 @@ from gitd.retrieval.losses import in_batch_correct, loss_function
 from gitd.retrieval.model import RetrievalModel
 from gitd.retrieval.pairs import PairSet, prepare_pairs
 from gitd.retrieval.protocols import Protocol, get_protocol
-from gitd.stages.features import image_preprocessing
+from gitd.models.features import image_preprocessing
 
 log = get_logger("retrieval.train")
 

@@ -226,8 +226,3 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
     log.info("wrote %d images with %d + %d captions each to %s", len(pairs),
              len(originals[0]) if originals else 0, settings.extra_captions, dest)
     return dest
-
-
-__all__ = ["CaptionCommandSettings", "CaptionSynthesisFields", "CaptionSynthesisSettings",
-           "EDGE_PROMPT", "PAPER", "PRESETS", "ROLE", "TINY", "caption_output",
-           "caption_synthesis_stage", "command_settings", "describe"]

@@ -83,11 +83,6 @@ class FinetuneSettings:
         _check_keys(overrides)
         return cls(**{**PRESETS[name], "preset": name, **overrides})
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneSettings":
-        _check_keys(data)
-        return cls(**data)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -135,5 +130,3 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS["random-paper"] = {**PRESETS["paper"], "diffusion_model": "random-sd15",
                            "clip_model": "random-clip-b32"}
-
-__all__ = ["FIELD_NAMES", "FinetuneSettings", "MIXED_PRECISION", "PRESETS"]

@@ -138,7 +138,3 @@ def load_checkpoint(path: Path, *, params: dict[str, torch.Tensor], optimizer, s
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     return int(meta["step"])
-
-
-__all__ = ["CHECKPOINT", "TRAINED", "apply_trained", "load_checkpoint", "read_trained",
-           "save_checkpoint", "save_trained"]

@@ -1,8 +1,9 @@
-"""sample: text-to-image generation, one image per prompt, each from its own seed (EDGE).
+"""The ``sample`` stage: text-to-image generation, one image per prompt, each from its own seed (EDGE).
 
-``text2img(pipe)`` turns any Stable Diffusion pipeline gitd built (the registry's img2img pipeline)
-into a ``StableDiffusionPipeline`` over the same components, so the fine-tuned UNet
-(``gitd.stages.finetune.apply_trained``) is loaded once and serves both. ``sample_images`` makes
+The pipeline is the registry's ``text2img`` model (``gitd.models.registry.text2img_pipeline``:
+the img2img pipeline's components under a ``StableDiffusionPipeline``, so the same names and
+weights serve both, and the fine-tuned UNet (``gitd.stages.finetune.apply_trained``) is
+loaded onto it). ``sample_images`` makes
 one image per prompt in ONE pipeline call; image i's initial noise comes from its own generator
 seeded by ``seeds[i]``, so it does not depend on the other prompts of the batch (up to the
 low-order bits batch composition may change, which the resumable stage keeps fixed).
@@ -21,21 +22,6 @@ import torch
 
 from gitd.errors import ConfigError, check_positive_int
 from gitd.models.roles import ModelRef
-
-
-def text2img(pipe):
-    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
-    scheduler (no safety checker, as EDGE samples)."""
-    from diffusers import StableDiffusionPipeline
-
-    if isinstance(pipe, StableDiffusionPipeline):
-        return pipe
-    out = StableDiffusionPipeline(
-        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    out.set_progress_bar_config(disable=True)
-    return out
 
 
 def sample_images(pipe, prompts: Sequence[str], *, seeds: Sequence[int], guidance_scale: float,
@@ -112,6 +98,3 @@ def sample_stage(runner, name: str, st: SampleSettings, prompts: Sequence[str],
     return runner.units(name, len(prompts), st.batch_size, compute, write,
                         lambda stage, j: open_rgb(unit_path(stage, j, ".png")), noun="pair",
                         prepare=get_pipe)
-
-
-__all__ = ["SampleSettings", "random_prompts", "sample_images", "sample_stage", "text2img"]

@@ -1,4 +1,4 @@
-"""synthesize: unCLIP images from prototype image embeddings (prototype-guided synthesis)."""
+"""The ``synthesize`` stage: unCLIP images from prototype image embeddings (prototype-guided synthesis)."""
 
 from __future__ import annotations
 

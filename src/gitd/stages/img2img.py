@@ -1,10 +1,10 @@
-"""Generate: img2img from each medoid's own latent, N candidates, the score model keeps one.
+"""The ``generate`` stage: img2img from each medoid's own latent, N candidates, the score model keeps one.
 
 The medoid latents go straight into ``StableDiffusionImg2ImgPipeline`` as its ``image``: for a
 4-channel tensor, diffusers (0.30 to 0.42 at least) skips both its image preprocessing
 (``VaeImageProcessor.preprocess`` returns latents untouched) and VAE encoding, and does not
 multiply by ``scaling_factor`` again (``prepare_latents``), so latents must already be scaled, as
-``gitd.stages.encode`` stores them.
+``gitd.stages.latent_folder`` stores them.
 
 Each medoid's candidates come from their own ``torch.Generator`` seeded from the medoid's seed,
 so they do not depend on which other medoids share the pipeline call (see ``candidate_seed``).
