@@ -31,6 +31,9 @@ from gitd.store import StagePlan
 
 log = get_logger("pds")
 
+# Stability AI withdrew stabilityai/stable-diffusion-2-1-unclip-small with the whole SD 2.x family
+# (Nov 2025); this is its community mirror (provenance: docs/pds.md). The old id still works.
+UNCLIP_MODEL = "sd2-community/stable-diffusion-2-1-unclip-small"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class PdsSettings(CaptionerFields, DistillSettings):
                                "image encoder), or tiny-clip")
     score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
                                          "model", optional=True, metavar="REV")
-    unclip_model: str = setting("stabilityai/stable-diffusion-2-1-unclip-small", Text(),
+    unclip_model: str = setting(UNCLIP_MODEL, Text(),
                                 "Stable unCLIP id or folder, or tiny-unclip")
     unclip_revision: str | None = setting(None, Text(), "revision (commit/tag) of the unCLIP "
                                           "model", optional=True, metavar="REV")
@@ -72,7 +75,7 @@ class PdsSettings(CaptionerFields, DistillSettings):
 _CAPTION = {"num_captions": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 30,
             "caption_batch_size": 8}
 # 100 steps, CFG 5, noise level 10 (the paper's).
-_PAPER = {**_CAPTION, "unclip_model": "stabilityai/stable-diffusion-2-1-unclip-small",
+_PAPER = {**_CAPTION, "unclip_model": UNCLIP_MODEL,
           "score_model": "openai/clip-vit-large-patch14", "resolution": 768,
           "num_inference_steps": 100, "guidance_scale": 5.0, "noise_level": 10,
           "negative_prompt": "text, watermark", "filter_fraction": 0.2,
