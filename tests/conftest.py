@@ -191,3 +191,24 @@ def small_tiny_vae():
             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), **config).eval()
 
     return make
+
+
+@pytest.fixture
+def local_hub(monkeypatch, tmp_path):
+    """A local server answering the hub's API (``tests/hubserver.py``), with this process
+    online and pointed at it, and an empty Hugging Face cache in ``tmp_path/hf/hub``.
+    ``local_hub.env``: the same for a subprocess."""
+    from hubserver import LocalHub
+
+    hub = LocalHub()
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    hub.cache = cache
+    hub.env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"},
+               "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+    yield hub
+    hub.close()

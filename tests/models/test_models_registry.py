@@ -218,7 +218,7 @@ def test_load_pretrained_holds_library_noise_and_never_asks_a_dead_hub(monkeypat
     assert captured.err == "" and "Retrying" not in caplog.text
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     calls.clear()
     with pytest.raises(ModelUnavailableError, match="is not reachable"):
         load_pretrained(noisy, "org/other", what="VAE")

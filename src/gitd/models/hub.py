@@ -68,9 +68,11 @@ def is_repo_id(name: str) -> bool:
 
 
 def endpoint() -> str:
+    """The hub's address: ``HF_ENDPOINT`` as it is now (huggingface_hub reads it once, at
+    import; gitd passes it explicitly to every call)."""
     from huggingface_hub import constants
 
-    return constants.ENDPOINT
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def cache_dir() -> Path:
