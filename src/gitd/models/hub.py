@@ -30,17 +30,22 @@ from gitd.models.files import Layout, pipeline_components, select_files
 
 log = get_logger("gitd.models")
 
-# Withdrawn ids -> their community mirrors (the same weights, re-uploaded; docs/pds.md).
+# Withdrawn ids -> their community mirrors (the same weights, re-uploaded; docs/pds.md,
+# docs/models.md), and who withdrew them when.
 WITHDRAWN = {f"stabilityai/{name}": f"sd2-community/{name}" for name in (
     "stable-diffusion-2", "stable-diffusion-2-base", "stable-diffusion-2-1",
     "stable-diffusion-2-1-base", "stable-diffusion-2-inpainting", "stable-diffusion-2-depth",
     "stable-diffusion-2-1-unclip", "stable-diffusion-2-1-unclip-small")}
+WITHDRAWN["runwayml/stable-diffusion-v1-5"] = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 WITHDRAWN_WHEN = "Nov 2025"
+_WITHDRAWN_BY = {"stabilityai": ("Stability AI", WITHDRAWN_WHEN), "runwayml": ("RunwayML",
+                                                                              "Aug 2024")}
 # Seconds to wait for the hub to answer before calling it unreachable (env GITD_HUB_TIMEOUT).
 HUB_TIMEOUT = 5.0
 FETCH = "gitd fetch"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# org/name, or a legacy name without an org (bert-base-uncased), which the hub redirects.
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def resolve_alias(model_id: str) -> str:
@@ -54,8 +59,9 @@ def resolve_alias(model_id: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _log_alias(old: str, new: str) -> None:
-    log.warning("%s was withdrawn from the hub by Stability AI (%s); using its community mirror "
-                "%s (the same weights; see docs/pds.md)", old, WITHDRAWN_WHEN, new)
+    who, when = _WITHDRAWN_BY[old.partition("/")[0]]
+    log.warning("%s was withdrawn from the hub by %s (%s); using its community mirror %s (the "
+                "same weights; see docs/models.md)", old, who, when, new)
 
 
 def hub_offline() -> bool:
