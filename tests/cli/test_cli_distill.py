@@ -39,7 +39,13 @@ def test_paper_preset_without_weights_is_one_quick_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 3, res.stderr
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("gitd distill: error: VAE model 'stable-diffusion-v1-5/")
+    # Every missing model of the run in the one line (issue 20 item 11), with the command that
+    # fetches them all (issue 19 item 9).
+    assert lines[0].startswith("gitd distill: error: 3 model(s) of this run cannot be loaded")
+    for model in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-base-patch32",
+                  "Salesforce/blip2-opt-6.7b-coco"):
+        assert model in lines[0], lines[0]
+    assert "gitd fetch --method gitd --preset paper'" in lines[0]
     assert "is not reachable" in lines[0] and "--preset tiny" in lines[0]
     assert not out.exists()
     # the hub libraries' retries alone sleep 1 + 2 + 4 + 8 + 8 = 23 s

@@ -40,5 +40,11 @@ def run(args) -> int:
     given = vars(args)
     values = {k: v for k, v in given.items() if k not in _LOADING}
     settings = command_settings(given.get("preset", "paper"), **values)
+    from gitd.models.fetch import check_named
+
+    preset = command_settings(given.get("preset", "paper"))
+    check_named([("captioner", settings.vlm, settings.vlm_revision)],
+                base="gitd fetch --caption " + given.get("preset", "paper"),
+                preset=[("captioner", preset.vlm, preset.vlm_revision)])
     print(caption_output(args.output, settings, dest=given.get("out")))
     return 0

@@ -115,6 +115,7 @@ class DistillMethod(Method):
         data_key = dataset_fingerprint(dataset)
         note_input_change(work, dataset, data_key)
         self.runner = StageRunner(work, self.stages(s, runtime), data_key, on_unit=on_unit)
+        self.check_models(work, data_key)
         self.runner.timings["load"] = round(time.perf_counter() - t0, 3)
         pairs, extra = self.distill(dataset)
         if "caption_synthesis" in self.runner.plan:
@@ -142,6 +143,23 @@ class DistillMethod(Method):
                                                           "timings": self.runner.timings})
         log.info("wrote %d pairs to %s", len(pairs), out)
         return out
+
+    def check_models(self, work: Path, data_key: str) -> None:
+        """Before any work: one message naming every model of the run that cannot be had (and
+        the 'gitd fetch' command that fetches them); nothing when every stage is done already
+        (a finished run loads no model)."""
+        from gitd.models.fetch import check_models, fetch_command, needs_of_roles
+        from gitd.store import plan_keys
+
+        keys = plan_keys(self.runner.plan, data_key)
+        if keys and all((work / f"{name}-{key}" / "DONE").exists() for name, key in keys.items()):
+            return
+        s = self.settings
+        base = f"gitd fetch --method {self.name}" + (f" --preset {s.preset}" if s.preset else "")
+        preset = type(self)(self.configure(s.preset)) if s.preset else None
+        covered = needs_of_roles(preset.all_roles, preset.settings) if preset else []
+        check_models(needs_of_roles(self.all_roles, s, given=self.given_models),
+                     command=lambda bad: fetch_command(bad, base=base, covered=covered))
 
     def _synthesize_captions(self, pairs: list[OutputPair]) -> tuple[list[OutputPair], dict]:
         """Each pair's captions, then ``extra_captions`` more from the vision-language model."""

@@ -31,8 +31,10 @@ def merge(needs: Iterable[Need | None]) -> list[Need]:
         key = (need.repo_id, need.revision)
         if key in out:
             old = out[key]
+            # Named after the use that reads the most (a pipeline rather than its VAE).
+            what = need.what if len(need.layout.folders) > len(old.layout.folders) else old.what
             out[key] = dataclasses.replace(
-                old, layout=old.layout | need.layout,
+                old, layout=old.layout | need.layout, what=what,
                 uses=tuple(dict.fromkeys(old.uses + need.uses)))
         else:
             out[key] = need
@@ -110,6 +112,17 @@ def check_models(needs: Iterable[Need | None], *,
                                     + " | ".join(refused), exit_code=3)
 
 
+def check_named(models: Iterable[tuple[str, str, str | None]], *, base: str,
+                preset: Iterable[tuple[str, str, str | None]] = ()) -> None:
+    """``check_models`` for (kind, name, revision) triples of a command's settings; ``base``:
+    the ``gitd fetch`` command that fetches ``preset``'s models (the command's preset)."""
+    from gitd.models.registry import model_need
+
+    needs = [model_need(kind, name, rev) for kind, name, rev in models]
+    covered = [n for n in (model_need(k, m, r) for k, m, r in preset) if n is not None]
+    check_models(needs, command=lambda bad: fetch_command(bad, base=base, covered=covered))
+
+
 # -- gitd fetch ---------------------------------------------------------------------------------
 def dry_run(needs: list[Need], *, fp16: bool) -> list[str]:
     """Lines saying what ``fetch`` would download, from the layouts alone (no network)."""
@@ -155,4 +168,5 @@ def fetch(needs: list[Need], *, fp16: bool, force: bool = False,
     return summary
 
 
-__all__ = ["check_models", "dry_run", "fetch", "fetch_command", "merge", "needs_of_roles"]
+__all__ = ["check_models", "check_named", "dry_run", "fetch", "fetch_command", "merge",
+           "needs_of_roles"]

@@ -58,12 +58,21 @@ class Layout:
     def patterns(self, fp16: bool) -> list[str]:
         """The layout as glob patterns, for ``gitd fetch --dry-run`` (no network)."""
         out = list(self.files)
-        weights = ("*.fp16.safetensors (the fp16 variant where the repo has one, else "
-                   "*.safetensors)" if fp16 and self.diffusers else "*.safetensors")
-        for folder in self.folders:
-            where = f"{folder}/" if folder else ""
-            out.append(f"{where}*.{{{','.join(s.lstrip('.') for s in AUX_SUFFIXES)}}}")
-            out.append(f"{where}{weights}")
+        if not self.folders:
+            return out
+        named = [f for f in self.folders if f]
+        where = (("{" + ",".join(named) + "}/" if len(named) > 1 else f"{named[0]}/")
+                 if named else "")
+        if named and "" in self.folders:
+            out += self.__class__(folders=("",), diffusers=self.diffusers).patterns(fp16)
+        aux = ",".join(s.lstrip(".") for s in AUX_SUFFIXES)
+        out.append(f"{where}*.{{{aux}}}")
+        if fp16 and self.diffusers:
+            out.append(f"{where}*.fp16.safetensors  (the fp16 variant where the repo has one, "
+                       "else *.safetensors; *.bin only where there are no safetensors)")
+        else:
+            out.append(f"{where}*.safetensors  (without a variant; *.bin only where there are "
+                       "no safetensors)")
         return out
 
 
