@@ -16,8 +16,19 @@ from gitd.data.shapes import make_shapes
 
 
 def gitd(env, *args, timeout=600):
+    """A separate process (the compute node of the cluster flow)."""
     return subprocess.run([sys.executable, "-m", "gitd", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli(capsys, *args):
+    """The command in this process (starting a process costs seconds on a loaded machine):
+    (exit status, stdout, stderr)."""
+    from gitd.cli import main
+
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 def _closed_port() -> int:
@@ -67,16 +78,16 @@ def _is_unread(path: str) -> bool:
 
 
 def test_fetch_downloads_exactly_the_listed_files_then_runs_offline(local_hub, tiny_repos,
-                                                                    tmp_path):
+                                                                    tmp_path, capsys):
     for repo, folder in tiny_repos.items():
         local_hub.add_commit(repo, folder)
     models = ["--model", "img2img=org/tiny-sd", "--model", "score=org/tiny-clip",
               "--model", "captioner=org/tiny-blip"]
-    res = gitd(local_hub.env, "fetch", *models, "--dtype", "float32")
-    assert res.returncode == 0, res.stderr
+    rc, stdout, err = cli(capsys, "fetch", *models, "--dtype", "float32")
+    assert rc == 0, err
     listed = {}
     repo = None
-    for line in res.stdout.splitlines():
+    for line in stdout.splitlines():
         if not line.startswith(" ") and " @ " in line:
             repo = line.split(" @ ")[0]
         elif line.startswith("    ") and not line.strip().startswith("note:"):
@@ -89,7 +100,7 @@ def test_fetch_downloads_exactly_the_listed_files_then_runs_offline(local_hub, t
     assert not any(_is_unread(f"/{p}") for files in got.values() for p in files), got
     assert "unet/diffusion_pytorch_model.safetensors" in got["org/tiny-sd"]
     assert not any(".fp16." in p for p in got["org/tiny-sd"])  # --dtype float32
-    assert "3 repositories" in res.stdout.splitlines()[-1]
+    assert "3 repositories" in stdout.splitlines()[-1]
     # Everything in the cache is what was listed: nothing else arrived.
     for repo_id, files in listed.items():
         snaps = list((local_hub.cache / ("models--" + repo_id.replace("/", "--"))
@@ -114,50 +125,45 @@ def test_fetch_downloads_exactly_the_listed_files_then_runs_offline(local_hub, t
 
     # fp16 (what a CUDA run loads): only the fp16 variant files are new.
     local_hub.requests.clear()
-    res = gitd(local_hub.env, "fetch", "--model", "img2img=org/tiny-sd")
-    assert res.returncode == 0, res.stderr
+    rc, _, err = cli(capsys, "fetch", "--model", "img2img=org/tiny-sd")
+    assert rc == 0, err
     new = {p.removeprefix("org/tiny-sd/") for p in local_hub.downloads()}
     assert new and all(".fp16." in p for p in new), new
 
 
-def test_dry_run_needs_no_network(tmp_path):
-    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
-           "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "PATH": "/usr/bin:/bin"}
-    import os
-
-    env.update({k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "HOME")})
-    res = gitd(env, "fetch", "--dry-run", "--preset", "paper")
-    assert res.returncode == 0, res.stderr
-    text = res.stdout
+def test_dry_run_needs_no_network(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    rc, text, err = cli(capsys, "fetch", "--dry-run", "--preset", "paper")
+    assert rc == 0, err
     for repo in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-base-patch32",
                  "Salesforce/blip2-opt-6.7b-coco"):
         assert repo in text
     assert "revision main" in text and "model_index.json" in text
     assert "unet" in text and "*.fp16.safetensors" in text and "safety_checker" not in text
-    res = gitd(env, "fetch", "--dry-run", "--method", "pds", "--preset", "paper")
-    assert "sd2-community/stable-diffusion-2-1-unclip-small" in res.stdout
-    assert "stabilityai" not in res.stdout
-    res = gitd(env, "fetch", "--dry-run", "--finetune", "--caption", "--evaluate")
+    _, text, _ = cli(capsys, "fetch", "--dry-run", "--method", "pds", "--preset", "paper")
+    assert "sd2-community/stable-diffusion-2-1-unclip-small" in text
+    assert "stabilityai" not in text
+    _, text, _ = cli(capsys, "fetch", "--dry-run", "--finetune", "--caption", "--evaluate")
     for repo in ("llava-hf/llava-1.5-7b-hf", "timm/nfnet_l0", "google-bert/bert-base-uncased",
                  "openai/clip-vit-base-patch32"):
-        assert repo in res.stdout, res.stdout
+        assert repo in text, text
     # Without --dry-run, offline: one line saying why.
-    res = gitd(env, "fetch", "--preset", "paper")
-    assert res.returncode == 3 and "HF_HUB_OFFLINE is set" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    rc, _, err = cli(capsys, "fetch", "--preset", "paper")
+    assert rc == 3 and "HF_HUB_OFFLINE is set" in err and len(err.strip().splitlines()) == 1
 
 
-def test_every_missing_model_in_one_message_before_any_work(tmp_path):
-    import os
-
+def test_every_missing_model_in_one_message_before_any_work(tmp_path, monkeypatch, capsys):
     make_shapes(tmp_path / "data", train=4, test=1, size=32, seed=0, workers=1)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     out = tmp_path / "out"
-    res = gitd(env, "distill", tmp_path / "data" / "train.json", "--pairs", 2, "--method", "pds",
-               "--preset", "paper", "--recaption", "--captioner", "org/my-captioner",
-               "--out", out)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 3 and len(lines) == 1, res.stderr
+    rc, _, err = cli(capsys, "distill", tmp_path / "data" / "train.json", "--pairs", 2,
+                     "--method", "pds", "--preset", "paper", "--recaption", "--captioner",
+                     "org/my-captioner", "--out", out)
+    lines = [ln for ln in err.strip().splitlines() if "error" in ln]
+    assert rc == 3 and len(lines) == 1, err
     line = lines[0]
     assert "3 model(s) of this run cannot be loaded" in line
     for repo in ("openai/clip-vit-large-patch14",
@@ -166,6 +172,7 @@ def test_every_missing_model_in_one_message_before_any_work(tmp_path):
     # The preset's models by preset, the one changed by flag by name.
     assert "'gitd fetch --method pds --preset paper --model captioner=org/my-captioner'" in line
     assert not out.exists()
-    res = gitd(env, "finetune", tmp_path / "data" / "train.json", "--out", tmp_path / "run")
-    assert res.returncode == 3 and "2 model(s)" in res.stderr
-    assert "gitd fetch --finetune paper'" in res.stderr
+    rc, _, err = cli(capsys, "finetune", tmp_path / "data" / "train.json", "--out",
+                     tmp_path / "run", "--device", "cpu")
+    assert rc == 3 and "2 model(s)" in err and "gitd fetch --finetune paper'" in err
+    assert not (tmp_path / "run").exists()
