@@ -156,3 +156,40 @@ def test_unreachable_hub_uses_the_cache_or_says_so(local_hub, tiny_sd_folder, mo
     with pytest.raises(ModelUnavailableError, match="is not reachable") as err:
         build_vae("org/never-cached")
     assert "gitd fetch --model img2img=org/never-cached" in str(err.value)
+
+
+def test_no_default_id_of_any_preset_is_withdrawn():
+    """Every model id every preset of every method, fine-tuning, caption synthesis and the
+    evaluation encoders default to: none of the withdrawn SD 2.x family, none withdrawn at all;
+    PDS decodes with the sd2-community mirror."""
+    from gitd.models.encoders import encoder_needs
+    from gitd.models.fetch import needs_of_roles
+    from gitd.models.registry import describe_model, model_need
+    from gitd.registry import get_method, list_methods
+    from gitd.stages.caption_synthesis import PRESETS as CAPTION_PRESETS
+    from gitd.stages.caption_synthesis import command_settings
+    from gitd.stages.finetune.settings import PRESETS as FINETUNE_PRESETS
+    from gitd.stages.finetune.settings import FinetuneSettings
+
+    ids = set()
+    for name in list_methods("distill"):
+        cls = get_method(name)
+        for preset in cls.presets:
+            s = cls.configure(preset)
+            roles = cls(s).all_roles
+            ids |= {n.repo_id for n in needs_of_roles(roles, s)}
+            for role, spec in roles.items():  # the settings themselves, used or not
+                ids.add(spec.ref(s).name)
+    for preset in FINETUNE_PRESETS:
+        s = FinetuneSettings.from_preset(preset)
+        ids |= {s.diffusion_model, s.clip_model}
+    for preset in CAPTION_PRESETS:
+        ids.add(command_settings(preset).vlm)
+    ids |= {n.repo_id for n in encoder_needs()}
+    assert not any(i.startswith("stabilityai/stable-diffusion-2") for i in ids), ids
+    assert not set(WITHDRAWN) & ids, ids
+    assert "sd2-community/stable-diffusion-2-1-unclip-small" in ids
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in ids
+    old = "stabilityai/stable-diffusion-2-1-unclip-small"
+    assert describe_model("unclip", old)["resolved"] == WITHDRAWN[old]
+    assert model_need("unclip", old).repo_id == WITHDRAWN[old]

@@ -119,7 +119,8 @@ def explain_load_failure(exc: BaseException, *, name: str, what: str, folder: Pa
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         return ModelUnavailableError(
-            f"{label}: a file on disk is damaged: {bad[0]}{more}; {refresh}", exit_code=3)
+            f"{label}: a file on disk is damaged: {bad[0]}{more}; {refresh} (with --force, "
+            "which downloads every file again)", exit_code=3)
     if isinstance(exc, ImportError):
         return ModelUnavailableError(
             f"{label} needs a Python package that is not installed ({_first_line(exc)}); "

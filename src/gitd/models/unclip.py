@@ -86,7 +86,7 @@ def _tiny_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
         image_encoder=place(tiny._seeded(seed + 3, make_image_encoder), device, dtype),
         image_normalizer=place(StableUnCLIPImageNormalizer(embedding_dim=dim), device, dtype),
         image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-        tokenizer=tiny.bert_tokenizer(),
+        tokenizer=tiny.clip_tokenizer(),
         text_encoder=place(tiny._seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
                            device, dtype),
         unet=place(tiny._seeded(seed + 1, make_unet), device, dtype),
