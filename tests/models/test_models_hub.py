@@ -193,3 +193,13 @@ def test_no_default_id_of_any_preset_is_withdrawn():
     old = "stabilityai/stable-diffusion-2-1-unclip-small"
     assert describe_model("unclip", old)["resolved"] == WITHDRAWN[old]
     assert model_need("unclip", old).repo_id == WITHDRAWN[old]
+
+
+def test_a_refused_but_cached_model_is_used_with_a_warning(local_hub, tiny_sd_folder, caplog):
+    local_hub.add_commit("org/tiny-sd", tiny_sd_folder)
+    vae = build_vae("org/tiny-sd")
+    local_hub.fail("org/tiny-sd", 401, "GatedRepo")
+    with caplog.at_level("WARNING"):
+        again = build_vae("org/tiny-sd")
+    assert torch.equal(next(vae.parameters()), next(again.parameters()))
+    assert "gated or private" in caplog.text and "using the cached snapshot" in caplog.text

@@ -106,7 +106,8 @@ def check_models(needs: Iterable[Need | None], *,
         try:
             hub.remote_plan(need, fp16=False)
         except GitdError as exc:
-            refused.append(str(exc))
+            if hub.cached_snapshot(need.repo_id, need.revision) is None:
+                refused.append(str(exc))  # (a cached one is used, with a warning)
     if refused:
         raise ModelUnavailableError(f"{len(refused)} model(s) of this run cannot be had: "
                                     + " | ".join(refused), exit_code=3)

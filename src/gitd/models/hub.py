@@ -239,6 +239,8 @@ def download(plan: RemotePlan, *, force: bool = False) -> Path:
 
 
 def _check_space(need: Need, n_bytes: int) -> None:
+    if n_bytes <= 0:
+        return
     where = cache_dir()
     probe = where
     while not probe.exists() and probe != probe.parent:
@@ -321,7 +323,16 @@ def locate(need: Need, *, fp16: bool) -> tuple[Path, str | None]:
     at the hub's current commit) when online, the cached snapshot otherwise."""
     reason = offline_reason()
     if reason is None:
-        plan = remote_plan(need, fp16=fp16)
+        try:
+            plan = remote_plan(need, fp16=fp16)
+        except ModelUnavailableError as exc:
+            # The hub refuses (deleted, gated without a token, ...) what is on disk already:
+            # use that, saying so.
+            folder = cached_snapshot(need.repo_id, need.revision)
+            if folder is None:
+                raise
+            log.warning("%s: %s; using the cached snapshot %s", need.label, exc, folder.name[:12])
+            return folder, folder.name
         for note in plan.notes:
             log.info("%s: %s", need.label, note)
         todo = plan.missing_locally()

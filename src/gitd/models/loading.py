@@ -94,8 +94,7 @@ def refresh_hint(kind: str, name: str, revision: str | None) -> str:
     """The command that fetches ``name`` again (a folder: how to replace it)."""
     if hub.is_repo_id(name):
         return (f"refresh it with '{hub.FETCH} --model {kind}={name}"
-                f"{'@' + revision if revision else ''}' on a connected machine (or "
-                f"'hf download {name}')")
+                f"{'@' + revision if revision else ''}' on a connected machine")
     return "save it again from a current hub snapshot (save_pretrained) or pass a hub id"
 
 
