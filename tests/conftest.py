@@ -212,3 +212,44 @@ def local_hub(monkeypatch, tmp_path):
                "HF_HUB_DISABLE_TELEMETRY": "1"}
     yield hub
     hub.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2():
+    """Factory: ``tiny_blip2(folder, updated=...)`` saves a tiny BLIP-2 as a model folder."""
+    def save(folder, *, updated: bool):
+        """A tiny BLIP-2 (OPT decoder) as the hub has it: ``updated`` as after the 2024
+        processor update (``num_query_tokens`` on the processor, ``image_token_index`` in the
+        config), else as snapshots cached before it."""
+        from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                                  Blip2QFormerConfig, Blip2VisionConfig, BlipImageProcessor,
+                                  OPTConfig)
+
+        from gitd.models import tiny
+
+        tok = tiny.bert_tokenizer(max_length=64)
+        tok.model_input_names = ["input_ids", "attention_mask"]
+        tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        image_id = tok.convert_tokens_to_ids("<image>")
+        small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 4}
+        cfg = Blip2Config(
+            vision_config=Blip2VisionConfig(**small, image_size=32, patch_size=8).to_dict(),
+            qformer_config=Blip2QFormerConfig(**small, encoder_hidden_size=32,
+                                              vocab_size=len(tok)).to_dict(),
+            text_config=OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64,
+                                  num_hidden_layers=1, num_attention_heads=4,
+                                  word_embed_proj_dim=32, max_position_embeddings=128,
+                                  bos_token_id=101, eos_token_id=102, pad_token_id=0).to_dict(),
+            num_query_tokens=4, image_token_index=image_id if updated else None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Blip2ForConditionalGeneration(cfg).eval()
+        processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32,
+                                                                            "width": 32}),
+                                   tokenizer=tok, num_query_tokens=4 if updated else None)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        return folder
+
+    return save

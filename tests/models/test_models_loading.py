@@ -16,61 +16,25 @@ from gitd.models import build_captioner, build_score_model, build_vae
 GEN = {"num_captions": 2, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 4, "seeds": [0]}
 
 
-def save_tiny_blip2(folder, *, updated: bool):
-    """A tiny BLIP-2 (OPT decoder) as the hub has it: ``updated`` as after the 2024 processor
-    update (``num_query_tokens`` on the processor, ``image_token_index`` in the config), else as
-    snapshots cached before it."""
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                              Blip2QFormerConfig, Blip2VisionConfig, BlipImageProcessor,
-                              OPTConfig)
-
-    from gitd.models import tiny
-
-    tok = tiny.bert_tokenizer(max_length=64)
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_id = tok.convert_tokens_to_ids("<image>")
-    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-             "num_attention_heads": 4}
-    cfg = Blip2Config(
-        vision_config=Blip2VisionConfig(**small, image_size=32, patch_size=8).to_dict(),
-        qformer_config=Blip2QFormerConfig(**small, encoder_hidden_size=32,
-                                          vocab_size=len(tok)).to_dict(),
-        text_config=OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64,
-                              num_hidden_layers=1, num_attention_heads=4,
-                              word_embed_proj_dim=32, max_position_embeddings=128,
-                              bos_token_id=101, eos_token_id=102, pad_token_id=0).to_dict(),
-        num_query_tokens=4, image_token_index=image_id if updated else None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Blip2ForConditionalGeneration(cfg).eval()
-    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32,
-                                                                        "width": 32}),
-                               tokenizer=tok, num_query_tokens=4 if updated else None)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def test_outdated_blip2_folder_is_one_line_naming_the_fix(tmp_path):
-    old = save_tiny_blip2(tmp_path / "old", updated=False)
+def test_outdated_blip2_folder_is_one_line_naming_the_fix(tmp_path, tiny_blip2):
+    old = tiny_blip2(tmp_path / "old", updated=False)
     with pytest.raises(ModelUnavailableError) as err:
         build_captioner(str(old))
     msg = str(err.value)
     assert "\n" not in msg and "is outdated" in msg and str(old) in msg
     assert "config image_token_index" in msg and "processor num_query_tokens" in msg
-    new = save_tiny_blip2(tmp_path / "new", updated=True)
+    new = tiny_blip2(tmp_path / "new", updated=True)
     caps = build_captioner(str(new)).generate([Image.new("RGB", (40, 40), "red")], **GEN)
     assert len(caps[0]) == 2 and all(caps[0])
 
 
-def test_without_the_check_the_outdated_snapshot_crashes_in_generate(tmp_path):
+def test_without_the_check_the_outdated_snapshot_crashes_in_generate(tmp_path, tiny_blip2):
     """What the check prevents (issue 19, item 2): transformers 5 fails inside generate."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from gitd.models.captioner import Captioner
 
-    old = str(save_tiny_blip2(tmp_path / "old", updated=False))
+    old = str(tiny_blip2(tmp_path / "old", updated=False))
     cap = Captioner(AutoModelForImageTextToText.from_pretrained(old).eval(),
                     AutoProcessor.from_pretrained(old), name="old")
     with pytest.raises(TypeError):
@@ -78,12 +42,12 @@ def test_without_the_check_the_outdated_snapshot_crashes_in_generate(tmp_path):
 
 
 def test_outdated_hub_snapshot_online_follows_the_hub_offline_names_the_command(
-        local_hub, tmp_path, monkeypatch):
-    old = local_hub.add_commit("org/blip2", save_tiny_blip2(tmp_path / "old", updated=False))
+        local_hub, tmp_path, monkeypatch, tiny_blip2):
+    old = local_hub.add_commit("org/blip2", tiny_blip2(tmp_path / "old", updated=False))
     with pytest.raises(ModelUnavailableError, match="is outdated"):
         build_captioner("org/blip2")  # the hub itself has only the old files
     # The hub's files are updated: online, the new commit is loaded and works.
-    local_hub.add_commit("org/blip2", save_tiny_blip2(tmp_path / "new", updated=True))
+    local_hub.add_commit("org/blip2", tiny_blip2(tmp_path / "new", updated=True))
     cap = build_captioner("org/blip2")
     assert cap.processor.num_query_tokens == 4
     # Offline with the old commit pinned in the cache: one line with the refresh command.

@@ -167,8 +167,9 @@ def _timm_weights(name: str) -> Path:
     for filename in _TIMM_FILES:
         if (folder / filename).is_file():
             return folder / filename
-    raise ModelUnavailableError(f"image model {name!r}: {folder} holds no {' or '.join(_TIMM_FILES)}"
-                                f"; {hub.fetch_hint(need)}", exit_code=3)
+    raise ModelUnavailableError(f"image model {name!r}: {folder} holds no "
+                                f"{' or '.join(_TIMM_FILES)}; {hub.fetch_hint(need)}",
+                                exit_code=3)
 
 
 @contextlib.contextmanager

@@ -248,7 +248,8 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
         kwargs["subfolder"] = sub
     # A pipeline's vae/ is fetched with the pipeline ('gitd fetch --model img2img=ID').
     vae = load_pretrained(getattr(diffusers, cls).from_pretrained, name, what="VAE",
-                          kind="img2img" if sub else "vae", revision=revision, layout=_vae_layout(name, standalone), **kwargs)
+                          kind="img2img" if sub else "vae", revision=revision,
+                          layout=_vae_layout(name, standalone), **kwargs)
     return vae.to(device).eval()
 
 
