@@ -4,7 +4,7 @@ See docs/evaluation.md. Stable public API: ``gitd.evaluation.evaluate.evaluate(t
 **settings) -> dict`` and ``format_table(results)``. The retrieval model, its training, its
 protocols and metrics live in ``gitd.retrieval`` (below both evaluation and the selections that
 train it, such as forgetting); the encoders in ``gitd.models.encoders``; cached frozen features in
-``gitd.stages.features``.
+``gitd.models.features``.
 """
 
 __all__ = ["evaluate", "format_table"]

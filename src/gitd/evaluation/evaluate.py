@@ -172,7 +172,7 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     an identical run returns at once.
     """
     from gitd.models.encoders import image_model_identity, text_model_identity
-    from gitd.stages.features import cache_root
+    from gitd.models.features import cache_root
 
     started = time.time()
     seeds = check_positive_int("seeds", seeds)

@@ -62,9 +62,9 @@ def training_origin(train_ds) -> Origin:
     split = src.get("split")
     where = f"{src.get('path')}" + (f", split {split}" if split else "")
     try:
-        from gitd.data.formats import _load
-        source_ds, _ = _load(src.get("path"), src.get("image_root"), split, strict=False,
-                             allow_outside_root=False)
+        from gitd.data.formats import read_dataset
+        source_ds, _ = read_dataset(src.get("path"), src.get("image_root"), split, strict=False,
+                                    allow_outside_root=False)
         images += [image_ref(r.image) for r in source_ds]
         what = f"the source split the training pairs were made from ({where})"
     except (GitdError, TypeError) as exc:

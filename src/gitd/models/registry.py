@@ -1,12 +1,16 @@
 """One place that knows every model name (timm-style).
 
-Each *kind* of component (``vae``, ``img2img``, ``score``, ``captioner``; later ``unclip`` and
-others) has
+Each *kind* of component (``vae``, ``img2img``, ``text2img``, ``score``, ``captioner``; later
+``unclip`` and others) has
 
 * named builders, registered with ``@register(kind, "name", ...)``: the tiny offline models live
   here, and a method can add its own (e.g. a PDS unCLIP decoder under kind ``"unclip"``);
 * one default loader, registered with ``@register_loader(kind)``, used for any other name: a
   Hugging Face id or a local folder, loaded with ``from_pretrained``.
+
+``text2img`` has neither: it is *derived* from ``img2img`` (``DERIVED``), the same components
+under diffusers' text-to-image pipeline, so every name that builds an img2img pipeline builds
+one, from the same weights, and is untrained where that one is.
 
 Every builder is called as ``builder(name, *, device, dtype, seed, revision, **extra)`` and
 ``build(kind, name, ...)`` dispatches. Real weights load through ``load_pretrained``
@@ -26,24 +30,28 @@ from typing import Any, Callable
 import torch
 
 from gitd.errors import ConfigError
-from gitd.log import get_logger
 from gitd.models import files, hub
 from gitd.models.files import TRANSFORMERS, Layout
 from gitd.models.hub import Need, hub_offline  # noqa: F401  (re-exported)
 from gitd.models.loading import load_pretrained
 
-log = get_logger("gitd.models")
-
 Builder = Callable[..., Any]
 
-KINDS = ("vae", "img2img", "score", "captioner")
-_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
+KINDS = ("vae", "img2img", "text2img", "score", "captioner")
+# kind -> (the kind whose builders make its model, the conversion); text2img's is set below.
+DERIVED: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS if kind != "text2img"}
 _LOADERS: dict[str, Builder] = {}
 _LAYOUTS: dict[str, Callable[..., Layout]] = {}
 # What each kind is called in messages.
 WHAT = {"vae": "VAE", "img2img": "Stable Diffusion", "score": "score", "captioner": "captioner",
         "unclip": "Stable unCLIP"}
 _UNTRAINED: set[tuple[str, str]] = set()
+
+
+def base_kind(kind: str) -> str:
+    """The kind whose builders make a ``kind`` model: itself, or what a derived kind is from."""
+    return DERIVED[kind][0] if kind in DERIVED else kind
 
 
 def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Builder], Builder]:
@@ -53,6 +61,9 @@ def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Build
     """
     if not names:
         raise ValueError("register() needs at least one name")
+    if kind in DERIVED:
+        raise ValueError(f"{kind} models are built from {DERIVED[kind][0]} models: register "
+                         "the name there")
 
     def deco(builder: Builder) -> Builder:
         table = _BUILDERS.setdefault(kind, {})
@@ -84,20 +95,25 @@ def register_loader(kind: str, *, layout: Callable[..., Layout] | None = None
 def list_models(kind: str | None = None) -> dict[str, list[str]] | list[str]:
     """Registered names, per kind (or for one kind)."""
     if kind is not None:
-        return sorted(_BUILDERS.get(kind, {}))
-    return {k: sorted(v) for k, v in _BUILDERS.items()}
+        return sorted(_BUILDERS.get(base_kind(kind), {}))
+    return {k: list_models(k) for k in [*_BUILDERS, *DERIVED]}
 
 
 def is_untrained(kind: str, name: str) -> bool:
-    return (kind, name) in _UNTRAINED
+    return (base_kind(kind), name) in _UNTRAINED
 
 
 def build(kind: str, name: str, *, device: torch.device | str = "cpu",
           dtype: torch.dtype | str = torch.float32, seed: int = 0, revision: str | None = None,
           **extra: Any) -> Any:
     """Build the ``kind`` component called ``name`` on ``device`` in ``dtype``."""
+    if kind in DERIVED:
+        base, convert = DERIVED[kind]
+        return convert(build(base, name, device=device, dtype=dtype, seed=seed,
+                             revision=revision, **extra))
     if kind not in _BUILDERS:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(_BUILDERS)}")
+        raise ConfigError(f"unknown model kind {kind!r}; known: "
+                          f"{', '.join([*_BUILDERS, *DERIVED])}")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{kind} model name must be a non-empty string, got {name!r}")
     device = resolve_device(device) if isinstance(device, str) else device
@@ -166,7 +182,7 @@ def resolve_dtype(dtype: str | torch.dtype = "auto",
 # here, where model code has always imported them from.
 def model_layout(kind: str, name: str, **options: Any) -> Layout:
     """The files the ``kind`` loader reads from model ``name`` (``gitd.models.files``)."""
-    rule = _LAYOUTS.get(kind)
+    rule = _LAYOUTS.get(base_kind(kind))
     return rule(name, **options) if rule is not None else TRANSFORMERS
 
 
@@ -174,13 +190,14 @@ def model_need(kind: str, name: str, revision: str | None = None,
                **options: Any) -> Need | None:
     """The hub repository the ``kind`` model ``name`` is read from, and which of its files;
     None for a registered name (tiny, random weights) or a local folder."""
+    kind = base_kind(kind)  # a text2img model is read from its img2img pipeline's files
     if name in _BUILDERS.get(kind, {}) or not hub.is_repo_id(name):
         return None
     name = hub.resolve_alias(name)
     return Need(kind, name, revision, model_layout(kind, name, **options), WHAT.get(kind, kind))
 
 
-def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     # diffusers renamed torch_dtype to dtype and warns on the old name; older releases
     # (pyproject allows >= 0.30) know only torch_dtype. The helper below came with the rename.
     try:
@@ -243,7 +260,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
     import diffusers
 
     cls, sub = _vae_source(name, standalone)
-    kwargs = _diffusers_dtype_kwarg(dtype)
+    kwargs = diffusers_dtype_kwarg(dtype)
     if sub:
         kwargs["subfolder"] = sub
     # A pipeline's vae/ is fetched with the pipeline ('gitd fetch --model img2img=ID').
@@ -264,7 +281,7 @@ def _img2img_layout(name: str, **options: Any) -> Layout:
 def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    kwargs: dict[str, Any] = {**_diffusers_dtype_kwarg(dtype), "safety_checker": None,
+    kwargs: dict[str, Any] = {**diffusers_dtype_kwarg(dtype), "safety_checker": None,
                               "requires_safety_checker": False}
     if vae is not None:
         kwargs["vae"] = vae
@@ -275,6 +292,24 @@ def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **ext
     # gitd draws its own per-batch progress bar; diffusers' per-step bars would interleave.
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def text2img_pipeline(pipe):
+    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
+    scheduler (no safety checker, as EDGE samples); ``pipe`` itself if it is one already."""
+    from diffusers import StableDiffusionPipeline
+
+    if isinstance(pipe, StableDiffusionPipeline):
+        return pipe
+    out = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+DERIVED["text2img"] = ("img2img", text2img_pipeline)
 
 
 @register_loader("score")
@@ -383,7 +418,7 @@ def build_captioner(name: str, *, device="cpu", dtype=torch.float32, seed: int =
 def describe_model(kind: str, name: str, revision: str | None = None) -> dict[str, Any]:
     local = Path(name).expanduser()
     info: dict[str, Any] = {"kind": kind, "name": name, "revision": revision}
-    if name in _BUILDERS.get(kind, {}):
+    if name in _BUILDERS.get(base_kind(kind), {}):
         info["source"] = "registry"
     elif local.is_dir():
         info["source"] = "local"

@@ -547,10 +547,10 @@ def _details_section(manifest: dict) -> str:
 def render_report(out_dir: str | Path, *, results: list[str | Path] | None = None,
                   thumb_size: int = THUMB_SIZE) -> str:
     """The report of output folder ``out_dir`` as one self-contained HTML string."""
-    from gitd.errors import check_positive_int
     from gitd.log import progress
+    from gitd.settings import Interval, check
 
-    check_positive_int("thumb_size", thumb_size, minimum=16)
+    check("thumb_size", thumb_size, Interval(int, 16, None))
     out = Path(out_dir)
     manifest = load_manifest(out)
     items: list[dict] = manifest["items"]

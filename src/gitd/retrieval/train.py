@@ -30,7 +30,7 @@ from gitd.data.images import image_ref
 from gitd.errors import GitdError
 from gitd.models.encoders import (ImageEncoder, TextEncoder, build_image_encoder,
                                       build_text_encoder, resolve_device)
-from gitd.stages.features import (embed_images, embed_texts, image_loader,
+from gitd.models.features import (embed_images, embed_texts, image_loader,
                                       image_preprocessing, load_images)
 from gitd.retrieval.losses import in_batch_correct, info_nce
 from gitd.retrieval.model import RetrievalModel

@@ -28,7 +28,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from gitd.data.formats import dataset_fingerprint
 from gitd.data.images import ImageError, open_rgb
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
-from gitd.stages.encode import preprocess
+from gitd.stages.vae_encoding import preprocess
 from gitd.stages.finetune.losses import loss_terms
 from gitd.stages.finetune.objective import (EdgeModels, build_edge_models, draw_noise,
                                             image_features, pair_seed, sd_text_states,
@@ -134,7 +134,7 @@ class Trainer:
     def step(self, micro: list[tuple[torch.Tensor, list[str], list[int]]]) -> dict[str, float]:
         """One optimiser step over this process's micro-batches ``(pixels, captions, seeds)``;
         returns the loss terms of the whole batch (every process returns the same)."""
-        acc, s = self.acc, self.s
+        acc = self.acc
         self.optimizer.zero_grad(set_to_none=True)
         prepared = []
         for pixels, captions, seeds in micro:
@@ -408,6 +408,3 @@ def _checkpoint(run: Path, step: int, trainer: Trainer, acc, key: str, log_file)
         save_checkpoint(run / CHECKPOINT, step=step, params=trainer.params,
                         optimizer=trainer.optimizer, scaler=acc.scaler, key=key)
     acc.wait_for_everyone()
-
-
-__all__ = ["Trainer", "finetune", "make_accelerator", "resolve_mixed_precision"]
