@@ -177,13 +177,13 @@ def test_no_default_id_of_any_preset_is_withdrawn():
         for preset in cls.presets:
             s = cls.configure(preset)
             roles = cls(s).all_roles
-            ids |= {n.repo_id for n in needs_of_roles(roles, s)}
+            ids |= {n.repo_id for n in needs_of_roles(roles, s, used=cls.roles_used(s))}
             for role, spec in roles.items():  # the settings themselves, used or not
                 ids.add(spec.ref(s).name)
     for preset in FINETUNE_PRESETS:
         s = FinetuneSettings.from_preset(preset)
         ids |= {s.diffusion_model, s.clip_model}
-    for preset in CAPTION_PRESETS:
+    for preset in CAPTION_PRESETS.names:
         ids.add(command_settings(preset).vlm)
     ids |= {n.repo_id for n in encoder_needs()}
     assert not any(i.startswith("stabilityai/stable-diffusion-2") for i in ids), ids

@@ -107,6 +107,7 @@ def _distill_needs(given: dict, overrides: dict) -> list:
             settings = make_config(preset=preset, config_file=given.get("config"),
                                    method=name, **own)
             needs += needs_of_roles(cls(settings).all_roles, settings,
+                                    used=cls.roles_used(settings),
                                     label=f"{name} {settings.preset}: ")
     unknown = set(overrides) - {f for m in methods for f in field_names(get_method(m).Settings)}
     if unknown:

@@ -99,6 +99,3 @@ def clip_tokenizer(*, max_length: int = MAX_LENGTH):
     tok.model_max_length = max_length
     return tok
 
-
-__all__ = ["BOS_ID", "EOS_ID", "MAX_LENGTH", "VOCAB_SIZE", "bpe_path", "clip_tokenizer",
-           "vocabulary"]

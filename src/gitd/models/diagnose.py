@@ -167,6 +167,3 @@ def check_outdated(model: Any, processor: Any, *, name: str, what: str, source: 
             f"transformers {version('transformers')} needs (the hub's files were updated in "
             f"2024); {refresh}", exit_code=3)
 
-
-__all__ = ["REQUIRED_FIELDS", "check_outdated", "damaged_files", "explain_load_failure",
-           "not_a_model", "outdated_fields", "safetensors_problem"]

@@ -41,15 +41,16 @@ def merge(needs: Iterable[Need | None]) -> list[Need]:
     return list(out.values())
 
 
-def needs_of_roles(roles: dict[str, Any], settings: Any, *, given: Iterable[str] = (),
+def needs_of_roles(roles: dict[str, Any], settings: Any, *, used: Iterable[str],
                    label: str = "") -> list[Need]:
-    """The repositories the used roles of a method read (``gitd.models.roles.Role``), less
-    the roles given prebuilt."""
+    """The repositories the ``used`` roles of a method read (``gitd.models.roles.Role``:
+    ``ref(settings)``, ``options(settings)``)."""
     from gitd.models.registry import model_need
 
     out = []
+    used = set(used)
     for role, spec in roles.items():
-        if role in set(given) or not spec.is_used(settings):
+        if role not in used:
             continue
         ref = spec.ref(settings)
         need = model_need(ref.kind, ref.name, ref.revision, **spec.options(settings))
@@ -168,6 +169,3 @@ def fetch(needs: list[Need], *, fp16: bool, force: bool = False,
          f"downloaded) under {hub.cache_dir()}")
     return summary
 
-
-__all__ = ["check_models", "check_named", "dry_run", "fetch", "fetch_command", "merge",
-           "needs_of_roles"]

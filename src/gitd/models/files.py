@@ -204,7 +204,3 @@ def has_fp16(folder: Path, layout: Layout) -> tuple[bool, bool]:
             full = full or bool(_FULL.match(p.name) or _BIN.match(p.name))
     return half, full
 
-
-__all__ = ["Layout", "TRANSFORMERS", "has_fp16", "is_weight_file", "local_listing",
-           "missing_files", "pipeline", "pipeline_components", "read_model_index",
-           "select_files", "single_file", "subfolder"]

@@ -348,7 +348,3 @@ def locate(need: Need, *, fp16: bool) -> tuple[Path, str | None]:
                     reason, folder.name[:12])
     return folder, folder.name
 
-
-__all__ = ["FETCH", "Need", "RemotePlan", "WITHDRAWN", "cached_snapshot", "download", "explain",
-           "hub_offline", "hub_unreachable", "human_bytes", "is_repo_id", "locate",
-           "not_cached", "offline_reason", "remote_plan", "resolve_alias"]

@@ -160,6 +160,3 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
                 raise
             raise line from None
 
-
-__all__ = ["HUB_LOGGERS", "held_library_output", "load_pretrained", "refresh_hint",
-           "resolve_source"]
