@@ -10,9 +10,6 @@ from gitd.config import make_config
 from gitd.errors import ConfigError
 from gitd.models import build_captioner, build_score_model, build_vae, is_untrained, list_models
 from gitd.models import fullsize
-from gitd.models.tiny import BERT_VOCAB
-
-CLIP_BPE_VOCAB = 49408
 
 
 def millions(model) -> float:
@@ -27,11 +24,10 @@ def test_architectures_have_the_published_sizes():
             pytest.approx(859.52, abs=0.01)
         assert millions(AutoencoderKL(**fullsize.sd15_vae_kwargs())) == \
             pytest.approx(83.65, abs=0.01)
-        # the BERT vocabulary instead of CLIP's BPE: only the embedding table differs
-        text = millions(CLIPTextModel(fullsize.clip_l14_text_config()))
-        assert text + (CLIP_BPE_VOCAB - BERT_VOCAB) * 768 / 1e6 == pytest.approx(123.06, abs=0.01)
-        clip = millions(CLIPModel(fullsize.clip_b32_config()))
-        assert clip + (CLIP_BPE_VOCAB - BERT_VOCAB) * 512 / 1e6 == pytest.approx(151.28, abs=0.01)
+        # CLIP's own 49,408-token vocabulary: the published counts exactly
+        assert millions(CLIPTextModel(fullsize.clip_l14_text_config())) == \
+            pytest.approx(123.06, abs=0.01)
+        assert millions(CLIPModel(fullsize.clip_b32_config())) == pytest.approx(151.28, abs=0.01)
         assert millions(BlipForConditionalGeneration(fullsize.blip_base_config(30522))) == \
             pytest.approx(224.0, abs=0.5)
 
@@ -52,6 +48,15 @@ def test_registered_untrained_and_in_presets():
         # There is no full-size random-weight unCLIP: PDS has no random-* preset.
         with pytest.raises(ConfigError, match=f"unknown preset '{name}' for method pds"):
             make_config(name, method="pds")
+
+
+def test_random_paper_text_encoders_use_clips_tokenizer():
+    from transformers import CLIPTokenizer
+
+    score = build_score_model("random-clip-b32", seed=0)
+    assert isinstance(score.tokenizer, CLIPTokenizer) and len(score.tokenizer) == 49408
+    assert score.model.config.text_config.vocab_size == 49408
+    assert fullsize.clip_l14_text_config().vocab_size == 49408  # SD 1.5's text encoder
 
 
 def test_small_full_size_components_build_and_run():

@@ -49,7 +49,8 @@ def test_hub_ids_taesd_is_tiny_its_siblings_are_refused():
 def test_taesd_hub_id_offline_is_one_line():
     with pytest.raises(ModelUnavailableError) as err:
         build_vae("madebyollin/taesd", standalone=True)
-    assert "\n" not in str(err.value) and "hf download madebyollin/taesd" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "gitd fetch --model vae=madebyollin/taesd" in str(err.value)
 
 
 def test_folders_that_are_not_an_sd1_vae_are_refused(tmp_path, small_tiny_vae):

@@ -17,7 +17,7 @@ from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
 COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "benchmark", "report", "export",
-            "methods", "finetune", "caption")
+            "methods", "finetune", "caption", "fetch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,5 +39,13 @@ def run(args) -> int:
     given = vars(args)
     values = {k: v for k, v in given.items() if k not in _LOADING}
     settings = command_settings(given.get("preset"), **values)
+    from gitd.models.fetch import check_named
+    from gitd.stages.caption_synthesis import PRESETS
+
+    name = PRESETS.chosen(given.get("preset"))
+    preset = command_settings(name)
+    check_named([("captioner", settings.vlm, settings.vlm_revision)],
+                base=f"gitd fetch --caption {name}",
+                preset=[("captioner", preset.vlm, preset.vlm_revision)])
     print(caption_output(args.output, settings, dest=given.get("out")))
     return 0

@@ -110,6 +110,16 @@ def run(args) -> int:
     overrides = {k: v for k, v in given.items() if k not in _LOADING}
     settings = FinetuneSettings.from_preset(given.get("preset"), **overrides)
     settings.validate()
+    from gitd.models.fetch import check_named
+
+    # Every missing model in one message, before any work.
+    def models(s):
+        return [("img2img", s.diffusion_model, s.diffusion_revision),
+                ("score", s.clip_model, s.clip_revision)]
+
+    preset = given.get("preset") or "paper"
+    check_named(models(settings), base=f"gitd fetch --finetune {preset}",
+                preset=models(FinetuneSettings.from_preset(preset)))
     launched = any(v in os.environ for v in _LAUNCHED)
     n = _processes(given, settings.device)
     if n > 1 and not launched:

@@ -29,12 +29,14 @@ class EvaluateSettings:
                               "the first seed (seeds run first_seed .. first_seed + seeds - 1)",
                               metavar="S")
     image_model: str = setting("auto", Text(),
-                               "image encoder(s): auto (nfnet_l0 if cached, else "
-                               "efficientnet_lite0), efficientnet_lite0, or timm:NAME; a comma-"
+                               "image encoder(s): auto (nfnet_l0 when on disk or "
+                               "downloadable, else efficientnet_lite0 with a warning), "
+                               "efficientnet_lite0, or timm:NAME; a comma-"
                                "separated list evaluates every (image, text) encoder pair and "
                                "their mean", metavar="M[,M...]")
     text_model: str = setting("auto", Text(),
-                              "text encoder(s): auto (bert-base-uncased if cached, else minilm), "
+                              "text encoder(s): auto (google-bert/bert-base-uncased when on disk "
+                              "or downloadable, else minilm with a warning), "
                               "minilm, a Hugging Face name or folder; NAME@cls / NAME@mean picks "
                               "the pooling; a comma-separated list as --image-model",
                               metavar="M[,M...]")

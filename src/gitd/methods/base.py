@@ -123,6 +123,7 @@ class DistillMethod(Method):
         data_key = dataset_fingerprint(dataset)
         note_input_change(work, dataset, data_key)
         runner = PlanRunner(work, plan, data_key, models, dataset=dataset, on_unit=on_unit)
+        self.check_models(runner)
         runner.timings["load"] = round(time.perf_counter() - t0, 3)
         results = runner.run()
         pairs, extra = self.assemble(results)
@@ -155,6 +156,35 @@ class DistillMethod(Method):
                                                           "timings": runner.timings})
         log.info("wrote %d pairs to %s", len(pairs), out)
         return out
+
+    def check_models(self, runner: PlanRunner) -> None:
+        """Before any work: one message naming every model the stages still to run need that
+        cannot be had, with the 'gitd fetch' command that fetches them (a stage already done
+        needs no model)."""
+        from gitd.models.fetch import check_models, fetch_command, needs_of_roles
+        from gitd.store import Stage
+
+        models = runner.models
+        todo = [e for e in runner.plan if not e.cached
+                or not Stage(runner.work, e.name, runner.payloads[e]).done]
+        used = {r for e in todo for role in e.roles.values() for r in models.requires(role)}
+        s = self.settings
+        base = f"gitd fetch --method {self.name}" + (f" --preset {s.preset}" if s.preset else "")
+        covered = []
+        if s.preset:
+            preset = self.configure(s.preset)
+            covered = needs_of_roles(self.all_roles, preset, used=self.roles_used(preset))
+        check_models(needs_of_roles(self.all_roles, s, used=used - set(self.given_models)),
+                     command=lambda bad: fetch_command(bad, base=base, covered=covered))
+
+    @classmethod
+    def roles_used(cls, s: DistillSettings) -> set[str]:
+        """The model roles a run with these settings uses (its plan's, with shared ones)."""
+        from gitd.models.roles import Models
+
+        rt = Runtime.resolve("cpu", "float32")  # what a plan's roles do not depend on
+        roles = {**cls.roles, "vlm": VLM_ROLE}
+        return cls.full_plan(s, rt).roles_used(Models(roles, s, rt.device, rt.dtype).requires)
 
     def assemble(self, results: Results) -> tuple[list[OutputPair], dict[str, Any]]:
         """The output pairs from the finished plan's results (``results[entry]``,

@@ -28,6 +28,10 @@ from gitd.stages.embed import EmbedSettings, embed_stage
 from gitd.stages.prototypes import prototype_stage
 from gitd.stages.unclip import SynthesizeSettings, synthesize_stage
 
+# Stability AI withdrew stabilityai/stable-diffusion-2-1-unclip-small with the whole SD 2.x family
+# (Nov 2025); this is its community mirror (provenance: docs/pds.md). The old id still works.
+UNCLIP_MODEL = "sd2-community/stable-diffusion-2-1-unclip-small"
+
 
 @dataclass(frozen=True)
 class PdsSettings(ScoreFields, GenerationFields, DiffusionSwitch, PrototypeFields,
@@ -43,7 +47,7 @@ class PdsSettings(ScoreFields, GenerationFields, DiffusionSwitch, PrototypeField
     num_inference_steps: int = inherit(GenerationFields, "num_inference_steps", 100)
     guidance_scale: float = inherit(GenerationFields, "guidance_scale", 5.0)
     negative_prompt: str = inherit(GenerationFields, "negative_prompt", "text, watermark")
-    unclip_model: str = setting("stabilityai/stable-diffusion-2-1-unclip-small", Text(),
+    unclip_model: str = setting(UNCLIP_MODEL, Text(),
                                 "Stable unCLIP id or folder, or tiny-unclip")
     unclip_revision: str | None = setting(None, Text(), "revision (commit/tag) of the unCLIP "
                                           "model", optional=True, metavar="REV")
@@ -57,7 +61,7 @@ class PdsSettings(ScoreFields, GenerationFields, DiffusionSwitch, PrototypeField
 _CAPTION = {"num_captions": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 30,
             "caption_batch_size": 8}
 # 100 steps, CFG 5, noise level 10 (the paper's).
-_PAPER = {**_CAPTION, "unclip_model": "stabilityai/stable-diffusion-2-1-unclip-small",
+_PAPER = {**_CAPTION, "unclip_model": UNCLIP_MODEL,
           "score_model": "openai/clip-vit-large-patch14", "resolution": 768,
           "num_inference_steps": 100, "guidance_scale": 5.0, "noise_level": 10,
           "negative_prompt": "text, watermark", "filter_fraction": 0.2,

@@ -1,7 +1,8 @@
 """Stable unCLIP (image-variation) pipelines for prototype-guided synthesis, by name.
 
-``build_unclip("stabilityai/stable-diffusion-2-1-unclip-small")`` loads the real pipeline (its
-image embedder is CLIP ViT-L/14, 768-d); ``build_unclip("tiny-unclip")`` builds random-weight
+``build_unclip("sd2-community/stable-diffusion-2-1-unclip-small")`` loads the real pipeline (its
+image embedder is CLIP ViT-L/14, 768-d; the withdrawn ``stabilityai/`` id still resolves to this
+community mirror, see ``docs/pds.md``); ``build_unclip("tiny-unclip")`` builds random-weight
 components of the same classes from configs, offline, deterministic from the seed, conditioned
 on ``tiny-clip``-sized (32-d) image embeddings. Registered in the model registry as kind
 ``unclip``.
@@ -15,6 +16,7 @@ import torch
 
 from gitd.errors import ConfigError
 from gitd.models import tiny
+from gitd.models import files
 from gitd.models.registry import (diffusers_dtype_kwarg, build, load_pretrained, register,
                                   register_loader)
 
@@ -36,13 +38,19 @@ def check_embedding_match(pipe, embed_dim: int, *, score_model: str, unclip_mode
             "small) as --score-model")
 
 
-@register_loader("unclip")
+def _unclip_layout(name: str, **options) -> files.Layout:
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    return files.pipeline(StableUnCLIPImg2ImgPipeline)
+
+
+@register_loader("unclip", layout=_unclip_layout)
 def _load_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
     from diffusers import StableUnCLIPImg2ImgPipeline
 
     pipe = load_pretrained(StableUnCLIPImg2ImgPipeline.from_pretrained, name,
-                           what="Stable unCLIP", revision=revision,
-                           **diffusers_dtype_kwarg(dtype))
+                           what="Stable unCLIP", kind="unclip", revision=revision,
+                           layout=_unclip_layout(name), **diffusers_dtype_kwarg(dtype))
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -78,7 +86,7 @@ def _tiny_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
         image_encoder=place(tiny.make_seeded(seed + 3, make_image_encoder), device, dtype),
         image_normalizer=place(StableUnCLIPImageNormalizer(embedding_dim=dim), device, dtype),
         image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-        tokenizer=tiny.bert_tokenizer(),
+        tokenizer=tiny.clip_tokenizer(),
         text_encoder=place(tiny.make_seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
                            device, dtype),
         unet=place(tiny.make_seeded(seed + 1, make_unet), device, dtype),
