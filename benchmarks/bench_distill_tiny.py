@@ -24,7 +24,7 @@ from gitd.data.shapes import make_shapes
 from gitd.log import setup_logging
 from gitd.methods import distill
 
-STAGES = ("load", "encode", "cluster", "generate", "caption", "output")
+STAGES = ("load", "encode", "cluster", "img2img", "caption", "output")
 
 
 def main(argv: list[str] | None = None) -> int:

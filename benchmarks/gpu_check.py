@@ -12,9 +12,9 @@ the real architectures, so the real cost, no download):
   resolution), in ``--dtype``, with ``--offload auto``;
 * ``finetune-step``: one ``gitd finetune --preset random-paper`` step (batch 128) with
   ``--micro-batch auto`` (the micro-batch it chose is in the JSON);
-* ``encode-256``, ``encode-512``: VAE-encode throughput (``gitd.stages.encode.vae_latents``);
+* ``encode-256``, ``encode-512``: VAE-encode throughput (``gitd.stages.vae_encoding.vae_latents``);
 * ``clara``: CLARA k-medoids at Flickr30K's size (29,000 rows of 4x32x32 = 4,096 latent values,
-  k = 500) with the assignment passes on the GPU (``gitd.stages.cluster.clara``).
+  k = 500) with the assignment passes on the GPU (``gitd.stages.clara.clara``).
 
 For each: wall seconds, peak GPU memory (``torch.cuda.max_memory_allocated``; with ``--device
 cpu`` the process's private memory above what it held before, ``RssAnon``), the FLOPs of its
@@ -23,8 +23,10 @@ call at batch 1, times the number of such calls the run makes: UNet, VAE and CLI
 text encoders and captioners are left out, so the floor is a little low), the floor (FLOPs /
 the device's peak FLOP/s: the data sheet's dense fp16/bf16 tensor-core figure for the GPU's
 name, ``gitd.models.gpu.PEAK_FLOPS``, else a measured matmul) and the ratio seconds / floor.
-For the distill items the ratio is that of the generation stage alone (its seconds from the
-manifest, without model building); the whole run's seconds are listed too.
+For the distill items the ratio is that of the generation stage alone (``img2img``, ``unclip``
+or ``text2img``, as the methods' plans name it; its seconds from the manifest, without model
+building); the whole run's seconds are listed too. The presets are read from the one registry
+of presets (``gitd.presets``): a preset this script needs that a method lacks is one line.
 
 Without a CUDA GPU (and without ``--device cpu``) it says so in one line and exits 0. Exit
 status 1: some item failed (its error is in the table and the JSON). ``--smoke`` runs every
@@ -75,7 +77,8 @@ FULL = Sizes(preset="random-paper", finetune_preset="random-paper", images=26, p
              clara_rows=29_000, clara_dim=4 * 32 * 32, clara_k=500)
 SMOKE = Sizes(preset="tiny", finetune_preset="tiny", images=8, pairs=2, encode_sides=(32, 64),
               encode_images=8, encode_batch=4, clara_rows=1_500, clara_dim=64, clara_k=10)
-GENERATION_STAGE = {"gitd": "generate", "pds": "synthesize", "edge": "sample"}
+# The generation stage of each method's plan (gitd.plan), whose time the ratio is of.
+GENERATION_STAGE = {"gitd": "img2img", "pds": "unclip", "edge": "text2img"}
 
 
 @dataclass
@@ -218,23 +221,35 @@ def distill_flops(method: str, s, counter: Counter, n_images: int) -> dict[str, 
         pipe = counter.model("img2img", s.diffusion_model)
         steps = int(s.num_inference_steps * s.strength)
         images = s.pairs * s.num_candidates
-        return {"generate": images * (cfg * steps * counter.unet(pipe, s.resolution)
-                                      + counter.vae_decode(pipe.vae, s.resolution)),
+        return {"img2img": images * (cfg * steps * counter.unet(pipe, s.resolution)
+                                     + counter.vae_decode(pipe.vae, s.resolution)),
                 "encode": n_images * counter.vae_encode(pipe.vae, s.resolution)}
     if method == "pds":
         pipe = counter.model("unclip", s.unclip_model)
         embed = int(pipe.image_normalizer.config.embedding_dim)
         score = counter.model("score", s.score_model)
-        return {"synthesize": s.pairs * (cfg * s.num_inference_steps * counter.unet(
+        return {"unclip": s.pairs * (cfg * s.num_inference_steps * counter.unet(
                     pipe, s.resolution, image_embed=embed)
                     + counter.vae_decode(pipe.vae, s.resolution)),
                 "embed": n_images * counter.clip_image(score)}
+    # EDGE's text2img pipeline is the img2img pipeline's components: the same UNet and VAE.
     pipe = counter.model("img2img", s.diffusion_model)
-    return {"sample": s.pairs * (cfg * s.num_inference_steps * counter.unet(pipe, s.resolution)
+    return {"text2img": s.pairs * (cfg * s.num_inference_steps * counter.unet(pipe, s.resolution)
                                  + counter.vae_decode(pipe.vae, s.resolution))}
 
 
 # -- the items -----------------------------------------------------------------------------------
+def missing_presets(sizes: Sizes) -> list[str]:
+    """The presets the items run that the one registry of presets lacks ("owner/name")."""
+    import gitd.stages.finetune.settings  # noqa: F401  (registers gitd finetune's presets)
+    from gitd.presets import presets_of
+    from gitd.registry import discover
+
+    discover()  # the methods register their presets when their modules are imported
+    wanted = [(f"distill:{m}", sizes.preset) for m in GENERATION_STAGE]
+    wanted.append(("finetune", sizes.finetune_preset))
+    return [f"{owner}/{name}" for owner, name in wanted if name not in presets_of(owner).names]
+
 def dataset(root: Path, images: int, side: int) -> Path:
     from gitd.data.shapes import make_shapes
 
@@ -330,7 +345,7 @@ def encode_item(side: int, dev: Device, sizes: Sizes, counter: Counter) -> Resul
     import torch
 
     from gitd.models import build_vae
-    from gitd.stages.encode import vae_latents
+    from gitd.stages.vae_encoding import vae_latents
 
     out = Result(f"encode-{side}")
     vae_name = "random-sd15" if sizes.preset == "random-paper" else "tiny-sd"
@@ -359,7 +374,7 @@ def clara_item(dev: Device, sizes: Sizes) -> Result:
     import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gitd.stages.cluster import clara
+    from gitd.stages.clara import clara
 
     out = Result("clara")
     rng = np.random.default_rng(0)
@@ -462,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(quiet=True)
     dev = Device(args.device, args.dtype)
     sizes = SMOKE if args.smoke else FULL
+    missing = missing_presets(sizes)
+    if missing:
+        print(f"gpu_check: no preset {', '.join(missing)} in gitd.presets; this gitd cannot run "
+              "the check")
+        return 1
     t0 = time.perf_counter()
     results = run_all(dev, sizes, set(args.only) if args.only else None)
     total = time.perf_counter() - t0

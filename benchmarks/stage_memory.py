@@ -8,8 +8,10 @@ instead of the preset's 50-100: a stage's peak is one denoising step's (the same
 so fewer steps change the time, not the peak.
 
 A thread samples the child's private anonymous memory (``RssAnon``) every 20 ms. A stage runs
-from its folder being opened (``StageRunner.open``, where its models are built) to the next
-stage's. Per stage the table gives
+from the plan's executor calling it (``gitd.plan.StageCall``: its models are built in it, and
+released after it when no later stage needs them) to the next stage's call. The stages are
+named as the plans name them (``img2img``, ``unclip``, ``text2img``, ...). Per stage the table
+gives
 
 * *peak MiB*: the highest ``RssAnon`` during the stage minus what the child held before the
   run (interpreter, torch, the dataset), i.e. the models held then plus the stage's activations;
@@ -50,7 +52,7 @@ def worker(method: str, images: int, pairs: int, steps: int, work: Path) -> dict
     from gitd.methods import distill
     from gitd.models import offload
     from gitd.models.roles import Models
-    from gitd.store import StageRunner
+    from gitd.plan import StageCall
 
     s = make_config("random-paper", method=method, pairs=pairs, seed=0, device="cpu",
                     num_inference_steps=steps, **({"encode_workers": 0}
@@ -60,14 +62,15 @@ def worker(method: str, images: int, pairs: int, steps: int, work: Path) -> dict
 
     events: list[tuple[float, str]] = []
     built: dict[str, dict] = {}
-    open_stage, real_get = StageRunner.open, Models.get
+    start_call, real_get = StageCall.__init__, Models.get
 
-    def traced_open(self, name, prepare=None):
-        events.append((time.perf_counter(), name))
-        return open_stage(self, name, prepare)
+    def traced_call(self, runner, entry):
+        # The executor makes one StageCall per entry, right before running it.
+        events.append((time.perf_counter(), entry.name))
+        start_call(self, runner, entry)
 
     def traced_get(self, role):
-        new = role not in self._built
+        new = role not in self.built()
         model = real_get(self, role)
         if new:
             parts = offload.components(model)
@@ -76,7 +79,7 @@ def worker(method: str, images: int, pairs: int, steps: int, work: Path) -> dict
                            "fp16_mib": fp16 / 2**20}
         return model
 
-    StageRunner.open, Models.get = traced_open, traced_get
+    StageCall.__init__, Models.get = traced_call, traced_get
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -118,7 +121,7 @@ def finetune_worker(n: int) -> dict:
     from gitd.data import load_dataset
     from gitd.data.images import open_rgb
     from gitd.data.shapes import make_shapes
-    from gitd.stages.encode import preprocess
+    from gitd.stages.vae_encoding import preprocess
     from gitd.stages.finetune import FinetuneSettings, Trainer, build_edge_models
     from gitd.stages.finetune.objective import image_features, pair_seed, sd_text_states
     from gitd.stages.finetune.train import make_accelerator

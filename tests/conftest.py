@@ -191,3 +191,65 @@ def small_tiny_vae():
             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), **config).eval()
 
     return make
+
+
+@pytest.fixture
+def local_hub(monkeypatch, tmp_path):
+    """A local server answering the hub's API (``tests/hubserver.py``), with this process
+    online and pointed at it, and an empty Hugging Face cache in ``tmp_path/hf/hub``.
+    ``local_hub.env``: the same for a subprocess."""
+    from hubserver import LocalHub
+
+    hub = LocalHub()
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    hub.cache = cache
+    hub.env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"},
+               "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2():
+    """Factory: ``tiny_blip2(folder, updated=...)`` saves a tiny BLIP-2 as a model folder."""
+    def save(folder, *, updated: bool):
+        """A tiny BLIP-2 (OPT decoder) as the hub has it: ``updated`` as after the 2024
+        processor update (``num_query_tokens`` on the processor, ``image_token_index`` in the
+        config), else as snapshots cached before it."""
+        from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                                  Blip2QFormerConfig, Blip2VisionConfig, BlipImageProcessor,
+                                  OPTConfig)
+
+        from gitd.models import tiny
+
+        tok = tiny.bert_tokenizer(max_length=64)
+        tok.model_input_names = ["input_ids", "attention_mask"]
+        tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        image_id = tok.convert_tokens_to_ids("<image>")
+        small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 4}
+        cfg = Blip2Config(
+            vision_config=Blip2VisionConfig(**small, image_size=32, patch_size=8).to_dict(),
+            qformer_config=Blip2QFormerConfig(**small, encoder_hidden_size=32,
+                                              vocab_size=len(tok)).to_dict(),
+            text_config=OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64,
+                                  num_hidden_layers=1, num_attention_heads=4,
+                                  word_embed_proj_dim=32, max_position_embeddings=128,
+                                  bos_token_id=101, eos_token_id=102, pad_token_id=0).to_dict(),
+            num_query_tokens=4, image_token_index=image_id if updated else None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Blip2ForConditionalGeneration(cfg).eval()
+        processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32,
+                                                                            "width": 32}),
+                                   tokenizer=tok, num_query_tokens=4 if updated else None)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        return folder
+
+    return save

@@ -13,7 +13,7 @@ allowed, its help text, and whether it affects results. From that one declaratio
   (a work folder, a number of loader processes) is left out of every fingerprint, and that
   is visible where the field is declared, not decided beside the code that computes a key.
 
-Stage settings (``gitd.store.StageRunner``) are frozen dataclasses too; plain dataclass fields
+Stage settings (``gitd.plan``) are frozen dataclasses too; plain dataclass fields
 there are part of the key, and :func:`setting` marks the exceptions.
 """
 
@@ -249,6 +249,16 @@ def setting(default: Any, constraint: Constraint, help: str, *, optional: bool =
     return field(default=default, metadata={_META: meta})
 
 
+def inherit(owner: type, name: str, default: Any) -> Any:
+    """Field ``name`` of the settings group ``owner`` (a dataclass of shared fields) with
+    another default, for a method whose paper uses another value: the rule, help and flags stay
+    declared once, in the group."""
+    f = next((f for f in dataclasses.fields(owner) if f.name == name), None)
+    if f is None or declaration(f) is None:
+        raise TypeError(f"{owner.__qualname__} declares no setting {name!r}")
+    return field(default=default, metadata=f.metadata)
+
+
 def declaration(f: dataclasses.Field) -> Setting | None:
     return f.metadata.get(_META)
 
@@ -269,6 +279,18 @@ def validate(obj: Any) -> Any:
         if problem is not None:
             raise ConfigError(f"{f.name} {problem}")
     return obj
+
+
+def check(name: str, value: Any, constraint: Constraint, *, optional: bool = False) -> Any:
+    """One value against a rule, where a function is called outside declared settings (the
+    library API): the same rules and the same one-line ``ConfigError`` as ``validate``.
+    Returns the value."""
+    if value is None and optional:
+        return value
+    problem = constraint.problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name} {problem}")
+    return value
 
 
 def key_fields(cls_or_obj: Any) -> tuple[str, ...]:
@@ -364,10 +386,3 @@ def add_arguments(parser: argparse.ArgumentParser,
             text = helps[0]
         _add_flag(parser, name, decl, text)
     return {k: list(v) for k, v in decls.items()}
-
-
-__all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
-           "add_argument_for", "add_arguments", "declaration", "declared", "field_names",
-           "flags_of", "key_dict", "key_fields",
-           "setting", "validate"]
-

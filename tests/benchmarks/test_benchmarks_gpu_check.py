@@ -50,7 +50,8 @@ def test_smoke_runs_every_item_and_writes_the_json(tmp_path):
         assert item["error"] is None, (name, item["error"])
         assert item["seconds"] > 0 and item["peak_memory_mib"] is not None, name
         assert item["flops"] > 0 and item["floor_seconds"] > 0 and item["ratio"] > 0, name
-    for method, stage in (("gitd", "generate"), ("pds", "synthesize"), ("edge", "sample")):
+    # The generation stages as the methods' plans name them.
+    for method, stage in (("gitd", "img2img"), ("pds", "unclip"), ("edge", "text2img")):
         detail = items[f"distill-{method}"]["detail"]
         assert detail["ratio_stage"] == stage and detail["stages"][stage] > 0
         assert detail["flops_by_stage"][stage] == items[f"distill-{method}"]["flops"]
@@ -61,3 +62,16 @@ def test_smoke_runs_every_item_and_writes_the_json(tmp_path):
     assert items["clara"]["detail"]["rows"] == 1500
     # The table printed is the JSON's.
     assert "| distill-gitd |" in proc.stdout and f"wrote {out}" in proc.stdout
+
+
+def test_the_presets_it_runs_are_in_the_registry():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    assert gpu_check.missing_presets(gpu_check.FULL) == []
+    assert gpu_check.missing_presets(gpu_check.SMOKE) == []
+    other = gpu_check.Sizes(**{**gpu_check.SMOKE.__dict__, "preset": "nonesuch"})
+    assert gpu_check.missing_presets(other) == [f"distill:{m}/nonesuch"
+                                                for m in ("gitd", "pds", "edge")]

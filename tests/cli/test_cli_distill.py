@@ -39,8 +39,30 @@ def test_paper_preset_without_weights_is_one_quick_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 3, res.stderr
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("gitd distill: error: VAE model 'stable-diffusion-v1-5/")
+    # Every missing model of the run in the one line (issue 20 item 11), with the command that
+    # fetches them all (issue 19 item 9).
+    assert lines[0].startswith("gitd distill: error: 3 model(s) of this run cannot be loaded")
+    for model in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-base-patch32",
+                  "Salesforce/blip2-opt-6.7b-coco"):
+        assert model in lines[0], lines[0]
+    assert "gitd fetch --method gitd --preset paper'" in lines[0]
     assert "is not reachable" in lines[0] and "--preset tiny" in lines[0]
     assert not out.exists()
     # the hub libraries' retries alone sleep 1 + 2 + 4 + 8 + 8 = 23 s
     assert took - baseline < 12, (took, baseline)
+
+
+def test_an_outdated_captioner_folder_is_one_line_naming_it(tmp_path, tiny_blip2, capsys):
+    """Issue 19's check: a tiny local BLIP-2 whose config lacks image_token_index, as a
+    captioner of a run: one line naming the model and how to refresh it, no traceback."""
+    from gitd.cli import main
+
+    make_shapes(tmp_path / "data", train=4, test=1, size=32, seed=0, workers=1)
+    old = tiny_blip2(tmp_path / "blip2-old", updated=False)
+    rc = main(["distill", str(tmp_path / "data" / "train.json"), "--pairs", "2", "--preset",
+               "tiny", "--captioner", str(old), "--out", str(tmp_path / "out"), "--device",
+               "cpu", "-q"])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert rc == 3 and len(err) == 1, err
+    assert "captioner model" in err[0] and str(old) in err[0] and "is outdated" in err[0]
+    assert "image_token_index" in err[0] and "Traceback" not in err[0]

@@ -21,6 +21,8 @@ def raiser(exc):
      "gitd.stages.finetune.finetune", ("--micro-batch", "--gradient-checkpointing")),
     (["caption", "OUT", "--extra", "1", "--preset", "tiny"],
      "gitd.stages.caption_synthesis.caption_output", ("--offload", "--vlm-batch-size")),
+    (["benchmark", "data.json", "--test", "test.json", "--out", "BENCH"],
+     "gitd.benchmark.run.run_benchmark", ("--batch-size", "--image-size", "--config")),
 ])
 def test_cuda_out_of_memory_is_one_line_with_the_fixing_flags(argv, target, flags, monkeypatch,
                                                              capsys):
@@ -49,7 +51,8 @@ def test_another_runtime_error_is_still_a_bug_with_its_traceback(monkeypatch):
         main(["distill", "d.json", "--pairs", "2", "--out", "O", "--preset", "tiny"])
 
 
-@pytest.mark.parametrize("command", ["distill", "finetune", "caption", "evaluate", "select"])
+@pytest.mark.parametrize("command", ["distill", "finetune", "caption", "evaluate", "select",
+                                     "benchmark"])
 def test_every_flag_the_line_names_exists(command, capsys):
     import re
 
@@ -59,3 +62,18 @@ def test_every_flag_the_line_names_exists(command, capsys):
     help_text = capsys.readouterr().out
     for flag in re.findall(r"--[a-z][a-z-]+", FIXES[command]):
         assert flag in help_text, (command, flag)
+
+
+
+def test_the_benchmarks_config_file_can_set_offload(tmp_path):
+    # What the benchmark's line advises: its --config file (read as gitd distill --config reads
+    # it, for every distillation of the benchmark) sets offload.
+    import json
+
+    from gitd.config import make_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"offload": "model", "generate_batch_size": 1}))
+    for method in ("gitd", "pds", "edge"):
+        s = make_config("tiny", config_file=path, method=method)
+        assert (s.offload, s.generate_batch_size) == ("model", 1)

@@ -11,7 +11,6 @@ from gitd.config import make_config
 from gitd.models import build_captioner
 from gitd.models.captioner import Captioner, default_prompt, strip_prompt
 from gitd.models.roles import Runtime
-from gitd.store import plan_keys
 
 
 def tiny_blip2_opt(seed: int = 0) -> Captioner:
@@ -87,13 +86,12 @@ def test_the_prompt_is_part_of_the_caption_key_only():
     rt = Runtime.resolve("cpu")
     gitd = get_method("gitd")
 
-    def keys(**kw):
-        s = make_config("tiny", pairs=2, **kw)
-        return plan_keys(gitd.stages(s, rt), "data")
+    def plan(**kw):
+        return gitd.full_plan(make_config("tiny", pairs=2, **kw), rt)
 
-    plain, prompted = keys(), keys(caption_prompt="a photo of")
-    assert gitd.stages(make_config("tiny", pairs=2, caption_prompt="a photo of"),
-                       rt)["caption"].settings.prompt == "a photo of"
+    plain, prompted = plan().keys("data"), plan(caption_prompt="a photo of").keys("data")
+    caption = next(e for e in plan(caption_prompt="a photo of") if e.name == "caption")
+    assert caption.settings.prompt == "a photo of"
     assert plain["caption"] != prompted["caption"]
     assert all(plain[k] == prompted[k] for k in plain if k not in ("caption",
                                                                      "caption_synthesis"))

@@ -10,9 +10,6 @@ from gitd.config import make_config
 from gitd.errors import ConfigError
 from gitd.models import build_captioner, build_score_model, build_vae, is_untrained, list_models
 from gitd.models import fullsize
-from gitd.models.tiny import BERT_VOCAB
-
-CLIP_BPE_VOCAB = 49408
 
 
 def millions(model) -> float:
@@ -27,11 +24,10 @@ def test_architectures_have_the_published_sizes():
             pytest.approx(859.52, abs=0.01)
         assert millions(AutoencoderKL(**fullsize.sd15_vae_kwargs())) == \
             pytest.approx(83.65, abs=0.01)
-        # the BERT vocabulary instead of CLIP's BPE: only the embedding table differs
-        text = millions(CLIPTextModel(fullsize.clip_l14_text_config()))
-        assert text + (CLIP_BPE_VOCAB - BERT_VOCAB) * 768 / 1e6 == pytest.approx(123.06, abs=0.01)
-        clip = millions(CLIPModel(fullsize.clip_b32_config()))
-        assert clip + (CLIP_BPE_VOCAB - BERT_VOCAB) * 512 / 1e6 == pytest.approx(151.28, abs=0.01)
+        # CLIP's own 49,408-token vocabulary: the published counts exactly
+        assert millions(CLIPTextModel(fullsize.clip_l14_text_config())) == \
+            pytest.approx(123.06, abs=0.01)
+        assert millions(CLIPModel(fullsize.clip_b32_config())) == pytest.approx(151.28, abs=0.01)
         assert millions(BlipForConditionalGeneration(fullsize.blip_base_config(30522))) == \
             pytest.approx(224.0, abs=0.5)
 
@@ -52,6 +48,15 @@ def test_registered_untrained_and_in_presets():
     # PDS has random-paper (gitd.models.fullsize_unclip), not random-fast.
     with pytest.raises(ConfigError, match="unknown preset 'random-fast' for method pds"):
         make_config("random-fast", method="pds")
+
+
+def test_random_paper_text_encoders_use_clips_tokenizer():
+    from transformers import CLIPTokenizer
+
+    score = build_score_model("random-clip-b32", seed=0)
+    assert isinstance(score.tokenizer, CLIPTokenizer) and len(score.tokenizer) == 49408
+    assert score.model.config.text_config.vocab_size == 49408
+    assert fullsize.clip_l14_text_config().vocab_size == 49408  # SD 1.5's text encoder
 
 
 def test_small_full_size_components_build_and_run():
@@ -75,7 +80,7 @@ def test_small_full_size_components_build_and_run():
 def test_pds_random_paper_has_the_unclip_and_clip_l14_of_the_real_sizes():
     # Published: SD 2.1 UNet 865.9M (+3.6M of unCLIP's class-embedding projection), OpenCLIP
     # ViT-H/14 text to its penultimate layer 340.4M, CLIP ViT-L/14 vision with projection
-    # 304.0M, CLIP ViT-L/14 427.6M; BERT's vocabulary instead of CLIP's BPE as above.
+    # 304.0M, CLIP ViT-L/14 427.6M: exactly, now that the vocabulary is CLIP's.
     from diffusers import UNet2DConditionModel
     from transformers import CLIPVisionModelWithProjection
 
@@ -84,12 +89,13 @@ def test_pds_random_paper_has_the_unclip_and_clip_l14_of_the_real_sizes():
     with torch.device("meta"):
         assert millions(UNet2DConditionModel(**fu.sd21_unclip_unet_kwargs())) == \
             pytest.approx(869.52, abs=0.01)
-        text = millions(CLIPTextModel(fu.openclip_h14_text_config()))
-        assert text + (CLIP_BPE_VOCAB - BERT_VOCAB) * 1024 / 1e6 == pytest.approx(340.39, abs=0.01)
+        assert millions(CLIPTextModel(fu.openclip_h14_text_config())) == \
+            pytest.approx(340.39, abs=0.01)
         assert millions(CLIPVisionModelWithProjection(fu.clip_l14_vision_config())) == \
             pytest.approx(303.97, abs=0.01)
-        clip = millions(CLIPModel(fu.clip_l14_config()))
-        assert clip + (CLIP_BPE_VOCAB - BERT_VOCAB) * 768 / 1e6 == pytest.approx(427.62, abs=0.01)
+        assert millions(CLIPModel(fu.clip_l14_config())) == pytest.approx(427.62, abs=0.01)
+    assert fu.openclip_h14_text_config().vocab_size == 49408
+    assert fu.clip_l14_config().text_config.vocab_size == 49408
     names = list_models()
     assert "random-sd21-unclip" in names["unclip"] and "random-clip-l14" in names["score"]
     assert is_untrained("unclip", "random-sd21-unclip")

@@ -165,10 +165,54 @@ def test_models_place_large_kinds_by_the_decision_on_cuda(monkeypatch):
     models = roles.Models({"captioner": roles.Role("captioner", "cap"),
                            "score": roles.Role("score", "clip")}, S(), torch.device("cuda"),
                           torch.float32, offload="auto",
-                          uses={"caption": ("captioner", "score")})
+                          stage_roles=[("captioner", "score")])
     models.get("captioner")
     models.get("score")
     assert built_on == [("captioner", "cpu"), ("score", "cuda")]
     # 1 GiB free is less than the margin: every block waits in CPU memory.
     assert placed == [("captioner", "sequential", 0)]
     assert models.placement == {"captioner": "sequential"}
+
+
+def test_auto_reserves_room_for_the_models_that_share_the_roles_stage(monkeypatch):
+    """With 3 GiB free a tiny captioner fits alone (margin 1 + activations 1.5 GiB), but not
+    beside the CLIP score model its caption stage builds next (the plan's ``stage_roles``)."""
+    from dataclasses import dataclass
+
+    from gitd.models import gpu, roles
+
+    placed = []
+    monkeypatch.setattr(off, "apply_offload",
+                        lambda model, kind, mode, device, *, budget=None: placed.append(mode))
+    monkeypatch.setattr(gpu, "free_memory", lambda device: 3 * GIB)
+    monkeypatch.setattr(gpu, "release_memory", lambda device=None: None)
+    real_build = roles.build
+    monkeypatch.setattr(roles, "build", lambda kind, name, *, device, **kw: real_build(
+        kind, name, device="cpu", **kw))
+
+    @dataclass(frozen=True)
+    class S:
+        cap: str = "tiny-blip"
+        clip: str = "openai/clip-vit-large-patch14"
+        seed: int = 0
+
+    specs = {"captioner": roles.Role("captioner", "cap"), "score": roles.Role("score", "clip")}
+    for stage_roles in ([("captioner",)], [("captioner", "score")]):
+        roles.Models(specs, S(), torch.device("cuda"), torch.float32, offload="auto",
+                     stage_roles=stage_roles).get("captioner")
+    assert placed == ["none", "sequential"]
+
+
+def test_every_large_role_of_every_method_is_offloadable():
+    # EDGE's sampler is a text2img role (the plan's rename): offload must cover it as it covers
+    # GITD's img2img, PDS's unCLIP and the captioners; only VAEs and score models stay whole.
+    from gitd.methods.base import DistillMethod
+    from gitd.registry import get_method, list_methods
+
+    for name in list_methods("distill"):
+        method = get_method(name)
+        assert issubclass(method, DistillMethod)
+        for role, spec in {**method.roles, "vlm": None}.items():
+            kind = spec.kind if spec is not None else "captioner"
+            assert kind in off.OFFLOADABLE or kind in ("vae", "score"), (name, role, kind)
+            assert kind in off.DEFAULT_PARAMETERS and kind in off.ACTIVATION_BYTES

@@ -9,7 +9,8 @@ from PIL import Image
 
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.models import (build, build_captioner, build_img2img, build_score_model, build_vae,
-                         list_models, register, resolve_device, resolve_dtype)
+                         describe_model, is_untrained, list_models, register, resolve_device,
+                         resolve_dtype)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,14 +135,18 @@ def test_real_loaders_read_saved_local_folders(tmp_path):
     assert cap.generate([red()], **kw) == cap2.generate([red()], **kw)
 
 
-@pytest.mark.parametrize("builder", [build_vae, build_img2img, build_score_model, build_captioner])
-def test_unknown_model_offline_is_one_line(builder):
+@pytest.mark.parametrize("builder,kind", [(build_vae, "img2img"), (build_img2img, "img2img"),
+                                          (build_score_model, "score"),
+                                          (build_captioner, "captioner")])
+def test_unknown_model_offline_is_one_line(builder, kind):
     with pytest.raises(ModelUnavailableError) as err:
         builder("gitd-test-nobody/no-such-model")
     msg = str(err.value)
     assert "\n" not in msg
-    assert "gitd-test-nobody/no-such-model" in msg
-    assert "hf download gitd-test-nobody/no-such-model" in msg and "--preset tiny" in msg
+    assert "gitd-test-nobody/no-such-model" in msg and "HF_HUB_OFFLINE is set" in msg
+    # The fix is 'gitd fetch' for exactly this model (issue 19: every missing-model line).
+    assert f"gitd fetch --model {kind}=gitd-test-nobody/no-such-model" in msg
+    assert "--preset tiny" in msg
 
 
 def test_missing_local_folder_is_one_line(tmp_path):
@@ -164,6 +169,19 @@ def test_register_a_new_kind_and_name():
         build("no-such-kind", "x")
 
 
+def test_text2img_is_derived_from_every_img2img_name():
+    # EDGE samples text-to-image from its diffusion model: every img2img name builds one, from
+    # the same weights, untrained where that one is; no name can be registered for it alone.
+    assert list_models("text2img") == list_models("img2img")
+    assert "text2img" in list_models()
+    assert is_untrained("text2img", "tiny-sd") and not is_untrained("text2img", "some/sd-id")
+    info = describe_model("text2img", "tiny-sd")
+    assert info["kind"] == "text2img" and info["source"] == "registry" and info["untrained"]
+    assert describe_model("text2img", "some/sd-id")["source"] == "huggingface"
+    with pytest.raises(ValueError, match="register the name there"):
+        register("text2img", "mine")
+
+
 def _closed_port() -> int:
     import socket
     with socket.socket() as s:
@@ -171,45 +189,63 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_load_pretrained_holds_library_noise_and_asks_the_hub_last(monkeypatch, capsys,
-                                                                   caplog):
+def _cached_snapshot(cache, repo_id, files, commit="a" * 40):
+    """A snapshot in a Hugging Face cache layout (refs/main -> snapshots/<commit>/...)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name, text in files.items():
+        path = repo / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return repo / "snapshots" / commit
+
+
+def test_load_pretrained_holds_library_noise_and_never_asks_a_dead_hub(monkeypatch, capsys,
+                                                                        caplog, tmp_path):
     """A failing load is one error without the libraries' log lines or warnings; a working
-    one lets them through. The local cache is tried first; the hub only once it answers."""
+    one lets them through. A dead hub is never handed to the library: the cached snapshot is
+    read (with a warning that it may be outdated), or the error says the hub is unreachable."""
     import logging
     import warnings
 
     from gitd.models import load_pretrained
 
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     calls = []
 
     def noisy(source, **kw):
-        calls.append(kw.get("local_files_only", False))
+        calls.append((source, kw.get("local_files_only", False)))
         logging.getLogger("huggingface_hub").warning("Retrying in 1s [Retry 1/5].")
         warnings.warn("deprecated thing", FutureWarning)
-        raise OSError(f"{source} does not appear to have a file named config.json")
+        raise OSError(f"{source} does not appear to have a file named model.safetensors")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set") as e:
         load_pretrained(noisy, "org/model", what="VAE")
-    assert e.value.exit_code == 3 and calls == [True]
+    assert e.value.exit_code == 3 and calls == []
+    snap = _cached_snapshot(tmp_path / "hub", "org/model", {"preprocessor_config.json": "{}"})
+    with pytest.raises(ModelUnavailableError, match="lacks a file the loader reads") as e:
+        load_pretrained(noisy, "org/model", what="VAE")
+    assert calls == [(str(snap), True)]  # the snapshot folder, never the network
     captured = capsys.readouterr()
     assert captured.err == "" and "Retrying" not in caplog.text
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     calls.clear()
     with pytest.raises(ModelUnavailableError, match="is not reachable"):
-        load_pretrained(noisy, "org/model", what="VAE")
-    assert calls == [True]  # the cache only: the dead hub is never handed to the library
+        load_pretrained(noisy, "org/other", what="VAE")
+    assert calls == []
     assert "Retrying" not in caplog.text and capsys.readouterr().err == ""
 
     def fine(source, **kw):
         logging.getLogger("huggingface_hub").warning("a useful note")
         return "model"
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert load_pretrained(fine, "org/model", what="VAE") == "model"
-    assert "a useful note" in caplog.text + capsys.readouterr().err
+    out = caplog.text + capsys.readouterr().err
+    assert "a useful note" in out and "is not reachable" in out and "may be outdated" in out
 
 
 def test_stage_folders_wait_for_their_models(tmp_path):

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from gitd.models.roles import (
-    ModelRef,
-    Models,
-    Role,
-    describe_roles,
-    roles_needed_after,
-    untrained,
-)
+from gitd.models.roles import ModelRef, Models, Role, describe_roles, untrained
 
 
 @dataclass(frozen=True)
@@ -25,8 +19,15 @@ class S:
     diffusion: bool = True
 
 
+@dataclass(frozen=True)
+class Step:
+    version: ClassVar[int] = 1
+
+    n: int
+
+
 ROLES = {"vae": Role("vae", "sd", "sd_rev"),
-         "img2img": Role("img2img", "sd", "sd_rev", shares=("vae",), used=lambda s: s.diffusion),
+         "img2img": Role("img2img", "sd", "sd_rev", shares=("vae",)),
          "score": Role("score", "clip")}
 
 
@@ -51,7 +52,8 @@ def test_refs_and_description_follow_the_settings():
     assert ROLES["img2img"].ref(s) == ModelRef("img2img", "tiny-sd", "abc", seed=0)
     real = S(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", seed=7)
     assert ROLES["vae"].ref(real).seed is None
-    d = describe_roles(ROLES, s)
+    # Whether a role is used is the run's plan's business (here: /D, no img2img stage).
+    d = describe_roles(ROLES, s, used={"vae"})
     assert d["img2img"]["used"] is False and d["vae"]["used"] is True
     assert d["vae"] == {"kind": "vae", "name": "tiny-sd", "revision": "abc", "source": "registry",
                         "untrained": True, "used": True}
@@ -62,55 +64,78 @@ def test_refs_and_description_follow_the_settings():
     assert not untrained({"x": {"untrained": True, "used": False}})
 
 
-# -- releasing models a run no longer needs ----------------------------------------------------
-PLAN = ["encode", "cluster", "generate", "caption", "caption_synthesis"]
-USES = {"encode": ("vae",), "generate": ("img2img", "score"), "caption": ("captioner", "score"),
-        "caption_synthesis": ("vlm",)}
-ALL = {**ROLES, "captioner": Role("captioner", "sd"), "vlm": Role("captioner", "sd")}
+def test_released_models_are_built_again_given_ones_stay():
+    marker = object()
+    models = Models(ROLES, S(), torch.device("cpu"), torch.float32, {"score": marker})
+    assert models.requires("img2img") == {"img2img", "vae"}
+    vae = models.get("vae")
+    models.release("vae")
+    assert "vae" not in models._built
+    again = models.get("vae")
+    assert again is not vae and type(again) is type(vae)
+    # Same seed, same random weights: a rebuilt model computes what the first one did.
+    assert all(torch.equal(a, b) for a, b in zip(vae.parameters(), again.parameters()))
+    models.release("score")
+    assert models.get("score") is marker
 
 
-def test_roles_needed_after_each_stage():
-    need = lambda stage: roles_needed_after(stage, PLAN, USES, ALL)
-    # img2img shares the VAE: it stays until generation is over.
-    assert need("encode") == {"img2img", "vae", "score", "captioner", "vlm"}
-    assert need("generate") == {"captioner", "score", "vlm"}
-    assert need("caption") == {"vlm"}
-    assert need("caption_synthesis") == set()
-    # A stage the plan does not hold (an ablation) releases nothing any stage uses.
-    assert need("sample") == {"img2img", "vae", "score", "captioner", "vlm"}
+def test_a_factory_builds_the_roles_model_in_another_process():
+    import pickle
+
+    s = S()
+    roles = {**ROLES, "taesd": Role("vae", "sd", source=lambda s: ("tiny-sd", None,
+                                                                   {"standalone": True}))}
+    models = Models(roles, s, torch.device("cpu"), torch.float32)
+    factory = pickle.loads(pickle.dumps(models.factory("taesd")))
+    # The role's name, revision, seed, dtype and builder options travel with it.
+    assert factory.args == ("vae", "tiny-sd")
+    assert factory.keywords == {"device": "cpu", "dtype": torch.float32, "seed": 0,
+                                "revision": None, "standalone": True}
+    built = factory()
+    assert all(torch.equal(a, b) for a, b in zip(built.parameters(),
+                                                 models.get("taesd").parameters()))
 
 
-def test_release_drops_the_model_and_a_later_get_builds_it_again():
+# -- giving memory back (issue 19 item 3) --------------------------------------------------------
+def test_release_frees_the_model_and_a_shared_vae_lives_with_its_last_holder():
     import gc
     import weakref
 
-    models = Models(ROLES, S(), torch.device("cpu"), torch.float32, uses={"generate": ("img2img",)})
+    models = Models(ROLES, S(), torch.device("cpu"), torch.float32)
     pipe = models.get("img2img")
-    alive = weakref.ref(pipe.unet)
+    unet, vae = weakref.ref(pipe.unet), weakref.ref(pipe.vae)
     del pipe
     assert models.release("img2img") is True
-    assert models.release("img2img") is False
+    assert models.release("img2img") is False  # not built (any more)
     gc.collect()
-    # the VAE role still holds the shared VAE, but nothing holds the UNet any more
-    assert alive() is None and models.built() == ["vae"]
-    assert models.get("img2img").vae is models.get("vae")
+    # Nothing holds the UNet any more; the VAE role still holds the VAE the pipeline shared.
+    assert unet() is None and vae() is not None and models.built() == ["vae"]
+    models.release("vae")
+    gc.collect()
+    assert vae() is None and models.built() == []
 
 
-def test_release_after_keeps_what_later_stages_use():
-    models = Models(ROLES, S(), torch.device("cpu"), torch.float32,
-                    uses={"encode": ("vae",), "generate": ("img2img", "score")})
-    models.get("vae")
-    assert models.release_after("encode", ["encode", "generate"]) == []  # img2img shares it
-    models.get("img2img")
-    models.get("score")
-    assert sorted(models.release_after("generate", ["encode", "generate"])) == \
-        ["img2img", "score", "vae"]
+def test_the_plan_runner_releases_real_models_after_their_last_stage(tmp_path):
+    """Real tiny models through the executor: each stage sees only what it and later stages
+    need; a no-op ``release`` would leave the VAE and the pipeline held while captioning."""
+    from gitd.plan import Plan, PlanRunner
+
+    held: dict[str, list[str]] = {}
+
+    def uses(*names):
+        def run(call):
+            for name in names:
+                call.model(name)
+            held[call.name] = sorted(call.runner.models.built())
+            return call.value(lambda: None)
+        return run
+
+    p = Plan()
+    p.add("encode", Step(1), uses("vae"), roles={"vae": "vae"}, cached=False)
+    p.add("img2img", Step(2), uses("pipe"), roles={"pipe": "img2img"}, cached=False)
+    p.add("caption", Step(3), uses("score"), roles={"score": "score"}, cached=False)
+    models = Models(ROLES, S(), torch.device("cpu"), torch.float32)
+    PlanRunner(None, p, "d" * 16, models).run()
+    # The VAE stays through img2img (the pipeline shares it), then both go before captioning.
+    assert held == {"encode": ["vae"], "img2img": ["img2img", "vae"], "caption": ["score"]}
     assert models.built() == []
-
-
-def test_a_released_given_model_comes_back_as_given():
-    marker = object()
-    models = Models(ROLES, S(), torch.device("cpu"), torch.float32, {"score": marker})
-    assert models.release("score")
-    assert models.get("score") is marker
-

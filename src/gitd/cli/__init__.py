@@ -16,8 +16,8 @@ from gitd.errors import GitdError, environment_error
 from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export", "methods",
-            "finetune", "caption")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "benchmark", "report", "export",
+            "methods", "finetune", "caption", "fetch")
 
 
 def build_parser() -> argparse.ArgumentParser:

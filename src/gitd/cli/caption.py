@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(sub):
+    from gitd.presets import add_preset_argument
     from gitd.settings import add_arguments
     from gitd.stages.caption_synthesis import PRESETS, CaptionCommandSettings
 
@@ -24,9 +25,7 @@ def add_parser(sub):
     p.add_argument("output", metavar="OUT", help="a gitd output folder (or its annotations.json)")
     p.add_argument("--out", "-o", metavar="DEST", help="write the result here instead of "
                                                        "rewriting OUT")
-    p.add_argument("--preset", choices=tuple(PRESETS),
-                   help="model preset (default paper: llava-hf/llava-1.5-7b-hf; tiny: a "
-                        "random-weight LLaVA, offline)")
+    add_preset_argument(p, [PRESETS], "model preset")
     add_arguments(p, [("caption", CaptionCommandSettings)])
     return p
 
@@ -39,6 +38,14 @@ def run(args) -> int:
 
     given = vars(args)
     values = {k: v for k, v in given.items() if k not in _LOADING}
-    settings = command_settings(given.get("preset", "paper"), **values)
+    settings = command_settings(given.get("preset"), **values)
+    from gitd.models.fetch import check_named
+    from gitd.stages.caption_synthesis import PRESETS
+
+    name = PRESETS.chosen(given.get("preset"))
+    preset = command_settings(name)
+    check_named([("captioner", settings.vlm, settings.vlm_revision)],
+                base=f"gitd fetch --caption {name}",
+                preset=[("captioner", preset.vlm, preset.vlm_revision)])
     print(caption_output(args.output, settings, dest=given.get("out")))
     return 0

@@ -13,6 +13,9 @@ FIXES = {
     "caption": "--offload model (or sequential: least memory) or a smaller --vlm-batch-size",
     "evaluate": "a smaller --batch-size or --image-size",
     "select": "a smaller --image-size, or --device cpu",
+    # gitd benchmark makes sets with gitd distill/select, then evaluates them.
+    "benchmark": "a smaller --batch-size or --image-size for the evaluation, or a --config file "
+                 "setting offload: model and smaller batch sizes for the distillations",
 }
 GENERIC = "smaller batches or a smaller resolution"
 
@@ -31,6 +34,3 @@ def out_of_memory_line(command: str | None) -> str:
     fixes = FIXES.get(command or "", GENERIC)
     return (f"the GPU ran out of memory; retry with {fixes} (other processes on the GPU count "
             "too: see nvidia-smi); finished work is kept, re-run the command to resume")
-
-
-__all__ = ["FIXES", "is_out_of_memory", "out_of_memory_line"]

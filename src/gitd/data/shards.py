@@ -27,9 +27,7 @@ from typing import Any, Iterator
 
 from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
-from gitd.log import get_logger, progress
-
-log = get_logger("data.shards")
+from gitd.log import progress
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 CAPTION_SUFFIX = "txt"
@@ -271,7 +269,3 @@ def shards_of(ds: Dataset) -> list[Path]:
         if isinstance(r.image, TarMember):
             out.setdefault(r.image.shard, None)
     return list(out)
-
-
-__all__ = ["IMAGE_SUFFIXES", "TarMember", "is_tar_file", "load_shards", "shard_paths",
-           "shards_of"]

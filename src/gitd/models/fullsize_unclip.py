@@ -14,26 +14,20 @@ output is noise and manifests say ``"untrained": true``.
 * ``random-clip-l14`` (kind ``score``): CLIP ViT-L/14 (224 px), the score model that embeds the
   data for PDS and whose image embeddings condition the decoder.
 
-The text encoders use the tiny models' BERT WordPiece vocabulary (30,522 tokens) instead of
-CLIP's 49,408 BPE tokens; only the embedding tables differ (a lookup, no FLOPs).
+The text encoders tokenise with CLIP's own tokenizer (49,408 BPE tokens, 77 positions,
+``gitd.models.clip_tokenizer``), as OpenCLIP's and OpenAI's text towers do, and have the real
+embedding tables, so every parameter count is the published one.
 """
 
 from __future__ import annotations
 
 import torch
 
+from gitd.models.clip_tokenizer import clip_tokenizer
 from gitd.models.fullsize import sd15_vae_kwargs
 from gitd.models.registry import register
-from gitd.models.tiny import (
-    BERT_VOCAB,
-    CLS_ID,
-    PAD_ID,
-    SEP_ID,
-    TEXT_MAX_LENGTH,
-    _place,
-    _seeded,
-    bert_tokenizer,
-)
+from gitd.models.tiny import (CLIP_TEXT_IDS, CLIP_VOCAB, TEXT_MAX_LENGTH, make_seeded,
+                              place_model)
 
 CLIP_L14_EMBED = 768
 
@@ -53,10 +47,10 @@ def openclip_h14_text_config():
     """OpenCLIP ViT-H/14's text tower to its penultimate layer, as SD 2.x's text encoder."""
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=BERT_VOCAB, hidden_size=1024, intermediate_size=4096,
+    return CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=1024, intermediate_size=4096,
                           num_hidden_layers=23, num_attention_heads=16, hidden_act="gelu",
                           max_position_embeddings=TEXT_MAX_LENGTH, projection_dim=1024,
-                          bos_token_id=CLS_ID, eos_token_id=SEP_ID, pad_token_id=PAD_ID)
+                          **CLIP_TEXT_IDS)
 
 
 def clip_l14_vision_config():
@@ -70,11 +64,10 @@ def clip_l14_vision_config():
 def clip_l14_config():
     from transformers import CLIPConfig, CLIPTextConfig
 
-    text = CLIPTextConfig(vocab_size=BERT_VOCAB, hidden_size=768, intermediate_size=3072,
+    text = CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=768, intermediate_size=3072,
                           num_hidden_layers=12, num_attention_heads=12,
                           max_position_embeddings=TEXT_MAX_LENGTH, projection_dim=CLIP_L14_EMBED,
-                          hidden_act="quick_gelu", bos_token_id=CLS_ID, eos_token_id=SEP_ID,
-                          pad_token_id=PAD_ID)
+                          hidden_act="quick_gelu", **CLIP_TEXT_IDS)
     return CLIPConfig(text_config=text.to_dict(), vision_config=clip_l14_vision_config().to_dict(),
                       projection_dim=CLIP_L14_EMBED)
 
@@ -100,24 +93,23 @@ def build_unclip(name="random-sd21-unclip", *, device="cpu", dtype=torch.float32
     )
     from transformers import CLIPTextModel, CLIPVisionModelWithProjection
 
+    def seeded(offset: int, make):
+        return place_model(make_seeded(seed + offset, make), device, dtype)
+
     pipe = StableUnCLIPImg2ImgPipeline(
         feature_extractor=_image_processor(),
-        image_encoder=_place(_seeded(seed + 3, lambda: CLIPVisionModelWithProjection(
-            clip_l14_vision_config())), device, dtype),
-        image_normalizer=_place(StableUnCLIPImageNormalizer(embedding_dim=CLIP_L14_EMBED),
-                                device, dtype),
+        image_encoder=seeded(3, lambda: CLIPVisionModelWithProjection(clip_l14_vision_config())),
+        image_normalizer=place_model(StableUnCLIPImageNormalizer(embedding_dim=CLIP_L14_EMBED),
+                                     device, dtype),
         image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000,
                                               beta_schedule="squaredcos_cap_v2"),
-        tokenizer=bert_tokenizer(),
-        text_encoder=_place(_seeded(seed + 2, lambda: CLIPTextModel(openclip_h14_text_config())),
-                            device, dtype),
-        unet=_place(_seeded(seed + 1, lambda: UNet2DConditionModel(
-            **sd21_unclip_unet_kwargs())), device, dtype),
+        tokenizer=clip_tokenizer(),
+        text_encoder=seeded(2, lambda: CLIPTextModel(openclip_h14_text_config())),
+        unet=seeded(1, lambda: UNet2DConditionModel(**sd21_unclip_unet_kwargs())),
         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012,
                                 beta_schedule="scaled_linear", prediction_type="v_prediction",
                                 clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-        vae=_place(_seeded(seed, lambda: AutoencoderKL(**{**sd15_vae_kwargs(),
-                                                           "sample_size": 768})), device, dtype))
+        vae=seeded(0, lambda: AutoencoderKL(**{**sd15_vae_kwargs(), "sample_size": 768})))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -129,9 +121,6 @@ def build_score_model(name="random-clip-l14", *, device="cpu", dtype=torch.float
 
     from gitd.models.scoring import ScoreModel
 
-    model = _place(_seeded(seed, lambda: CLIPModel(clip_l14_config())), device, dtype)
-    return ScoreModel(model, bert_tokenizer(), _image_processor(), name=name)
+    model = place_model(make_seeded(seed, lambda: CLIPModel(clip_l14_config())), device, dtype)
+    return ScoreModel(model, clip_tokenizer(), _image_processor(), name=name)
 
-
-__all__ = ["build_score_model", "build_unclip", "clip_l14_config", "clip_l14_vision_config",
-           "openclip_h14_text_config", "sd21_unclip_unet_kwargs"]

@@ -72,7 +72,3 @@ def peak_flops_from_name(name: str) -> float | None:
         if re.search(pattern, name):
             return flops
     return None
-
-
-__all__ = ["PEAK_FLOPS", "bf16_native", "free_memory", "peak_flops_from_name",
-           "release_memory"]

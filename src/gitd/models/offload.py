@@ -36,7 +36,8 @@ log = get_logger("gitd.models")
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
 # Registry kinds offload applies to: diffusers pipelines and transformers captioners/VLMs.
-OFFLOADABLE = ("img2img", "unclip", "captioner")
+# text2img (EDGE's sampler) is SD's img2img pipeline's components as a text-to-image pipeline.
+OFFLOADABLE = ("img2img", "text2img", "unclip", "captioner")
 GIB = 1024 ** 3
 
 # Parameters of the models the presets name, for reserving room for a role not built yet
@@ -45,6 +46,8 @@ GIB = 1024 ** 3
 PARAMETERS: dict[tuple[str, str], float] = {
     ("img2img", "stable-diffusion-v1-5/stable-diffusion-v1-5"): 1066.2e6,  # UNet+text+VAE
     ("img2img", "random-sd15"): 1066.2e6,
+    ("text2img", "stable-diffusion-v1-5/stable-diffusion-v1-5"): 1066.2e6,
+    ("text2img", "random-sd15"): 1066.2e6,
     ("vae", "stable-diffusion-v1-5/stable-diffusion-v1-5"): 83.7e6,
     ("vae", "random-sd15"): 83.7e6,
     ("score", "openai/clip-vit-base-patch32"): 151.3e6,
@@ -62,17 +65,18 @@ PARAMETERS: dict[tuple[str, str], float] = {
 # An unknown name of a kind: as large as the largest the presets use, so that auto errs on
 # the side of offloading.
 DEFAULT_PARAMETERS = {"vae": 83.7e6, "score": 427.6e6, "img2img": 1066.2e6,
-                      "unclip": 1597.5e6, "captioner": 7750e6}
+                      "text2img": 1066.2e6, "unclip": 1597.5e6, "captioner": 7750e6}
 
 # Room for activations while a model runs at the paper presets' batch sizes, in fp16: the peak
 # of each stage measured on the CPU with the full-size random models in float32, less their
 # weights, halved (docs/models.md#gpu-memory, benchmarks/stage_memory.py): GITD's encode (batch
-# 16 at 512 px) 5.1 GiB, generate 3.2, EDGE's sample 1.0, PDS's synthesize 1.9, embed 0.3, BLIP
+# 16 at 512 px) 5.1 GiB, img2img 3.2, EDGE's text2img 1.0, PDS's unclip 1.9, embed 0.3, BLIP
 # base captioning 0.5. CPU kernels keep more alive than the GPU's fused attention, so these are
-# upper bounds. The captioners' 1.5 is an estimate for the 7B ones (KV cache and vision tower
-# at batch 1), not measured.
+# upper bounds. text2img keeps img2img's room (the same SD pipeline; EDGE's sampler had it
+# when it was built as an img2img role). The captioners' 1.5 is an estimate for the 7B ones
+# (KV cache and vision tower at batch 1), not measured.
 ACTIVATION_BYTES = {"vae": 5.0 * GIB, "score": 0.5 * GIB, "img2img": 3.5 * GIB,
-                    "unclip": 2.0 * GIB, "captioner": 1.5 * GIB}
+                    "text2img": 3.5 * GIB, "unclip": 2.0 * GIB, "captioner": 1.5 * GIB}
 # What the CUDA context, the allocator's fragmentation and other small tensors take besides.
 MARGIN_BYTES = 1.0 * GIB
 
@@ -234,25 +238,3 @@ def describe_need(need: Need) -> str:
     return (f"weights {need.weights / GIB:.1f} GiB, largest part {need.largest / GIB:.1f} GiB, "
             f"activations {need.activations / GIB:.1f} GiB, the stage's other models "
             f"{need.others / GIB:.1f} GiB")
-
-
-__all__ = [
-    "ACTIVATION_BYTES",
-    "MARGIN_BYTES",
-    "OFFLOADABLE",
-    "OFFLOAD_MODES",
-    "PARAMETERS",
-    "Need",
-    "OffloadFields",
-    "apply_offload",
-    "choose_offload",
-    "components",
-    "describe_need",
-    "dtype_bytes",
-    "estimate_bytes",
-    "gpu_budget",
-    "largest_part",
-    "module_bytes",
-    "place",
-    "transformers_device_map",
-]

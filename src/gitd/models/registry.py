@@ -1,43 +1,57 @@
 """One place that knows every model name (timm-style).
 
-Each *kind* of component (``vae``, ``img2img``, ``score``, ``captioner``; later ``unclip`` and
-others) has
+Each *kind* of component (``vae``, ``img2img``, ``text2img``, ``score``, ``captioner``; later
+``unclip`` and others) has
 
 * named builders, registered with ``@register(kind, "name", ...)``: the tiny offline models live
   here, and a method can add its own (e.g. a PDS unCLIP decoder under kind ``"unclip"``);
 * one default loader, registered with ``@register_loader(kind)``, used for any other name: a
   Hugging Face id or a local folder, loaded with ``from_pretrained``.
 
+``text2img`` has neither: it is *derived* from ``img2img`` (``DERIVED``), the same components
+under diffusers' text-to-image pipeline, so every name that builds an img2img pipeline builds
+one, from the same weights, and is untrained where that one is.
+
 Every builder is called as ``builder(name, *, device, dtype, seed, revision, **extra)`` and
-``build(kind, name, ...)`` dispatches. Real weights load with ``trust_remote_code=False`` (there is
-no switch to turn it on), from the local cache first, and from the hub only when it is not there
-(and ``HF_HUB_OFFLINE`` is not set); a model that is neither on disk nor reachable is a one-line
-``ModelUnavailableError``, quickly and without the hub libraries' warnings.
+``build(kind, name, ...)`` dispatches. Real weights load through ``load_pretrained``
+(``gitd.models.loading``): ``trust_remote_code=False`` (there is no switch to turn it on); a hub
+id is read from its snapshot in the local cache, brought up to the hub's current commit first
+when online; a model that cannot be had is a one-line ``ModelUnavailableError`` naming the cause
+and its fix. A loader also says which files it reads (``register_loader(kind, layout=...)``,
+``model_layout``, ``model_need``), which is what ``gitd fetch`` downloads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from gitd.errors import ConfigError, GitdError, ModelUnavailableError
-from gitd.log import get_logger, is_quiet
-
-log = get_logger("gitd.models")
+from gitd.errors import ConfigError
+from gitd.models import files, hub
+from gitd.models.files import TRANSFORMERS, Layout
+from gitd.models.hub import Need, hub_offline  # noqa: F401  (re-exported)
+from gitd.models.loading import load_pretrained
 
 Builder = Callable[..., Any]
 
-KINDS = ("vae", "img2img", "score", "captioner")
-_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
+KINDS = ("vae", "img2img", "text2img", "score", "captioner")
+# kind -> (the kind whose builders make its model, the conversion); text2img's is set below.
+DERIVED: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS if kind != "text2img"}
 _LOADERS: dict[str, Builder] = {}
+_LAYOUTS: dict[str, Callable[..., Layout]] = {}
+# What each kind is called in messages.
+WHAT = {"vae": "VAE", "img2img": "Stable Diffusion", "score": "score", "captioner": "captioner",
+        "unclip": "Stable unCLIP"}
 _UNTRAINED: set[tuple[str, str]] = set()
+
+
+def base_kind(kind: str) -> str:
+    """The kind whose builders make a ``kind`` model: itself, or what a derived kind is from."""
+    return DERIVED[kind][0] if kind in DERIVED else kind
 
 
 def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Builder], Builder]:
@@ -47,6 +61,9 @@ def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Build
     """
     if not names:
         raise ValueError("register() needs at least one name")
+    if kind in DERIVED:
+        raise ValueError(f"{kind} models are built from {DERIVED[kind][0]} models: register "
+                         "the name there")
 
     def deco(builder: Builder) -> Builder:
         table = _BUILDERS.setdefault(kind, {})
@@ -59,12 +76,17 @@ def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Build
     return deco
 
 
-def register_loader(kind: str) -> Callable[[Builder], Builder]:
-    """Register the loader used for names of ``kind`` that no builder claims (hub ids, folders)."""
+def register_loader(kind: str, *, layout: Callable[..., Layout] | None = None
+                    ) -> Callable[[Builder], Builder]:
+    """Register the loader used for names of ``kind`` that no builder claims (hub ids, folders).
+    ``layout(name, **options)``: the files it reads (default: a transformers model's), which
+    ``gitd fetch`` downloads."""
 
     def deco(loader: Builder) -> Builder:
         _BUILDERS.setdefault(kind, {})
         _LOADERS[kind] = loader
+        if layout is not None:
+            _LAYOUTS[kind] = layout
         return loader
 
     return deco
@@ -73,24 +95,31 @@ def register_loader(kind: str) -> Callable[[Builder], Builder]:
 def list_models(kind: str | None = None) -> dict[str, list[str]] | list[str]:
     """Registered names, per kind (or for one kind)."""
     if kind is not None:
-        return sorted(_BUILDERS.get(kind, {}))
-    return {k: sorted(v) for k, v in _BUILDERS.items()}
+        return sorted(_BUILDERS.get(base_kind(kind), {}))
+    return {k: list_models(k) for k in [*_BUILDERS, *DERIVED]}
 
 
 def is_untrained(kind: str, name: str) -> bool:
-    return (kind, name) in _UNTRAINED
+    return (base_kind(kind), name) in _UNTRAINED
 
 
 def build(kind: str, name: str, *, device: torch.device | str = "cpu",
           dtype: torch.dtype | str = torch.float32, seed: int = 0, revision: str | None = None,
           **extra: Any) -> Any:
     """Build the ``kind`` component called ``name`` on ``device`` in ``dtype``."""
+    if kind in DERIVED:
+        base, convert = DERIVED[kind]
+        return convert(build(base, name, device=device, dtype=dtype, seed=seed,
+                             revision=revision, **extra))
     if kind not in _BUILDERS:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(_BUILDERS)}")
+        raise ConfigError(f"unknown model kind {kind!r}; known: "
+                          f"{', '.join([*_BUILDERS, *DERIVED])}")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{kind} model name must be a non-empty string, got {name!r}")
     device = resolve_device(device) if isinstance(device, str) else device
     dtype = resolve_dtype(dtype, device)
+    if name not in _BUILDERS[kind]:
+        name = hub.resolve_alias(name)
     builder = _BUILDERS[kind].get(name) or _LOADERS.get(kind)
     if builder is None:
         raise ConfigError(f"unknown {kind} model {name!r}; registered: "
@@ -149,156 +178,26 @@ def resolve_dtype(dtype: str | torch.dtype = "auto",
 
 
 # -- loading real weights ----------------------------------------------------------------------
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+# ``load_pretrained`` (gitd.models.loading) and ``hub_offline`` (gitd.models.hub) are re-exported
+# here, where model code has always imported them from.
+def model_layout(kind: str, name: str, **options: Any) -> Layout:
+    """The files the ``kind`` loader reads from model ``name`` (``gitd.models.files``)."""
+    rule = _LAYOUTS.get(base_kind(kind))
+    return rule(name, **options) if rule is not None else TRANSFORMERS
 
 
-def _unavailable(model_id: str, what: str, why: BaseException | str) -> ModelUnavailableError:
-    if isinstance(why, BaseException):
-        reason = "HF_HUB_OFFLINE is set" if hub_offline() else "not reachable"
-        detail = " ".join(str(why).split()) or type(why).__name__
-        if len(detail) > 140:
-            detail = detail[:137].rsplit(" ", 1)[0] + "..."
-        why = f"{reason}: {detail}"
-    return ModelUnavailableError(
-        f"{what} model {model_id!r} is not on disk and cannot be downloaded ({why}); "
-        f"fetch it on a connected machine with 'hf download {model_id}' and copy the cache here "
-        f"(or set HF_HOME to it), or pass a local folder; '--preset tiny' runs fully offline",
-        exit_code=3)
+def model_need(kind: str, name: str, revision: str | None = None,
+               **options: Any) -> Need | None:
+    """The hub repository the ``kind`` model ``name`` is read from, and which of its files;
+    None for a registered name (tiny, random weights) or a local folder."""
+    kind = base_kind(kind)  # a text2img model is read from its img2img pipeline's files
+    if name in _BUILDERS.get(kind, {}) or not hub.is_repo_id(name):
+        return None
+    name = hub.resolve_alias(name)
+    return Need(kind, name, revision, model_layout(kind, name, **options), WHAT.get(kind, kind))
 
 
-def _quiet_loading_bars() -> None:
-    # --quiet hides progress bars; the libraries draw their own while loading weights.
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    tlog.disable_progress_bar()
-    dlog.disable_progress_bar()
-
-
-HUB_LOGGERS = ("huggingface_hub", "transformers", "diffusers")
-# Seconds to wait for the hub to answer before calling it unreachable (env GITD_HUB_TIMEOUT).
-HUB_TIMEOUT = 5.0
-
-
-class _Held(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def _held_library_output():
-    """Hold the hub libraries' log records and Python warnings while a model loads: a load that
-    fails becomes gitd's one line without them (retry notices, deprecations); a load that works
-    lets them through afterwards, as they were."""
-    held = _Held()
-    saved = []
-    for name in HUB_LOGGERS:
-        lg = logging.getLogger(name)
-        saved.append((lg, lg.handlers[:], lg.propagate))
-        lg.handlers = [held]
-        lg.propagate = False
-    ok = False
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            yield
-        ok = True
-    finally:
-        for lg, handlers, propagate in saved:
-            # A library imported during the load set up its own handler: keep that one.
-            added = [h for h in lg.handlers if h is not held and h not in handlers]
-            lg.handlers = handlers + added
-            if not added:
-                lg.propagate = propagate
-        if ok:
-            for record in held.records:
-                target = logging.getLogger(record.name)
-                if record.levelno >= target.getEffectiveLevel():
-                    target.handle(record)
-            for w in caught:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-
-
-def _hub_unreachable() -> str | None:
-    """None when the hub endpoint answers at all; otherwise why it does not. One request with a
-    short timeout and no retries: the hub libraries retry a dead connection for half a minute."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    endpoint = constants.ENDPOINT
-    try:
-        timeout = float(os.environ.get("GITD_HUB_TIMEOUT", HUB_TIMEOUT))
-    except ValueError:
-        timeout = HUB_TIMEOUT
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
-    except urllib.error.HTTPError:
-        return None  # an HTTP answer, even an error, means the hub is there
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"the hub {endpoint} is not reachable: {' '.join(str(reason).split())[:100]}"
-    return None
-
-
-def _call(load: Callable[..., Any], source: str, model_id: str, what: str,
-          kwargs: dict[str, Any]) -> Any:
-    try:
-        return load(source, **kwargs)
-    except GitdError:
-        raise
-    except (OSError, ValueError, ImportError, KeyError) as exc:
-        # from_pretrained reports missing files, an offline hub, a bad id and a folder without
-        # weights through these types; all mean "this model cannot be had here".
-        raise _unavailable(model_id, what, exc) from None
-    except Exception as exc:  # huggingface_hub's HTTP errors do not share a base with the above
-        if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
-            raise _unavailable(model_id, what, exc) from None
-        raise
-
-
-def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
-                    revision: str | None = None, **kwargs: Any) -> Any:
-    """``load(model_id, ...)`` (a ``from_pretrained``) with gitd's safety and offline rules.
-
-    A hub id is looked up in the local cache first (``local_files_only``: no network); only
-    when it is not there, and ``HF_HUB_OFFLINE`` is not set, is the hub asked, after one quick
-    check that it answers at all. A model that cannot be had is one ``ModelUnavailableError``
-    line, with none of the libraries' warnings before it.
-    """
-    local = Path(model_id).expanduser()
-    source = str(local) if local.is_dir() else model_id
-    if not local.is_dir() and (model_id.startswith((".", "~", os.sep)) or local.exists()):
-        # A path, not a hub id: suggesting 'hf download /some/path' would only confuse.
-        raise ModelUnavailableError(f"{what} model folder {model_id} does not exist or is not a "
-                                    "folder; '--preset tiny' runs fully offline", exit_code=3)
-    kwargs.setdefault("trust_remote_code", False)
-    if kwargs["trust_remote_code"]:
-        raise ConfigError("trust_remote_code is not allowed for models loaded by gitd")
-    if revision is not None and not local.is_dir():
-        kwargs["revision"] = revision
-    if is_quiet():
-        _quiet_loading_bars()
-    with _held_library_output():
-        if local.is_dir() or hub_offline():
-            return _call(load, source, model_id, what, {**kwargs, "local_files_only": True})
-        try:
-            return _call(load, source, model_id, what, {**kwargs, "local_files_only": True})
-        except ModelUnavailableError:
-            pass  # not in the local cache: ask the hub
-        why = _hub_unreachable()
-        if why is not None:
-            raise _unavailable(model_id, what, why)
-        return _call(load, source, model_id, what, kwargs)
-
-
-def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     # diffusers renamed torch_dtype to dtype and warns on the old name; older releases
     # (pyproject allows >= 0.30) know only torch_dtype. The helper below came with the rename.
     try:
@@ -350,34 +249,67 @@ def _vae_source(model_id: str, standalone: bool) -> tuple[str, str | None]:
     return "AutoencoderKL", None if standalone else "vae"
 
 
-@register_loader("vae")
+def _vae_layout(name: str, standalone: bool = False, **options: Any) -> Layout:
+    _, sub = _vae_source(name, standalone)
+    return files.subfolder(sub) if sub else files.Layout(diffusers=True)
+
+
+@register_loader("vae", layout=_vae_layout)
 def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, **extra):
     """``AutoencoderKL`` (SD's VAE) or ``AutoencoderTiny`` (TAESD), by ``_vae_source``."""
     import diffusers
 
     cls, sub = _vae_source(name, standalone)
-    kwargs = _diffusers_dtype_kwarg(dtype)
+    kwargs = diffusers_dtype_kwarg(dtype)
     if sub:
         kwargs["subfolder"] = sub
+    # A pipeline's vae/ is fetched with the pipeline ('gitd fetch --model img2img=ID').
     vae = load_pretrained(getattr(diffusers, cls).from_pretrained, name, what="VAE",
-                          revision=revision, **kwargs)
+                          kind="img2img" if sub else "vae", revision=revision,
+                          layout=_vae_layout(name, standalone), **kwargs)
     return vae.to(device).eval()
 
 
-@register_loader("img2img")
+def _img2img_layout(name: str, **options: Any) -> Layout:
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    # The safety checker is passed as None, so its folder (1.2 GB for SD 1.5) is never read.
+    return files.pipeline(StableDiffusionImg2ImgPipeline, skip=("safety_checker",))
+
+
+@register_loader("img2img", layout=_img2img_layout)
 def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    kwargs: dict[str, Any] = {**_diffusers_dtype_kwarg(dtype), "safety_checker": None,
+    kwargs: dict[str, Any] = {**diffusers_dtype_kwarg(dtype), "safety_checker": None,
                               "requires_safety_checker": False}
     if vae is not None:
         kwargs["vae"] = vae
     pipe = load_pretrained(StableDiffusionImg2ImgPipeline.from_pretrained, name,
-                           what="Stable Diffusion img2img", revision=revision, **kwargs)
+                           what="Stable Diffusion", kind="img2img", revision=revision,
+                           layout=_img2img_layout(name), **kwargs)
     pipe = pipe.to(device)
     # gitd draws its own per-batch progress bar; diffusers' per-step bars would interleave.
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def text2img_pipeline(pipe):
+    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
+    scheduler (no safety checker, as EDGE samples); ``pipe`` itself if it is one already."""
+    from diffusers import StableDiffusionPipeline
+
+    if isinstance(pipe, StableDiffusionPipeline):
+        return pipe
+    out = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+DERIVED["text2img"] = ("img2img", text2img_pipeline)
 
 
 @register_loader("score")
@@ -386,10 +318,10 @@ def _load_score(name, *, device, dtype, seed=0, revision=None, **extra):
 
     from gitd.models.scoring import ScoreModel
 
-    processor = load_pretrained(AutoProcessor.from_pretrained, name, what="score",
+    processor = load_pretrained(AutoProcessor.from_pretrained, name, what="score", kind="score",
                                 revision=revision)
-    model = load_pretrained(AutoModel.from_pretrained, name, what="score", revision=revision,
-                            dtype=dtype)
+    model = load_pretrained(AutoModel.from_pretrained, name, what="score", kind="score",
+                            revision=revision, dtype=dtype)
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ConfigError(f"score model {name!r} ({type(model).__name__}) has no image and text "
                           "embeddings; use a CLIP-style model such as openai/clip-vit-base-patch32")
@@ -402,11 +334,17 @@ def _load_captioner(name, *, device, dtype, seed=0, revision=None, prompt=None, 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from gitd.models.captioner import Captioner
+    from gitd.models.diagnose import check_outdated
+    from gitd.models.loading import refresh_hint
 
     processor = load_pretrained(AutoProcessor.from_pretrained, name, what="captioner",
-                                revision=revision)
+                                kind="captioner", revision=revision)
     model = load_pretrained(AutoModelForImageTextToText.from_pretrained, name, what="captioner",
-                            revision=revision, dtype=dtype)
+                            kind="captioner", revision=revision, dtype=dtype)
+    # A snapshot cached before the hub's processor updates loads, then crashes in generate.
+    source = getattr(model, "name_or_path", "") or name
+    check_outdated(model, processor, name=name, what="captioner", source=f"{source}",
+                   refresh=refresh_hint("captioner", name, revision))
     return Captioner(model.to(device).eval(), processor, name=name, prompt=prompt)
 
 
@@ -480,12 +418,15 @@ def build_captioner(name: str, *, device="cpu", dtype=torch.float32, seed: int =
 def describe_model(kind: str, name: str, revision: str | None = None) -> dict[str, Any]:
     local = Path(name).expanduser()
     info: dict[str, Any] = {"kind": kind, "name": name, "revision": revision}
-    if name in _BUILDERS.get(kind, {}):
+    if name in _BUILDERS.get(base_kind(kind), {}):
         info["source"] = "registry"
     elif local.is_dir():
         info["source"] = "local"
         info["path"] = str(local.resolve())
     else:
         info["source"] = "huggingface"
+        resolved = hub.WITHDRAWN.get(name)
+        if resolved:
+            info["resolved"] = resolved  # a withdrawn id, loaded from its mirror
     info["untrained"] = is_untrained(kind, name)
     return info

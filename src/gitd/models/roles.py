@@ -8,18 +8,19 @@ prebuilt models (diffusers' idea: a recipe receives its components; tests pass t
 :func:`ModelRef` is what a stage key records about a model: kind, name and revision, so a changed
 revision changes every key of the stages that use the model.
 
-Memory: a run holds a model only while a stage still needs it. A method says which roles each
-stage uses (``uses``: stage name -> roles); after a stage, :meth:`Models.release_after` drops
-every built role no later stage of the plan uses (:func:`roles_needed_after`) and gives the
-memory back (``gitd.models.gpu.release_memory``). The large kinds are placed on the GPU under
-the run's ``offload`` mode (``gitd.models.offload``); ``auto`` decides per role from the
-GPU's free memory and what the role's stages need.
+Memory: a run holds a model only while a stage still needs it. The run's executor
+(``gitd.plan.PlanRunner``) releases each role after the last stage that needs it, a role shared
+by another one (the VAE of the img2img pipeline) after the last stage of either;
+:meth:`Models.release` drops the model and gives its memory back
+(``gitd.models.gpu.release_memory``). The large kinds are placed on a CUDA GPU under the run's
+``offload`` mode (``gitd.models.offload``); ``auto`` decides per role from the GPU's free memory,
+what the role needs and what the other models of its stages (``stage_roles``) will need.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -46,17 +47,16 @@ class Role:
 
     ``model`` and ``revision``: names of the settings fields holding the model name and its
     revision. ``shares``: roles passed to the builder as keyword arguments (``img2img`` gets the
-    ``vae``). ``used(settings)``: whether these settings use the role at all (ablations); the
-    manifest says so, and ``untrained`` only counts roles that are used. ``source(settings)``,
-    where a role's model is not simply two fields (GITD's ``--vae`` falls back to the diffusion
-    model's own): (name, revision, builder keyword arguments), instead of ``model``/``revision``.
+    ``vae``). ``source(settings)``, where a role's model is not simply two fields (GITD's
+    ``--vae`` falls back to the diffusion model's own): (name, revision, builder keyword
+    arguments), instead of ``model``/``revision``. Whether a run uses a role is not declared
+    here: the run's plan says (``gitd.plan.Plan.roles_used``).
     """
 
     kind: str
     model: str
     revision: str | None = None
     shares: tuple[str, ...] = ()
-    used: Callable[[Any], bool] | None = None
     source: Callable[[Any], tuple[str, str | None, dict[str, Any]]] | None = None
 
     def options(self, settings: Any) -> dict[str, Any]:
@@ -72,78 +72,69 @@ class Role:
         seed = settings.seed if is_untrained(self.kind, name) else None
         return ModelRef(self.kind, name, rev, seed)
 
-    def is_used(self, settings: Any) -> bool:
-        return True if self.used is None else bool(self.used(settings))
-
-
-def roles_needed_after(stage: str, order: Sequence[str],
-                       uses: Mapping[str, Iterable[str]],
-                       roles: Mapping[str, Role] | None = None) -> set[str]:
-    """The roles that the stages after ``stage`` in ``order`` use (``uses``: stage -> roles),
-    with the roles those share (``Role.shares``: an img2img pipeline built later takes the VAE
-    already built). A ``stage`` not in ``order`` keeps every role any stage uses."""
-    later = list(order)[list(order).index(stage) + 1:] if stage in order else list(order)
-    needed = {r for name in later for r in uses.get(name, ())}
-    stack = list(needed)
-    while stack and roles:
-        spec = roles.get(stack.pop())
-        for shared in (spec.shares if spec else ()):
-            if shared not in needed:
-                needed.add(shared)
-                stack.append(shared)
-    return needed
-
 
 class Models:
-    """The models of one run, by role, built on first ``get`` and dropped by ``release``.
+    """The models of one run, by role, built on first ``get`` and released (``release``) when
+    the run's executor knows no later stage needs them.
 
     ``offload`` (``gitd.models.offload.OFFLOAD_MODES``) places the large kinds on a CUDA
-    device; ``uses`` (stage -> roles) tells ``release_after`` what later stages need and
-    ``auto`` offload which other roles share a stage with the one being built."""
+    device; ``stage_roles`` (the roles of each stage of the run's plan) tells ``auto`` offload
+    which other models share a stage with the one being placed."""
 
     def __init__(self, roles: dict[str, Role], settings: Any, device: Any, dtype: Any,
                  given: dict[str, Any] | None = None, *, offload: str = "none",
-                 uses: Mapping[str, Iterable[str]] | None = None):
+                 stage_roles: Iterable[Iterable[str]] = ()):
         self.roles = roles
         self.settings = settings
         self.device = device
         self.dtype = dtype
         self.offload = offload
-        self.uses = {stage: tuple(rs) for stage, rs in (uses or {}).items()}
+        self.stage_roles = [frozenset(rs) for rs in stage_roles]
         self._given: dict[str, Any] = dict(given or {})
-        self._built: dict[str, Any] = dict(self._given)
+        self._built: dict[str, Any] = {}
         # role -> the offload mode it was placed with (large kinds on CUDA only)
         self.placement: dict[str, str] = {}
-        unknown = set(self._built) - set(roles)
+        unknown = set(self._given) - set(roles)
         if unknown:
             raise ValueError(f"no such role(s): {', '.join(sorted(unknown))}")
 
+    def _build_args(self, role: str) -> tuple[tuple, dict[str, Any]]:
+        spec = self.roles[role]
+        ref = spec.ref(self.settings)
+        return (ref.kind, ref.name), {"dtype": self.dtype, "seed": self.settings.seed,
+                                      "revision": ref.revision, **spec.options(self.settings)}
+
     def get(self, role: str) -> Any:
+        if role in self._given:
+            return self._given[role]
         if role not in self._built:
-            if role in self._given:
-                self._built[role] = self._given[role]
-                return self._built[role]
-            spec = self.roles[role]
-            ref = spec.ref(self.settings)
-            shared = {name: self.get(name) for name in spec.shares}
-            offload = self._offloads(spec.kind)
-            model = build(ref.kind, ref.name, device=torch.device("cpu") if offload else
-                          self.device, dtype=self.dtype, seed=self.settings.seed,
-                          revision=ref.revision, **shared, **spec.options(self.settings))
+            args, kwargs = self._build_args(role)
+            shared = {name: self.get(name) for name in self.roles[role].shares}
+            offload = self._offloads(self.roles[role].kind)
+            model = build(*args, device=torch.device("cpu") if offload else self.device,
+                          **kwargs, **shared)
             if offload:
-                model = self._place(role, spec.kind, model)
+                model = self._place(role, self.roles[role].kind, model)
             self._built[role] = model
         return self._built[role]
 
     def built(self) -> list[str]:
-        """The roles held now."""
+        """The roles this run built and holds now (models given to it are not counted)."""
         return list(self._built)
 
+    def requires(self, role: str) -> set[str]:
+        """``role`` and every role its builder shares, directly or not."""
+        out = {role}
+        for name in self.roles[role].shares:
+            out |= self.requires(name)
+        return out
+
     def release(self, role: str) -> bool:
-        """Drop the role's model and give its memory back (``gc.collect`` and, on CUDA,
-        ``torch.cuda.empty_cache``); a later ``get`` builds it again. Returns False when the
-        role was not built. Memory a model shares with a role still held (the img2img
-        pipeline's VAE) is freed with the last of them."""
+        """Drop this run's reference to ``role``'s model and give its memory back
+        (``gc.collect`` and, on CUDA, ``torch.cuda.empty_cache``); a later ``get`` builds it
+        again. Models given to the run stay with their owner. Returns False when the role was
+        not built. Memory a model shares with a role still held (the img2img pipeline's VAE) is
+        freed with the last of them."""
         from gitd.models.gpu import release_memory
 
         if role not in self._built:
@@ -152,18 +143,22 @@ class Models:
         self.placement.pop(role, None)
         del model
         release_memory(self.device)
+        log.debug("released %s", role)
         return True
 
-    def release_after(self, stage: str, order: Sequence[str]) -> list[str]:
-        """After ``stage`` of a run whose stages run in ``order``: release every built role no
-        later stage uses (``uses``); returns the released roles."""
-        needed = roles_needed_after(stage, order, self.uses, self.roles)
-        dropped = [r for r in list(self._built) if r not in needed]
-        for role in dropped:
-            self.release(role)
-        if dropped:
-            log.debug("released %s after stage %s", ", ".join(dropped), stage)
-        return dropped
+    def factory(self, role: str) -> Any:
+        """What another process (a Ray actor) builds ``role``'s model from: the model given to
+        this run, or a picklable call of the model registry with the role's own name, revision
+        and builder options, on this run's device type (an actor's GPU is its own ``cuda``)."""
+        if role in self._given:
+            return self._given[role]
+        if self.roles[role].shares:
+            raise ValueError(f"role {role} shares other models; it cannot be built elsewhere")
+        import functools
+
+        args, kwargs = self._build_args(role)
+        return functools.partial(build, *args, device=getattr(self.device, "type", self.device),
+                                 **kwargs)
 
     def ref(self, role: str) -> ModelRef:
         return self.roles[role].ref(self.settings)
@@ -177,16 +172,16 @@ class Models:
                 and torch.device(self.device).type == "cuda")
 
     def _others(self, role: str) -> int:
-        """Estimated bytes of the roles that share a stage with ``role`` and are not built."""
+        """Estimated bytes of the models that share a stage with ``role`` and are not built
+        yet (with the roles they share)."""
         from gitd.models.offload import estimate_bytes
 
-        others = {r for rs in self.uses.values() if role in rs for r in rs} - {role}
+        others = {r for group in self.stage_roles if role in group
+                  for name in group for r in self.requires(name)} - self.requires(role)
         total = 0
-        for other in sorted(others - set(self._built)):
-            spec = self.roles.get(other)
-            if spec is not None and spec.is_used(self.settings):
-                ref = spec.ref(self.settings)
-                total += estimate_bytes(ref.kind, ref.name, self.dtype)
+        for other in sorted(others - set(self._built) - set(self._given)):
+            ref = self.ref(other)
+            total += estimate_bytes(ref.kind, ref.name, self.dtype)
         return total
 
     def _place(self, role: str, kind: str, model: Any) -> Any:
@@ -207,24 +202,21 @@ class Models:
                                  budget=off.gpu_budget(mode, free or 0, need))
 
 
-def describe_roles(roles: dict[str, Role], settings: Any) -> dict[str, Any]:
+def describe_roles(roles: dict[str, Role], settings: Any,
+                   used: set[str] | None = None) -> dict[str, Any]:
     """The manifest's ``models``: per role its name, revision, source, ``untrained`` (random
-    weights) and ``used`` (False where the settings switch the role off)."""
+    weights) and ``used`` (whether the run's plan uses it; ``used=None``: every role)."""
     out = {}
     for role, spec in roles.items():
         ref = spec.ref(settings)
         out[role] = {**describe_model(ref.kind, ref.name, ref.revision),
-                     "used": spec.is_used(settings)}
+                     "used": used is None or role in used}
     return out
 
 
 def untrained(models: dict[str, Any]) -> bool:
     """True when a used role has random weights (tiny and full-size random models alike)."""
     return any(m.get("untrained") and m.get("used", True) for m in models.values())
-
-
-__all__ = ["ModelRef", "Models", "Role", "Runtime", "describe_roles", "roles_needed_after",
-           "untrained"]
 
 
 @dataclass(frozen=True)

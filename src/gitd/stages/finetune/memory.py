@@ -71,7 +71,3 @@ def fixed_micro_batch(micro_batch: int | str, accumulation: int, local_batch: in
     if micro_batch == "auto":
         return None
     return min(int(micro_batch), local_batch)
-
-
-__all__ = ["HEADROOM", "MARGIN_BYTES", "choose_micro_batch", "fixed_micro_batch",
-           "per_pair_from_probe", "split_sizes"]

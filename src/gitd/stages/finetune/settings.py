@@ -17,6 +17,7 @@ from typing import Any
 
 from gitd.errors import ConfigError
 from gitd.errors import short_value
+from gitd.presets import presets_of, register_presets
 from gitd.settings import (Boolean, Constraint, Interval, Options, Text, key_dict, setting,
                            validate)
 
@@ -114,16 +115,11 @@ class FinetuneSettings:
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str = "paper", **overrides: Any) -> "FinetuneSettings":
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    def from_preset(cls, name: str | None = None, **overrides: Any) -> "FinetuneSettings":
+        """Defaults < preset ``name`` (default paper, from the one registry of presets,
+        ``gitd.presets``) < ``overrides``."""
         _check_keys(overrides)
-        return cls(**{**PRESETS[name], "preset": name, **overrides})
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneSettings":
-        _check_keys(data)
-        return cls(**data)
+        return presets_of("finetune").make(name, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,5 +168,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS["random-paper"] = {**PRESETS["paper"], "diffusion_model": "random-sd15",
                            "clip_model": "random-clip-b32"}
-
-__all__ = ["CountOrAuto", "FIELD_NAMES", "FinetuneSettings", "MIXED_PRECISION", "PRESETS"]
+register_presets("finetune", FinetuneSettings, PRESETS, default="paper", what="gitd finetune",
+                 notes={"paper": "EDGE's released hyperparameters",
+                        "tiny": "runs offline on a CPU in seconds",
+                        "random-paper": "times the paper setting with random weights"})

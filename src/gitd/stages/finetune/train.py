@@ -39,7 +39,7 @@ from gitd.data.formats import dataset_fingerprint
 from gitd.data.images import ImageError, open_rgb
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
-from gitd.stages.encode import preprocess
+from gitd.stages.vae_encoding import preprocess
 from gitd.stages.finetune.losses import loss_terms
 from gitd.stages.finetune.memory import (choose_micro_batch, fixed_micro_batch,
                                          per_pair_from_probe, split_sizes)
@@ -469,6 +469,3 @@ def _checkpoint(run: Path, step: int, trainer: Trainer, acc, key: str, log_file)
         save_checkpoint(run / CHECKPOINT, step=step, params=trainer.params,
                         optimizer=trainer.optimizer, scaler=acc.scaler, key=key)
     acc.wait_for_everyone()
-
-
-__all__ = ["Trainer", "finetune", "make_accelerator", "resolve_mixed_precision"]
