@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = ("add captions from a vision-language model to a gitd output (EDGE's caption "
+        "synthesis)")
+
 
 def add_parser(sub):
     from gitd.settings import add_arguments
-    from gitd.stages.caption_synthesis import PRESETS, CaptionCommandSettings
+    from gitd.stages.caption_synthesis import (PRESETS, CaptionCommandSettings,
+                                               command_settings)
 
     p = sub.add_parser(
-        "caption", help="add captions from a vision-language model to a gitd output (EDGE's "
-                        "caption synthesis)",
+        "caption", help=HELP,
         description="Add N captions per image to the gitd output OUT from an image-text-to-text "
                     "model (LLaVA-1.5-7B in the paper preset, prompted 'Describe the image in "
                     "one sentence.'). Each image keeps its original caption(s) first; "
@@ -27,7 +31,8 @@ def add_parser(sub):
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help="model preset (default paper: llava-hf/llava-1.5-7b-hf; tiny: a "
                         "random-weight LLaVA, offline)")
-    add_arguments(p, [("caption", CaptionCommandSettings)])
+    add_arguments(p, [("caption", CaptionCommandSettings)],
+                  defaults={"caption": command_settings()})
     return p
 
 

@@ -6,12 +6,15 @@ import argparse
 
 from gitd.cli.options import IMAGE_SIZE_RANGE, add_int
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "train a retrieval model on a (distilled) set and score it on a test set"
+
 
 def add_parser(sub):
     from gitd.cli._splits import add_split_options
     from gitd.retrieval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
     p = sub.add_parser(
-        "evaluate", help="train a retrieval model on a (distilled) set and score it on a test set",
+        "evaluate", help=HELP,
         description="Train the shared protocol's retrieval model (trainable image encoder, frozen "
                     "text encoder + projection head, InfoNCE) on --train and report image-text "
                     "retrieval on --test: TR@1/5/10, IR@1/5/10 and r_mean, mean ± sample std over "

@@ -8,19 +8,21 @@ import socket
 import subprocess
 import sys
 
-from gitd.settings import add_arguments
-from gitd.stages.finetune.settings import PRESETS, FinetuneSettings
 
 # Environment variables any torch/accelerate launcher sets in the processes it starts.
 _LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "fine-tune Stable Diffusion for image-text alignment and diversity (EDGE)"
+
 
 def add_parser(sub):
     from gitd.cli.options import add_int
+    from gitd.settings import add_arguments
+    from gitd.stages.finetune.settings import PRESETS, FinetuneSettings
 
     p = sub.add_parser(
-        "finetune", help="fine-tune Stable Diffusion for image-text alignment and diversity "
-                         "(EDGE)",
+        "finetune", help=HELP,
         description="Fine-tune the bias and normalisation parameters of Stable Diffusion's "
                     "UNet on DATA with EDGE's objective (contrastive + diversity on CLIP "
                     "features of the decoded x0 prediction). RUN gets trained.safetensors "
@@ -46,7 +48,8 @@ def add_parser(sub):
     add_int(p, "--num-processes", range=(1, 1024), metavar="N",
             help="data-parallel processes (default: one per visible GPU, else 1); with "
                  "--device cpu, N > 1 runs N CPU processes (for testing)")
-    add_arguments(p, [("finetune", FinetuneSettings)])
+    add_arguments(p, [("finetune", FinetuneSettings)],
+                  defaults={"finetune": FinetuneSettings.from_preset()})
     return p
 
 
@@ -74,6 +77,7 @@ def _processes(given: dict, device: str) -> int:
 def command_line(given: dict) -> list[str]:
     """``gitd finetune`` arguments that give ``given`` (the parsed flags, defaults unset)."""
     from gitd.settings import Boolean, declared, flags_of
+    from gitd.stages.finetune.settings import FinetuneSettings
 
     switches = {f.name: flags_of(f.name, d) for f, d in declared(FinetuneSettings)
                 if isinstance(d.constraint, Boolean)}
@@ -101,6 +105,7 @@ def relaunch(argv: list[str], processes: int) -> int:
 
 def run(args) -> int:
     from gitd.stages.finetune import finetune
+    from gitd.stages.finetune.settings import FinetuneSettings
 
     given = vars(args)
     overrides = {k: v for k, v in given.items() if k not in _LOADING}
