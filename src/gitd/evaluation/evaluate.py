@@ -27,6 +27,7 @@ from gitd.retrieval.train import Trainer, build_model, prepare_pairs
 from gitd.log import get_logger
 from gitd.outdir import Inputs, check_output_file, claim, file_starts_with, release
 from gitd.store import atomic_write_json, file_fingerprint, fingerprint, read_json
+from gitd.threads import current_device_key
 
 log = get_logger("evaluation")
 
@@ -206,7 +207,9 @@ def evaluate(train, test, *, protocol: str | Protocol = DEFAULT_PROTOCOL, epochs
     content = {k: set_fingerprint(ds) for k, ds in
                (("train", train_ds), ("test", test_ds), ("val", val_ds)) if ds is not None}
     settings = {"protocol": prot.to_dict(), "eval_epochs": points, "freeze_image": freeze_image,
-                "pretrained": pretrained, "sets": content, "version": CACHE_VERSION}
+                "pretrained": pretrained, "sets": content, "version": CACHE_VERSION,
+                # A GPU, a CPU and CPU thread counts round differently (gitd.threads).
+                "device": current_device_key(dev)}
 
     def key_for(image_id: str, text_id: str) -> str:
         return fingerprint({**settings, "image_model": image_id, "text_model": text_id}, 24)

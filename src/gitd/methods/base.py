@@ -109,7 +109,8 @@ class DistillMethod(Method):
                         len(dataset.problems))
         folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
             dataset).file(config_file, "config file"))
-        runtime = Runtime.resolve(s.device, s.dtype)
+        runtime = Runtime.resolve(s.device, s.dtype, [
+            spec.ref(s).name for spec in self.all_roles.values() if spec.is_used(s)])
         self.runtime = runtime
         self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
         data_key = dataset_fingerprint(dataset)

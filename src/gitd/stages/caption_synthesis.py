@@ -170,7 +170,7 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
     from gitd.store import StagePlan, StageRunner, fingerprint, read_json
 
     validate(settings)
-    runtime = Runtime.resolve(settings.device, settings.dtype)
+    runtime = Runtime.resolve(settings.device, settings.dtype, [settings.vlm])
     src = Path(src)
     if src.is_file():
         src = src.parent

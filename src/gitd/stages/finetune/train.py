@@ -47,6 +47,7 @@ from gitd.stages.finetune.settings import FinetuneSettings
 from gitd.stages.finetune.state import (CHECKPOINT, TRAINED, load_checkpoint, save_checkpoint,
                                         save_trained)
 from gitd.store import atomic_write_json, atomic_write_text, fingerprint, read_json, to_json
+from gitd.threads import use_threads
 
 log = get_logger("finetune")
 
@@ -283,16 +284,22 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     base = models.base if models is not None else {
         "model": settings.diffusion_model, "revision": settings.diffusion_revision,
         "seed": settings.seed}
+    # More than one CPU thread changes the last bits of every step (gitd.threads).
+    threads = use_threads([settings.diffusion_model, settings.clip_model])
+    threads = threads if acc.device.type == "cpu" and threads > 1 else None
     record = {"settings": settings.to_dict(), "base": base, "data": {
         "path": str(Path(data).resolve()), "format": dataset.format, "split": dataset.split,
         "fingerprint": data_key, "images": len(records), "pairs": len(pairs),
-        "skipped": [p.to_dict() for p in dataset.problems] + bad}}
+        "skipped": [p.to_dict() for p in dataset.problems] + bad}, "cpu_threads": threads}
     key = fingerprint({"settings": settings.result_dict(), "base": base, "data": data_key,
-                       "pairs": len(pairs)})
+                       "pairs": len(pairs), **({"cpu_threads": threads} if threads else {})})
     previous = read_json(run / SETTINGS)
     if previous and previous.get("key") != key:
         old = previous.get("settings", {})
         changed = sorted(k for k in settings.result_dict() if old.get(k) != getattr(settings, k))
+        if previous.get("cpu_threads") != threads:
+            changed.append(f"CPU threads ({previous.get('cpu_threads') or 1} then, "
+                           f"{threads or 1} now: --threads)")
         what = ", ".join(changed) if changed else "the data"
         raise ConfigError(f"{run} holds a run with other settings ({what} differ); resume it "
                           "with its own settings or use a new --out")
