@@ -61,3 +61,48 @@ def test_readme_python_example_reads_what_make_demo_writes(tmp_path, monkeypatch
     block = re.search(r"From Python.*?```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(block, "README.md", "exec"), {})
     assert len(seen["data"]) == 8 and len(seen["test"]) == 2 and len(seen["train"]) == 1
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_licence_is_an_spdx_expression_with_a_setuptools_that_reads_it():
+    """Issue 20, item 10: the license table is deprecated (builds stop after 2027-02-18)."""
+    meta = _pyproject()
+    assert meta["project"]["license"] == "Apache-2.0"
+    floor = next(r for r in meta["build-system"]["requires"] if r.startswith("setuptools"))
+    version = tuple(int(x) for x in re.search(r">=([\d.]+)", floor).group(1).split("."))
+    assert version >= (77, 0)  # PEP 639 license expressions
+
+
+def test_a_wheel_ships_the_report_assets(tmp_path):
+    """Issue 18: the report's CSS and JS are package data; a non-editable install renders."""
+    import fnmatch
+    import sys
+
+    globs = _pyproject()["tool"]["setuptools"]["package-data"]["gitd.report"]
+    assets = sorted(p.name for p in (ROOT / "src/gitd/report/assets").iterdir())
+    assert assets and all(any(fnmatch.fnmatch(f"assets/{a}", g) for g in globs) for a in assets)
+    # The real thing: build the wheel (offline, with the installed setuptools) from a copy of
+    # the sources (a build writes build/ and *.egg-info beside them), install it into a folder
+    # of its own, and read the assets through the installed package.
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "src", tree / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "wheel"), str(tree)], check=True, timeout=300)
+    wheel = next((tmp_path / "wheel").glob("gitd-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True, timeout=300)
+    probe = ("import gitd.report.page as p, sys; assert p.__file__.startswith(sys.argv[1]), "
+             "p.__file__; print(len(p.asset('report.css')), len(p.asset('pairs.js')))")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "site")],
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert all(int(n) > 100 for n in done.stdout.split())

@@ -108,3 +108,33 @@ def recall_vs_pairs_chart(points: Sequence[dict]) -> str:
         axes[1].legend(handles=handles, fontsize=7, loc="center left",
                        bbox_to_anchor=(1.02, 0.5), frameon=False)
     return _to_data_uri(fig)
+
+
+# Columns of a curves.jsonl row that are not loss terms.
+_NOT_LOSS = {"step", "epoch", "pairs_seen", "lr", "seconds", "pairs_per_s", "skipped"}
+
+
+def loss_curves_chart(rows: Sequence[dict]) -> str:
+    """Every loss term of ``gitd finetune``'s ``curves.jsonl`` rows against the step: the total
+    on the left, each term on its own scale on the right."""
+    terms = sorted({k for r in rows for k, v in r.items() if k not in _NOT_LOSS
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)} - {"loss"})
+    fig, axes = _figure(10.0, 3.4, ncols=2)
+    steps = [r.get("step") for r in rows]
+    for ax, names in zip(axes, (["loss"], terms)):
+        for i, name in enumerate(names):
+            pts = [(s, r[name]) for s, r in zip(steps, rows)
+                   if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)
+                   and isinstance(s, (int, float)) and math.isfinite(r[name])]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", linewidth=1.2,
+                        label=name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("loss")
+    axes[0].set_title("total loss")
+    axes[1].set_title("loss terms")
+    if terms:
+        axes[1].legend(fontsize=7, frameon=False)
+    return _to_data_uri(fig)
