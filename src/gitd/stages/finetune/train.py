@@ -259,10 +259,39 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     Re-running with the same data and settings resumes from the last checkpoint (or returns at
     once when the run is finished). ``on_step(step)`` is called after each step (and its
     checkpoint, if one is due) is written; tests use it to kill the process at a known point.
-    Returns ``run``.
+    A new run that fails before its first step (a bad setting, a model that cannot be loaded)
+    leaves nothing behind. Returns ``run``.
     """
-    settings.validate()
     run = Path(run)
+    new = not (run / SETTINGS).exists() and not (run / VERIFIED).exists()
+    created = not run.exists()
+    try:
+        return _finetune(data, run, settings, images=images, split=split, strict=strict,
+                         allow_outside_root=allow_outside_root, models=models,
+                         accelerator=accelerator, on_step=on_step)
+    except BaseException:
+        if new:
+            _discard_unstarted(run, created)
+        raise
+
+
+def _discard_unstarted(run: Path, created: bool) -> None:
+    """Remove what a new run wrote before failing, unless it trained a step (that is work to
+    resume): the image check, the settings record, empty curves, and the folder it made."""
+    if (run / CHECKPOINT).exists() or (run / TRAINED).exists() or _read_curves(run / CURVES, 1):
+        return
+    for name in (VERIFIED, SETTINGS, CURVES):
+        (run / name).unlink(missing_ok=True)
+    if created:
+        try:
+            run.rmdir()
+        except OSError:  # something else is in it now: not ours to remove
+            pass
+
+
+def _finetune(data, run: Path, settings: FinetuneSettings, *, images, split, strict,
+              allow_outside_root, models, accelerator, on_step) -> Path:
+    settings.validate()
     acc = accelerator or make_accelerator(settings)
     dataset = load_dataset(data, images, split=split, strict=strict,
                            allow_outside_root=allow_outside_root)
