@@ -28,7 +28,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,7 @@ class Trainer:
     def step(self, micro: list[tuple[torch.Tensor, list[str], list[int]]]) -> dict[str, float]:
         """One optimiser step over this process's micro-batches ``(pixels, captions, seeds)``;
         returns the loss terms of the whole batch (every process returns the same)."""
-        acc, s = self.acc, self.s
+        acc = self.acc
         self.optimizer.zero_grad(set_to_none=True)
         prepared = []
         for pixels, captions, seeds in micro:
