@@ -20,9 +20,11 @@ def add_parser(sub):
                     "model (LLaVA-1.5-7B in the paper preset, prompted 'Describe the image in "
                     "one sentence.'). Each image keeps its original caption(s) first; "
                     "annotations.json gets one row per caption with the image's image_id. "
-                    "Rewrites OUT (or writes --out); finished images are kept, so a killed run "
-                    "resumes where it stopped. 'gitd distill --extra-captions N' does the same "
-                    "as part of a distillation.",
+                    "Replaces OUT as a whole (or writes --out DEST), as every gitd writer "
+                    "does: an evaluation or report of the captions before goes with them. "
+                    "Finished images are kept in OUT/work, so a killed run resumes where it "
+                    "stopped. 'gitd distill --extra-captions N' does the same as part of a "
+                    "distillation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS)
     p.add_argument("output", metavar="OUT", help="a gitd output folder (or its annotations.json)")
