@@ -363,7 +363,8 @@ def add_arguments(parser: argparse.ArgumentParser,
         decl = next(iter(by_owner.values()))
         helps = list(dict.fromkeys(d.help for d in by_owner.values()))
         if len(helps) > 1:
-            text = "; ".join(f"{owner}: {d.help}" for owner, d in by_owner.items())
+            text = "; ".join(f"{', '.join(owners)}: {h}"
+                             for h, owners in _grouped({o: d.help for o, d in by_owner.items()}))
         elif len(by_owner) < len(every):
             text = f"({', '.join(by_owner)}) {helps[0]}"
         else:
@@ -395,7 +396,16 @@ def _default_text(name: str, owners: list[str], defaults: dict[str, Any], text: 
     shown = {o: _shown(v).replace("%", "%%") for o, v in values.items()}  # argparse formats help
     if len(set(shown.values())) == 1:
         return f" (default: {next(iter(shown.values()))})"
-    return " (default: " + "; ".join(f"{o} {v}" for o, v in shown.items()) + ")"
+    return " (default: " + "; ".join(f"{', '.join(owners)} {v}"
+                                      for v, owners in _grouped(shown)) + ")"
+
+
+def _grouped(by_owner: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(value, owners having it) for each distinct value, first seen first."""
+    out: dict[str, list[str]] = {}
+    for owner, value in by_owner.items():
+        out.setdefault(value, []).append(owner)
+    return list(out.items())
 
 
 __all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",

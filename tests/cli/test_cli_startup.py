@@ -81,7 +81,7 @@ def test_distill_help_states_each_default(capsys):
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     for expected in ("--num-candidates INT (gitd) images generated per medoid; the score model "
                      "keeps one [1..64] (default: 4)",
-                     "(default: edge 1; gitd 0; pds 0)",  # --extra-captions differs by method
+                     "(default: edge 1; gitd, pds 0)",  # --extra-captions differs by method
                      "--seed INT seed of the whole run; same seed, machine and device: same "
                      "output [0..4294967295] (default: 0)"):
         assert expected in text

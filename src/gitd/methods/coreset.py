@@ -317,7 +317,16 @@ class SelectMethod(Method):
         """Select ``settings.pairs`` images of ``data`` and write them to ``out`` in gitd's
         output format (images copied byte for byte). ``features_fn`` replaces the evaluation
         encoders' features (tests, other feature spaces). Images that fail to decode (only
-        the feature selections decode) are skipped rows."""
+        the feature selections decode) are skipped rows. A run that fails before writing its
+        result leaves no folder of its own behind."""
+        try:
+            return self._run(data, out, images=images, split=split, strict=strict,
+                             allow_outside_root=allow_outside_root, features_fn=features_fn)
+        except BaseException:
+            OutputFolder.discard_unused(out)
+            raise
+
+    def _run(self, data, out, *, images, split, strict, allow_outside_root, features_fn) -> Path:
         s = type(self).validate(self.settings)
         self.features_fn = features_fn
         self.errors: list = []   # (row, ImageError) of images that did not decode
@@ -453,10 +462,21 @@ class PdsSelection(SelectMethod):
         return Selection(keep[chosen], captions=captions, info=info)
 
 
+@dataclass(frozen=True)
+class FullSettings(SelectSettings):
+    """The whole set, by default with every caption: the full-data row the papers compare
+    against trains on all of them (5 per image in Flickr30K and COCO)."""
+
+    caption: str = setting("all", Options(*CAPTION_POLICIES),
+                           "which captions go with each image: all (the full data), the "
+                           "longest, the first, or a random one")
+
+
 @register_method("full", kind="select")
 class FullSelection(SelectMethod):
-    """full: every image (the upper bound); --pairs is not needed."""
+    """full: every image with every caption (the upper bound); --pairs is not needed."""
 
+    Settings = FullSettings
     needs_pairs = False
 
     def select(self, dataset: Dataset, k: int) -> Selection:
