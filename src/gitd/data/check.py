@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitd.data.formats import _load, verify_image_files
+from gitd.data.formats import _load, missing_images_hint, verify_image_files
 from gitd.data.records import Dataset, Problem
 from gitd.data.shards import TarMember
 from gitd.errors import DataError
@@ -60,6 +60,8 @@ class CheckReport:
             lines.append(f"problems:     {s['problems']} ({kinds})")
         else:
             lines.append("problems:     none")
+        if s.get("hint"):
+            lines.append(f"hint:         {s['hint']}")
         lines.extend(str(p) for p in self.problems)
         return "\n".join(lines)
 
@@ -116,4 +118,7 @@ def check_dataset(path, images=None, *, split: str = "train", allow_outside_root
         "problems_by_kind": dict(Counter(p.kind for p in problems)),
     }
     ds.problems = problems
+    hint = missing_images_hint(ds, images)
+    if hint:
+        summary["hint"] = hint
     return CheckReport(summary=summary, problems=problems, dataset=ds)
