@@ -106,3 +106,14 @@ def test_a_wheel_ships_the_report_assets(tmp_path):
                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert all(int(n) > 100 for n in done.stdout.split())
+
+
+def test_readme_and_demo_say_how_to_reach_the_gitd_command():
+    """Issue 20, item 9: after `make demo`, `gitd --help` was 'command not found'."""
+    readme = (ROOT / "README.md").read_text()
+    assert "source .venv/bin/activate" in readme and "`.venv/bin/gitd`" in readme
+    assert _pyproject()["project"]["scripts"]["gitd"] == "gitd.cli:main"  # what pip puts there
+    if shutil.which("make"):
+        demo = subprocess.run(["make", "-n", "-C", str(ROOT), "demo", "VENV=/nonexistent/venv"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "source /nonexistent/venv/bin/activate" in demo
