@@ -117,3 +117,16 @@ def test_readme_and_demo_say_how_to_reach_the_gitd_command():
         demo = subprocess.run(["make", "-n", "-C", str(ROOT), "demo", "VENV=/nonexistent/venv"],
                               capture_output=True, text=True, check=True).stdout
         assert "source /nonexistent/venv/bin/activate" in demo
+
+
+def test_finetune_help_and_readme_give_the_same_measured_time(capsys):
+    """Issue 20, item 6: --help said the tiny fine-tuning takes seconds, the README 253 s."""
+    from gitd.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["finetune", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    steps, seconds = re.search(r"tiny: .*?(\d+) steps in (\d+) s", text).groups()
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    assert f"`gitd finetune` ({steps} steps) {seconds} s" in readme
+    assert "in seconds" not in text
