@@ -103,3 +103,19 @@ def test_k_at_least_the_test_set_is_warned(tmp_path):
     assert any("K=5 &gt;= 4 test images: IR@5 is 100 for any model" in w for w in warnings)
     assert any("K=10 &gt;= 4 test captions: TR@10 is 100" in w for w in warnings)
     assert 'id="at-chance"' in html  # 80 is within noise of this test's chance (75, noise 7)
+
+
+def test_every_row_within_noise_of_chance_says_so(tmp_path):
+    """Issue 20, item 2: a random-weight word-salad set "beat" herding on real photos; both
+    were at chance, and the table now says so on each row."""
+    out = make_out(tmp_path)
+    results_for(out, out / "results.json", r_mean=59.7, std=0.0, test_images=6,
+                test_captions=12)
+    herding = results_for(out, tmp_path / "herding" / "results.json", r_mean=61.8, std=10.8,
+                          test_images=6, test_captions=12)
+    better = results_for(out, tmp_path / "better" / "results.json", r_mean=95.0, std=1.0,
+                         test_images=6, test_captions=12)
+    table = results_table(render_report(out, results=[herding, better]))
+    assert table.count("at chance: r_mean within noise of a random ranking&#x27;s 63.9") == 2
+    rows = re.findall(r"<tr class=\"[^\"]*\">(.*?)</tr>", table)
+    assert "at chance" not in next(row for row in rows if "better" in row)

@@ -127,8 +127,12 @@ def loss_curves_chart(rows: Sequence[dict]) -> str:
                    if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)
                    and isinstance(s, (int, float)) and math.isfinite(r[name])]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", linewidth=1.2,
-                        label=name)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                # Per-step losses are noisy (one batch each): faint, with a running mean drawn
+                # over them (a window of about a 25th of the run).
+                ax.plot(xs, ys, color=f"C{i}", linewidth=0.8, alpha=0.3)
+                ax.plot(xs, _running_mean(ys, max(1, len(ys) // 25)), color=f"C{i}",
+                        linewidth=1.6, label=name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
@@ -138,3 +142,14 @@ def loss_curves_chart(rows: Sequence[dict]) -> str:
     if terms:
         axes[1].legend(fontsize=7, frameon=False)
     return _to_data_uri(fig)
+
+
+def _running_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

@@ -99,6 +99,17 @@ def _chance(result: Result) -> tuple[dict[str, float], dict[str, float], list[in
     return chance_recall(per_image), chance_noise(per_image), per_image
 
 
+def _chance_note(result: Result) -> list[str]:
+    """["at chance: ..."] for a result within noise of its test set's chance level."""
+    chance, stat = _chance(result), result.summary.get("r_mean")
+    if chance is None or stat is None:
+        return []
+    level, noise, _ = chance
+    if not at_chance(stat["mean"], stat.get("std", 0.0), level["r_mean"], noise["r_mean"]):
+        return []
+    return [f"at chance: r_mean within noise of a random ranking's {level['r_mean']:.1f}"]
+
+
 def headline(results: list[Result]) -> str:
     """The header's one line on this set's retrieval: its r_mean beside the chance level of its
     test set, and "at chance" where the two cannot be told apart."""
@@ -159,7 +170,8 @@ def results_section(results: list[Result], warnings: list[str]) -> str:
             cells = "".join(f'<td class="num">{metric(r.summary.get(m), digits)}</td>'
                             for m in METRICS)
             badge = ' <span class="muted">(this set)</span>' if r.is_this_set else ""
-            notes = "".join(f'<br><span class="muted">{e(n)}</span>' for n in r.notes)
+            notes = "".join(f'<br><span class="muted">{e(n)}</span>' for n in r.notes
+                            + _chance_note(r))
             epochs = "–" if r.epochs is None else e(r.epochs)
             n_seeds = "–" if r.n_seeds is None else e(r.n_seeds)
             cls = "this" if r.is_this_set else "stale" if r.stale else ""
