@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` runs the main job offline, `make test` runs the tests.
+# Two entry points (see README): `make demo` runs the main job offline, `make test` lints (ruff,
+# configured in pyproject.toml) and runs the tests.
 # Both create the virtual environment on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -34,6 +35,7 @@ demo: install
 	@echo "gitd is installed in $(VENV): run 'source $(BIN)/activate' to use it (or call $(BIN)/gitd)"
 
 test: install
+	$(BIN)/python -m ruff check src tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -8,7 +8,7 @@ cost column compares like with like (KMeans: the cost of its centroids, which ar
 points -- shown for reference only).
 
 Methods
-  gitd    gitd.stages.cluster.clara (5 samples of 80+4k, FasterPAM, best medoids carried into
+  gitd    gitd.stages.clara.clara (5 samples of 80+4k, FasterPAM, best medoids carried into
           later samples, chunked torch assignment straight from the float16 memmap)
   full    kmedoids.fasterpam on the full n x n float32 distance matrix (only n <= --full-max-n)
   kmeans  sklearn.cluster.KMeans(k, n_init=1) on a float32 copy (speed reference)
@@ -105,7 +105,7 @@ def _naive_clara(X, k: int, seed: int, n_samples: int = 5):
 def worker(args) -> None:
     import torch
     torch.set_num_threads(args.threads)
-    from gitd.stages.cluster import assign, clara, pairwise_distances
+    from gitd.stages.clara import assign, clara, pairwise_distances
 
     X = np.load(args.data, mmap_mode="r")
     n, _ = X.shape

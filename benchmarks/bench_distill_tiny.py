@@ -23,7 +23,7 @@ from gitd.log import setup_logging
 from gitd.methods import distill
 from gitd.threads import request_threads
 
-STAGES = ("load", "encode", "cluster", "generate", "caption", "output")
+STAGES = ("load", "encode", "cluster", "img2img", "caption", "output")
 
 
 def main(argv: list[str] | None = None) -> int:

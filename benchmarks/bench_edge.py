@@ -8,7 +8,7 @@ CLIP-L-sized text encoder, CLIP ViT-B/32; ``gitd.models.fullsize``) and calls gi
   (the paper's resolution; SGD on the UNet's bias/norm parameters, loss through the VAE decoder
   and CLIP). The first step runs under ``torch.utils.flop_counter`` (its FLOPs, forward and
   backward); the following ``--repeat`` steps are timed.
-* ``sample``: ``gitd.stages.sample.sample_images``: one 512 px image, 50 PNDM steps, CFG 7.5
+* ``sample``: ``gitd.stages.text2image.sample_images``: one 512 px image, 50 PNDM steps, CFG 7.5
   (UNet batch 2), the paper's sampling setting.
 
 Peak memory is the child's private anonymous RSS above what it held before the measured part
@@ -124,14 +124,14 @@ def worker_finetune(args) -> dict:
 def worker_sample(args) -> dict:
     import torch
 
-    from gitd.models import build_img2img, resolve_device
-    from gitd.stages.sample import sample_images, text2img
+    from gitd.models import build, resolve_device
+    from gitd.stages.text2image import sample_images
 
     device = resolve_device(args.device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision,
                                                                  torch.float32)
     t0 = time.perf_counter()
-    pipe = text2img(build_img2img("random-sd15", device=device, dtype=dtype, seed=0))
+    pipe = build("text2img", "random-sd15", device=device, dtype=dtype, seed=0)
     build_s = time.perf_counter() - t0
     res, steps = args.size, args.steps
     with torch.no_grad():

@@ -67,7 +67,8 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     from gitd.data import load_dataset
     from gitd.data.images import open_rgb
-    from gitd.stages.encode import encode_latents, preprocess
+    from gitd.stages.encode import encode_latents
+    from gitd.stages.vae_encoding import preprocess
 
     folder = Path(args.data)
     records = load_dataset(folder / "train.json", folder).records

@@ -3,7 +3,7 @@
 Builds a preset's models with random weights at their real sizes (``random-fast`` or
 ``random-paper``: SD 1.5 img2img, CLIP ViT-B/32, BLIP base; ``gitd.models.fullsize``) and times
 gitd's own stage functions on one medoid: VAE encode of one training image, img2img of the
-preset's candidates (``gitd.stages.generate.generate_candidates``), CLIP selection, and the
+preset's candidates (``gitd.stages.img2img.generate_candidates``), CLIP selection, and the
 captioner's sampled captions with CLIP selection (``gitd.stages.caption.caption_images``).
 Random weights cost the same FLOPs as trained ones; the captioner runs to ``max_new_tokens``
 (random weights rarely sample end-of-sequence), an upper bound for real captions.
@@ -35,7 +35,7 @@ from gitd.config import make_config  # noqa: E402
 from gitd.log import setup_logging  # noqa: E402
 from gitd.models import build_captioner, build_img2img, build_score_model, build_vae  # noqa: E402
 from gitd.stages.caption import caption_images  # noqa: E402
-from gitd.stages.generate import generate_candidates, select_best  # noqa: E402
+from gitd.stages.img2img import generate_candidates, select_best  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -3,7 +3,7 @@
 encode   The encode stage on WebDataset shards of the stand-in images (JPEG, 256 px, written by
          ``webdataset.ShardWriter``), each method in its own child process:
            plain   gitd.stages.encode.encode_latents (DataLoader workers decode, torch threads)
-           ray-W   gitd.stages.raydata.encode_latents_ray with W encoder actors on a fresh
+           ray-W   gitd.stages.ray_encode.encode_latents_ray with W encoder actors on a fresh
                    local Ray (``ray.init(num_cpus=<cores>)``, started inside the child; its start
                    is reported apart as ``init s``)
          with the tiny VAE (tiny-sd, 64 px) and the full-size random SD 1.5 VAE (random-sd15,
@@ -96,7 +96,8 @@ def encode_worker(args) -> None:
     torch.set_num_threads(args.threads)
     from gitd.data import load_dataset
     from gitd.models import build_vae
-    from gitd.stages.encode import LatentStore, encode_latents
+    from gitd.stages.encode import encode_latents
+    from gitd.stages.latent_folder import LatentStore
 
     records = load_dataset(args.data).records[: args.n]
     vae = build_vae(args.vae, device="cpu", dtype=torch.float32, seed=0).eval()
@@ -111,7 +112,7 @@ def encode_worker(args) -> None:
             else:
                 import ray
 
-                from gitd.stages.raydata import encode_latents_ray
+                from gitd.stages.ray_encode import encode_latents_ray
                 ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
                 init = time.perf_counter() - t0
@@ -135,7 +136,8 @@ def encode_worker(args) -> None:
 def clara_worker(args) -> None:
     import torch
     torch.set_num_threads(args.threads)
-    from gitd.stages.cluster import ShardedRows, clara
+    from gitd.stages.arrays import ShardedRows
+    from gitd.stages.clara import clara
 
     files = [Path(f) for f in json.loads(args.files)]
     with PeakMemory(interval=0.02) as mem:

@@ -1,6 +1,6 @@
 """Encode throughput of TAESD against the full-size SD 1.x VAE encoder, per image size.
 
-Both encoders run through gitd's own latent function (``gitd.stages.encode.vae_latents``, what
+Both encoders run through gitd's own latent function (``gitd.stages.vae_encoding.vae_latents``, what
 the encode stage calls per batch) on the same input batch, in one process:
 
   taesd   AutoencoderTiny (TAESD for SD 1.x, 1.2M encoder parameters): the real weights from
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from gitd.models import resolve_device
-    from gitd.stages.encode import vae_latents
+    from gitd.stages.vae_encoding import vae_latents
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -25,7 +25,6 @@ from gitd.registry import (KINDS, Method, MethodSettings, all_methods, get_metho
                            register_method)
 from gitd.settings import (Boolean, Interval, Options, PathText, Text, add_arguments, declared,
                            flags_of, key_dict, setting)
-from gitd.store import plan_keys
 
 DATA_KEY = "d" * 16
 IDENTITY = ("method",)  # which class the settings belong to: the registry's business
@@ -78,12 +77,18 @@ def runtime_of(s) -> Runtime:
     return Runtime(device, resolve_dtype(getattr(s, "dtype", "float32"), device))
 
 
+def plan_of(cls, s):
+    """The plan a run of these settings runs (with a distillation's caption synthesis)."""
+    build = getattr(cls, "full_plan", cls.plan)
+    return build(s, runtime_of(s))
+
+
 def keys(cls, s) -> dict[str, str]:
-    return plan_keys(cls.stages(s, runtime_of(s)), DATA_KEY)
+    return plan_of(cls, s).keys(DATA_KEY)
 
 
 def own_settings(cls, s) -> dict[str, dict]:
-    return {name: key_dict(step.settings) for name, step in cls.stages(s, runtime_of(s)).items()}
+    return {e.name: key_dict(e.settings) for e in plan_of(cls, s)}
 
 
 def other_value(name: str, c, value, cls=None):
@@ -136,12 +141,7 @@ def bad_values(c) -> list:
 
 
 def downstream(cls, s, names: set[str]) -> set[str]:
-    plan = cls.stages(s, runtime_of(s))
-    out = set(names)
-    for name, step in plan.items():  # plans are in run order
-        if step.upstream in out:
-            out.add(name)
-    return out
+    return plan_of(cls, s).downstream(names)
 
 
 def fields_of_every_method():
@@ -211,20 +211,20 @@ def test_every_field_validated_keyed_and_a_flag(cls, name, decl, finetuned_runs)
 
 
 @pytest.mark.parametrize("field,stages", [
-    # The bug this registry fixed: revisions were missing from the caption and generate keys.
+    # The bug this registry fixed: revisions were missing from the caption and img2img keys.
     ("captioner_revision", {"caption"}),
-    ("score_revision", {"generate", "caption"}),
+    ("score_revision", {"img2img", "caption"}),
     ("num_captions", {"caption"}),
-    ("strength", {"generate", "caption"}),
-    ("encode_batch_size", {"encode", "cluster", "generate", "caption"}),
+    ("strength", {"img2img", "caption"}),
+    ("encode_batch_size", {"encode", "cluster", "img2img", "caption"}),
     ("encode_workers", set()),
     # Clustering latents at another side: every stage, and the medoids' own encode appears.
-    ("cluster_resolution", {"encode", "cluster", "encode-medoids", "generate", "caption"}),
+    ("cluster_resolution", {"encode", "cluster", "encode-medoids", "img2img", "caption"}),
     # Clustering in another VAE's latents or in feature space: the medoids' own encode appears.
-    ("cluster_vae", {"encode", "cluster", "encode-medoids", "generate", "caption"}),
-    ("cluster_space", {"encode", "features", "cluster", "encode-medoids", "generate",
+    ("cluster_vae", {"encode", "cluster", "encode-medoids", "img2img", "caption"}),
+    ("cluster_space", {"encode", "features", "cluster", "encode-medoids", "img2img",
                        "caption"}),
-    ("vae", {"encode", "cluster", "generate", "caption"}),
+    ("vae", {"encode", "cluster", "img2img", "caption"}),
     # Ray writes the same bytes as the plain run.
     ("ray", set()),
     ("ray_workers", set()),
@@ -238,9 +238,9 @@ def test_gitd_fields_change_exactly_these_stages(field, stages):
     other = dataclasses.replace(s, **{field: other_value(field, decl.constraint,
                                                           getattr(s, field), cls)})
     before, after = keys(cls, s), keys(cls, other)
-    # The extra captions (base_settings asks for them) come after every stage.
+    # The extra captions (base_settings asks for them) follow the images, and only them.
     assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == (
-        stages | {"caption_synthesis"} if stages else set())
+        stages | {"caption_synthesis"} if "img2img" in stages else stages)
 
 
 def test_the_seed_reaches_the_latents_only_through_random_weights():
@@ -256,14 +256,15 @@ def test_the_seed_reaches_the_latents_only_through_random_weights():
 def test_pds_revisions_change_their_stages():
     cls = get_method("pds")
     s = base_settings(cls)
-    for field, stages in (("score_revision", {"embed", "prototypes", "synthesize", "caption"}),
-                          ("unclip_revision", {"synthesize", "caption"}),
+    # The extra captions follow the images (unclip), not the captions.
+    for field, stages in (("score_revision", {"embed", "prototypes", "unclip", "caption",
+                                              "caption_synthesis"}),
+                          ("unclip_revision", {"unclip", "caption", "caption_synthesis"}),
                           ("captioner_revision", {"caption"})):
         after = keys(cls, dataclasses.replace(s, **{field: "abc"}))
         before = keys(cls, s)
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-        assert changed == stages | {"caption_synthesis"}, \
-            field
+        assert changed == stages, field
 
 
 def test_lookup_and_unknown_names():

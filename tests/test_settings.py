@@ -103,3 +103,36 @@ def test_bounded_integers_are_checked_while_parsing_and_huge_values_stay_one_lin
     with pytest.raises(ConfigError) as err:
         validate(Seeded(seed=10**5000))
     assert str(err.value) == "seed must be <= 4294967295, got a huge-digit number"
+
+
+def test_check_is_validate_for_one_value():
+    # The library functions' arguments get the same rules and messages as declared settings.
+    from gitd.settings import check
+
+    assert check("steps", 3, Interval(int, 1, None)) == 3
+    with pytest.raises(ConfigError, match=r"^steps must be >= 1, got 0$"):
+        check("steps", 0, Interval(int, 1, None))
+    with pytest.raises(ConfigError, match=r"^steps must be an integer, got True$"):
+        check("steps", True, Interval(int, 1, None))
+    with pytest.raises(ConfigError, match=r"^size must be <= 10, got 11$"):
+        check("size", 11, Interval(int, 1, 10))
+    assert check("chunk", None, Interval(int, 1, None), optional=True) is None
+    with pytest.raises(ConfigError, match="chunk must be an integer, got None"):
+        check("chunk", None, Interval(int, 1, None))
+
+
+def test_inherit_changes_the_default_only():
+    from gitd.settings import declared, inherit
+
+    @dataclass(frozen=True)
+    class Loud(Toy):
+        steps: int = inherit(Toy, "steps", 9)
+
+    d, = [d for f, d in declared(Loud) if f.name == "steps"]
+    e, = [d for f, d in declared(Toy) if f.name == "steps"]
+    assert (Loud().steps, Toy().steps) == (9, 4)
+    assert d is e  # the rule, help and flags are the group's, declared once
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        validate(Loud(steps=0))
+    with pytest.raises(TypeError, match="declares no setting 'nope'"):
+        inherit(Toy, "nope", 1)

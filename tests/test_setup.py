@@ -29,6 +29,19 @@ def test_install_can_use_an_existing_torch():
     assert "INSTALL_MEASUREMENT" not in readme  # the measured figure is filled in
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_test_lints_with_ruff_before_the_tests():
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), "test", "VENV=/nonexistent/venv"],
+                         capture_output=True, text=True, check=True).stdout
+    lint = out.index("/nonexistent/venv/bin/python -m ruff check src tests benchmarks")
+    assert lint < out.index("-m pytest")
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert {"F", "E9"} <= set(project["tool"]["ruff"]["lint"]["select"])
+    assert project["tool"]["ruff"]["line-length"] == 100
+    assert any(d.startswith("ruff") for d in project["project"]["optional-dependencies"]["dev"])
+
+
 def test_readme_python_example_reads_what_make_demo_writes(tmp_path, monkeypatch):
     """The README's Python block, run where `make demo` ran (demo/data from `gitd shapes`),
     with the two long calls replaced by stand-ins that check their inputs exist."""
@@ -126,7 +139,7 @@ def test_finetune_help_and_readme_give_the_same_measured_time(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["finetune", "--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    steps, seconds = re.search(r"tiny: .*?(\d+) steps in (\d+) s", text).groups()
+    steps, seconds = re.search(r"tiny \(.*?(\d+) steps in (\d+) s", text).groups()
     readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
     assert f"`gitd finetune` ({steps} steps) {seconds} s" in readme
     assert "in seconds" not in text

@@ -63,11 +63,11 @@ DAMAGE = {
     "medoids.json emptied": ("cluster-*/medoids.json", lambda p: p.write_text("{}"),
                              "cluster: the cached stage"),
     # units: only the damaged one is computed again
-    "generated PNG deleted": ("generate-*/0002.png", Path.unlink,
-                              "generate: medoid 2 in"),
-    "generated PNG truncated": ("generate-*/0002.png", _truncate, "generate: medoid 2 in"),
-    "generate JSON garbage": ("generate-*/0002.json", lambda p: p.write_bytes(b"\x00\xff"),
-                              "generate: medoid 2 in"),
+    "generated PNG deleted": ("img2img-*/0002.png", Path.unlink,
+                              "img2img: medoid 2 in"),
+    "generated PNG truncated": ("img2img-*/0002.png", _truncate, "img2img: medoid 2 in"),
+    "img2img JSON garbage": ("img2img-*/0002.json", lambda p: p.write_bytes(b"\x00\xff"),
+                              "img2img: medoid 2 in"),
     "caption JSON emptied": ("caption-*/0003.json", lambda p: p.write_text("{}"),
                              "caption: image 3 in"),
 }

@@ -35,14 +35,6 @@ def distill_fields() -> dict[str, list[str]]:
     return out
 
 
-def distill_presets() -> list[str]:
-    """Every preset name of every distillation method, first seen first."""
-    out: list[str] = []
-    for name in list_methods("distill"):
-        out += [p for p in get_method(name).presets if p not in out]
-    return out
-
-
 def _check_known(data: dict[str, Any], source: str) -> None:
     known = distill_fields()
     unknown = sorted(set(data) - set(known))
@@ -130,7 +122,3 @@ def save_config(settings: MethodSettings, path: str | Path) -> None:
     else:
         text = json.dumps(settings.to_dict(), indent=2) + "\n"
     atomic_write_text(path, text)
-
-
-__all__ = ["DEFAULT_METHOD", "distill_fields", "distill_presets", "load_config", "make_config",
-           "read_config_file", "save_config"]

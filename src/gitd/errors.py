@@ -72,17 +72,6 @@ def environment_error(path, exc: OSError, *, action: str = "write") -> GitdError
 MAX_SEED = 2**32 - 1
 
 
-def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
-    """Validate an integer setting where work starts (scikit-learn style), naming the bad value."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {short_value(value)}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {short_value(value)}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {short_value(value)}")
-    return value
-
-
 def short_value(value) -> str:
     """A value for a one-line message (a 5000-digit number is not one line)."""
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else \

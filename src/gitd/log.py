@@ -121,9 +121,6 @@ class LogProgress:
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = ", ".join(f"{k} {v}" for k, v in items.items())
 
-    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-        self.postfix = s
-
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()

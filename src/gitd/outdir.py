@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 from gitd import __version__
 from gitd.errors import GitdError, environment_error
 from gitd.log import get_logger
-from gitd.store import _TMP_RE, _pid_alive, atomic_write_json, remove_stale_temp_files
+from gitd.store import TEMP_FILE_RE, pid_alive, atomic_write_json, remove_stale_temp_files
 
 log = get_logger("outdir")
 
@@ -153,7 +153,7 @@ def _files_under(folder: Path, skip: Iterable[str] = ()) -> list[str]:
             dirs[:] = [d for d in dirs if d not in skip]
             names = [n for n in names if n != MARKER and n not in skip]
         for name in names:
-            if not _TMP_RE.match(name):
+            if not TEMP_FILE_RE.match(name):
                 out.append((rel_root / name).as_posix())
         for d in list(dirs):  # links to folders are listed as entries, never followed
             if os.path.islink(os.path.join(root, d)):
@@ -305,7 +305,7 @@ class OutputFolder:
             return
         for name in names:
             m = _SIBLING_RE.match(name)
-            if m and m.group("name") == self.path.name and not _pid_alive(int(m.group("pid"))):
+            if m and m.group("name") == self.path.name and not pid_alive(int(m.group("pid"))):
                 sib = parent / name
                 if read_marker(sib) is not None:  # only gitd's own half-built folders
                     yield sib, m.group("role")
@@ -400,7 +400,7 @@ def _remove_owned(folder: Path, marker: dict) -> None:
             pass
     for root, dirs, names in os.walk(folder, topdown=False):
         for name in names:
-            if name == MARKER or _TMP_RE.match(name):
+            if name == MARKER or TEMP_FILE_RE.match(name):
                 try:
                     os.unlink(os.path.join(root, name))
                 except OSError:
@@ -495,7 +495,3 @@ def file_starts_with(path: Path, *needles: bytes, limit: int = 1 << 16) -> bool:
     except OSError:
         return False
     return all(n in head for n in needles)
-
-
-__all__ = ["Inputs", "OutputFolder", "MARKER", "check_output_file", "claim", "release",
-           "read_marker", "file_starts_with"]

@@ -9,12 +9,15 @@ carries
   every field declared with ``gitd.settings.setting`` (constraint + help), from which the
   validator and the command-line flags are generated;
 * ``presets``: named sets of field values (``paper``, ``fast``, ``tiny``, ...), applied over the
-  field defaults;
+  field defaults, and registered in the one registry of presets (``gitd.presets``) as
+  ``KIND:NAME``;
 * ``roles``: the models it needs, role -> ``gitd.models.roles.Role`` (a model-registry kind and
   the settings fields that name the model and its revision);
-* ``stages(settings, runtime)``: its stage plan (each stage's frozen settings and upstream), from
+* ``plan(settings, runtime)``: its plan (``gitd.plan.Plan``: each stage with its function,
+  frozen settings, model roles and the entries it reads), which the base class runs and from
   which every cache key is derived;
-* ``run(data, out, ...)``: the recipe.
+* ``run(data, out, ...)``: the run around the plan (``gitd.methods.base``,
+  ``gitd.methods.coreset``).
 
 Methods are discovered: every module of the ``gitd.methods`` package is imported on the first
 lookup, so a new method is one new file there (plus its tests), and the CLI, config files,
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from gitd.errors import MAX_SEED, ConfigError
+from gitd.presets import Presets, presets_of, register_presets
 from gitd.settings import Interval, Text, field_names, setting, validate
 
 KINDS = ("distill", "select")
@@ -100,22 +104,17 @@ class Method:
 
     # -- settings ------------------------------------------------------------------------
     @classmethod
+    def preset_table(cls) -> Presets:
+        """This method's presets, from the one registry (``gitd.presets``)."""
+        return presets_of(f"{cls.kind}:{cls.name}")
+
+    @classmethod
     def configure(cls, preset: str | None = None, **values: Any) -> MethodSettings:
         """Settings of this method: the field defaults, then ``preset`` (default
         ``default_preset``), then ``values``. Nothing is validated here (``validate`` is)."""
         check_keys(cls.Settings, values, "override")
         values.pop("method", None)
-        chosen = preset if preset is not None else cls.default_preset
-        base: dict[str, Any] = {}
-        if chosen is not None:
-            if chosen not in cls.presets:
-                known = ", ".join(cls.presets) or "none"
-                raise ConfigError(f"unknown preset {chosen!r} for method {cls.name}; choose one "
-                                  f"of: {known}")
-            base = dict(cls.presets[chosen])
-            if "preset" in field_names(cls.Settings):
-                base["preset"] = chosen
-        return cls.Settings(**{**base, **values, "method": cls.name})
+        return cls.preset_table().make(preset, **values, method=cls.name)
 
     @classmethod
     def validate(cls, settings: MethodSettings) -> MethodSettings:
@@ -130,8 +129,9 @@ class Method:
             raise ConfigError(f"method must be {cls.name!r} for {cls.Settings.__name__}, got "
                               f"{settings.method!r}")
         preset = getattr(settings, "preset", None)
-        if preset is not None and cls.presets and preset not in cls.presets:
-            raise ConfigError(f"preset must be one of {', '.join(cls.presets)}; got {preset!r}")
+        names = cls.preset_table().names
+        if preset is not None and names and preset not in names:
+            raise ConfigError(f"preset must be one of {', '.join(names)}; got {preset!r}")
         cls.check(settings)
         return settings
 
@@ -139,12 +139,15 @@ class Method:
     def check(cls, settings: MethodSettings) -> None:
         """Rules between fields that no single constraint states (override when needed)."""
 
-    # -- stage plan ----------------------------------------------------------------------
+    # -- the plan ------------------------------------------------------------------------
     @classmethod
-    def stages(cls, settings: MethodSettings, runtime: Any) -> dict[str, Any]:
-        """name -> ``gitd.store.StagePlan`` (the stage's frozen settings and its upstream), in
-        run order; the stages these settings run. Every cache key comes from here."""
-        return {}
+    def plan(cls, settings: MethodSettings, runtime: Any) -> Any:
+        """The ``gitd.plan.Plan`` these settings run: every stage with its function, frozen
+        settings, model roles and the entries it reads, in run order. Every cache key comes
+        from here."""
+        from gitd.plan import Plan
+
+        return Plan()
 
     def run(self, data, out, **io: Any):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -167,6 +170,8 @@ def register_method(name: str, *, kind: str = "distill") -> Callable[[type[Metho
             raise TypeError(f"{cls.__name__}.Settings must subclass MethodSettings")
         cls.name = name
         cls.kind = kind
+        register_presets(f"{kind}:{name}", cls.Settings, cls.presets,
+                         default=cls.default_preset, what=f"method {name}")
         _METHODS[kind][name] = cls
         return cls
 
@@ -186,7 +191,9 @@ def discover() -> None:
 
 
 def list_methods(kind: str = "distill") -> list[str]:
-    """Registered names of ``kind``, in registration order (the default method first)."""
+    """Registered names of ``kind``, in registration order: ``discover`` imports the modules of
+    ``gitd.methods`` alphabetically, so the default method (``gitd.config.DEFAULT_METHOD``) is
+    not necessarily first."""
     discover()
     return list(_METHODS[kind])
 
@@ -236,9 +243,10 @@ def describe(kind: str | None = None, name: str | None = None) -> str:
         if (kind and cls.kind != kind) or (name and cls.name != name):
             continue
         lines.append(f"{cls.kind} {cls.name}: {cls.summary()}")
-        if cls.presets:
-            default = f" (default {cls.default_preset})" if cls.default_preset else ""
-            lines.append(f"  presets: {', '.join(cls.presets)}{default}")
+        table = cls.preset_table()
+        if table.names:
+            default = f" (default {table.default})" if table.default else ""
+            lines.append(f"  presets: {', '.join(table.names)}{default}")
         if cls.roles:
             lines.append("  models: " + ", ".join(
                 f"{role} ({spec.kind}, --{spec.model.replace('_', '-')})"
@@ -264,7 +272,3 @@ def check_keys(settings_cls: type, data: dict[str, Any], source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known settings: "
                           f"{', '.join(known)}")
-
-
-__all__ = ["KINDS", "Method", "MethodSettings", "all_methods", "check_keys", "describe", "discover",
-           "get_method", "list_methods", "neutral_fields", "register_method", "summary_of"]

@@ -13,7 +13,7 @@ allowed, its help text, and whether it affects results. From that one declaratio
   (a work folder, a number of loader processes) is left out of every fingerprint, and that
   is visible where the field is declared, not decided beside the code that computes a key.
 
-Stage settings (``gitd.store.StageRunner``) are frozen dataclasses too; plain dataclass fields
+Stage settings (``gitd.plan``) are frozen dataclasses too; plain dataclass fields
 there are part of the key, and :func:`setting` marks the exceptions.
 """
 
@@ -250,6 +250,16 @@ def setting(default: Any, constraint: Constraint, help: str, *, optional: bool =
     return field(default=default, metadata={_META: meta})
 
 
+def inherit(owner: type, name: str, default: Any) -> Any:
+    """Field ``name`` of the settings group ``owner`` (a dataclass of shared fields) with
+    another default, for a method whose paper uses another value: the rule, help and flags stay
+    declared once, in the group."""
+    f = next((f for f in dataclasses.fields(owner) if f.name == name), None)
+    if f is None or declaration(f) is None:
+        raise TypeError(f"{owner.__qualname__} declares no setting {name!r}")
+    return field(default=default, metadata=f.metadata)
+
+
 def declaration(f: dataclasses.Field) -> Setting | None:
     return f.metadata.get(_META)
 
@@ -270,6 +280,18 @@ def validate(obj: Any) -> Any:
         if problem is not None:
             raise ConfigError(f"{f.name} {problem}")
     return obj
+
+
+def check(name: str, value: Any, constraint: Constraint, *, optional: bool = False) -> Any:
+    """One value against a rule, where a function is called outside declared settings (the
+    library API): the same rules and the same one-line ``ConfigError`` as ``validate``.
+    Returns the value."""
+    if value is None and optional:
+        return value
+    problem = constraint.problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name} {problem}")
+    return value
 
 
 def key_fields(cls_or_obj: Any) -> tuple[str, ...]:
@@ -390,8 +412,11 @@ def _shown(value: Any) -> str:
 def _default_text(name: str, owners: list[str], defaults: dict[str, Any], text: str) -> str:
     """`` (default: X)`` or `` (default: gitd X; pds Y)``; empty where no default is known or
     the help already states one."""
-    values = {o: getattr(defaults[o], name) for o in owners if o in defaults}
-    if not values or re.search(r"\bdefault\b", text):
+    if re.search(r"\bdefault\b", text):
+        return ""
+    values = {o: getattr(defaults[o], name) for o in owners
+              if o in defaults and hasattr(defaults[o], name)}
+    if not values:
         return ""
     shown = {o: _shown(v).replace("%", "%%") for o, v in values.items()}  # argparse formats help
     if len(set(shown.values())) == 1:
@@ -406,10 +431,3 @@ def _grouped(by_owner: dict[str, str]) -> list[tuple[str, list[str]]]:
     for owner, value in by_owner.items():
         out.setdefault(value, []).append(owner)
     return list(out.items())
-
-
-__all__ = ["Boolean", "Constraint", "Interval", "Options", "PathText", "Setting", "Text",
-           "add_argument_for", "add_arguments", "declaration", "declared", "field_names",
-           "flags_of", "key_dict", "key_fields",
-           "setting", "validate"]
-

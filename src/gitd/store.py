@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,14 +80,14 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 06
 
 # Temporary files of atomic writes: ``.NAME.PID-RANDOM.tmp`` beside their target. The pid lets a
 # later run remove the leftovers of a killed one (``stale_temp_files``) and only those.
-_TMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+TEMP_FILE_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
 
 
 def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -105,8 +105,8 @@ def stale_temp_files(folder: str | Path) -> list[Path]:
     found = []
     for root, _, names in os.walk(folder):
         for name in names:
-            m = _TMP_RE.match(name)
-            if m and not _pid_alive(int(m.group(1))):
+            m = TEMP_FILE_RE.match(name)
+            if m and not pid_alive(int(m.group(1))):
                 found.append(Path(root) / name)
     return found
 
@@ -251,7 +251,7 @@ class Stage:
         if previous and previous != stage.key:
             old = read_json(stage.work / f"{name}-{previous}" / "settings.json", {}) or {}
             old = old if isinstance(old, dict) else {}
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            changed = _changed(old, settings)
             log.info("%s: settings changed (%s), recomputing this stage and those after it",
                      name, ", ".join(changed) or "upstream")
         try:
@@ -294,6 +294,21 @@ class Stage:
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / "DONE", {}) or {}
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of what differs between two stage payloads: the settings fields by name, the
+    rest (``version``, ``upstream``, ...) by key."""
+    out = set()
+    for k in set(old) | set(new):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            out.update(f for f in set(a) | set(b) if a.get(f) != b.get(f))
+        else:
+            out.add(k)
+    return sorted(out)
 
 
 class StageTimer:
@@ -400,100 +415,3 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
         finally:
             bar.close()
     return [loaded[j] for j in range(n)]
-
-
-# -- stages of a run -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StagePlan:
-    """One stage of a method's plan: its frozen settings object and the stage it reads from
-    (``"data"`` for the dataset itself)."""
-
-    settings: Any
-    upstream: str = "data"
-
-
-def stage_payload(settings: Any, upstream_key: str) -> dict[str, Any]:
-    """What a stage's key hashes: every field of its settings (``gitd.settings.key_dict``: all
-    but those declared ``affects_results=False``) and the key of the stage before it."""
-    from gitd.settings import key_dict
-
-    return {**key_dict(settings), "upstream": upstream_key}
-
-
-def plan_keys(plan: dict[str, StagePlan], data_key: str) -> dict[str, str]:
-    """The key of every planned stage, without running anything."""
-    keys = {"data": data_key}
-    for name, step in plan.items():
-        keys[name] = fingerprint(stage_payload(step.settings, keys[step.upstream]))
-    del keys["data"]
-    return keys
-
-
-class StageRunner:
-    """Runs the stages of one method run in a work folder, the same way for every stage of
-    every method: open the fingerprinted folder, skip what is done, recompute what is damaged,
-    time it (across resumed runs), resume per unit, mark it done, and record its key and
-    seconds for the manifest."""
-
-    def __init__(self, work: str | Path, plan: dict[str, StagePlan], data_key: str, *,
-                 on_unit: Callable[[str, int], None] | None = None):
-        self.work = Path(work)
-        self.plan = plan
-        self.keys: dict[str, str] = {"data": data_key}
-        self.timings: dict[str, float] = {}
-        self.on_unit = on_unit
-
-    @property
-    def stage_keys(self) -> dict[str, str]:
-        """Keys of the stages opened so far (the manifest's ``stages``)."""
-        return {k: v for k, v in self.keys.items() if k != "data"}
-
-    def open(self, name: str, prepare: Callable[[], Any] | None = None) -> Stage:
-        """The stage's folder (``Stage.open``; ``prepare`` builds its models first)."""
-        step = self.plan[name]
-        stage = Stage.open(self.work, name, stage_payload(step.settings, self.keys[step.upstream]),
-                           prepare=prepare)
-        self.keys[name] = stage.key
-        return stage
-
-    def whole(self, name: str, compute: Callable[[Stage], Any], load: Callable[[Stage], Any], *,
-              prepare: Callable[[], Any] | None = None):
-        """A stage computed in one piece; returns ``load(stage)`` (``Stage.cached``: a done
-        stage whose files fail to load is recomputed). ``compute(stage)`` writes its files into
-        ``stage.path`` (atomically, resuming itself where it can); ``load`` validates them
-        (``require``). ``prepare()`` (building the models it needs) runs before anything is
-        created on disk, unless the stage is done."""
-        stage = self.open(name, prepare)
-        value = stage.cached(lambda: load(stage), lambda: compute(stage))
-        self.timings[name] = float(stage.summary().get("seconds", 0.0))
-        return value
-
-    def units(self, name: str, n: int, batch_size: int, compute: Callable[[range], list],
-              write: Callable[[Stage, int, Any], None], load: Callable[[Stage, int], Any], *,
-              noun: str = "unit", before: Callable[[], None] | None = None,
-              prepare: Callable[[], Any] | None = None) -> list:
-        """A stage of ``n`` units finished in fixed chunks of ``batch_size`` (``run_units``);
-        returns ``load(stage, j)`` for every unit. ``compute(chunk)`` returns one result per
-        index, ``write(stage, j, result)`` writes unit ``j`` (its ``.json`` last), ``load``
-        reads one back and validates it (a unit that fails to load is computed again).
-        ``before()`` runs first when some unit is still missing (a check that must fail before
-        any work); ``prepare()`` as for ``whole``."""
-        stage = self.open(name, prepare)
-        clock = StageTimer(stage)
-
-        def written(j: int) -> None:
-            clock.save()
-            if self.on_unit:
-                self.on_unit(name, j)
-
-        if before is not None and not all(unit_path(stage, j).exists() for j in range(n)):
-            before()
-        values = run_units(stage, n, batch_size, compute, lambda j, r: write(stage, j, r),
-                           lambda j: load(stage, j), noun=noun, on_written=written)
-        stage.mark_done({"seconds": round(clock.total(), 3)})
-        self.timings[name] = round(clock.total(), 3)
-        return values
-
-    def skip(self, name: str) -> None:
-        """A stage these settings do not run (an ablation): zero seconds in the manifest."""
-        self.timings[name] = 0.0

@@ -106,7 +106,3 @@ def _apply(n: int) -> None:
                " (the models are tiny stand-ins, fastest on one thread; --threads N to change)")
         get_logger("threads").info("computing on %d CPU thread(s)%s", n, why)
         torch.set_num_threads(n)
-
-
-__all__ = ["ENV", "current_device_key", "device_key", "is_tiny", "request_threads", "requested_threads", "threads_for",
-           "use_threads"]

@@ -107,7 +107,8 @@ def test_resume_reuses_finished_seeds(tiny_sets, tiny_text, tmp_path, monkeypatc
     out.unlink()
     with pytest.raises(KeyboardInterrupt):
         evaluate(train, test, **kw)
-    assert (tmp_path / "r.json.partial" / "seed-0.json").is_file()
+    # one folder per (image encoder, text encoder) pair's run key
+    assert [p.name for p in (tmp_path / "r.json.partial").glob("*/seed-*.json")] == ["seed-0.json"]
     evaluate(train, test, **kw)
     assert calls == [0, 1, 1] and not (tmp_path / "r.json.partial").exists()
 
@@ -124,18 +125,37 @@ def test_user_errors(tiny_sets, tiny_text, tmp_path):
 
 def test_progress_within_epochs_as_log_lines(tiny_sets, tiny_text, tmp_path, monkeypatch, capsys):
     """stderr is not a terminal here: training shows images done and images/s within each
-    epoch (batch by batch) as log lines, and scoring the test set shows its own progress."""
+    epoch (batch by batch) as log lines, ONE count over every seed (so its time left covers the
+    whole run, issue 20), after an estimate of the whole run; scoring shows its own progress."""
     from gitd.log import setup_logging
     train, test = tiny_sets
     setup_logging(quiet=False)
     monkeypatch.setenv("GITD_PROGRESS_SECONDS", "0")
-    evaluate(train, test, epochs=2, seeds=1, text_model=tiny_text, cache=False, **TINY)
+    evaluate(train, test, epochs=2, seeds=2, text_model=tiny_text, cache=False, **TINY)
     err = capsys.readouterr().err
     assert "\r" not in err
-    training = [line for line in err.splitlines() if "seed 0: training:" in line]
-    # 8 images in batches of 4: a line per batch, two epochs, then where it ended
+    lines = err.splitlines()
+    estimate = [line for line in lines if "estimate:" in line]
+    # 2 seeds x 2 epochs x 8 images trained; 2 seeds x 2 scoring epochs x 6 test images scored
+    assert len(estimate) == 1 and "2 seed(s) x 2 epochs x 8 images: 32 training images and " \
+        "24 scored, about" in estimate[0]
+    assert lines.index(estimate[0]) < min(i for i, line in enumerate(lines) if "training:" in line)
+    training = [line for line in lines if "training: " in line]
+    # 8 images in batches of 4: a line per batch, two epochs, two seeds, then where it ended
     assert [line.split("training: ")[1].split(" img")[0] for line in training] == [
-        "4/16", "8/16", "12/16", "16/16"]
-    assert "img/s" in training[0] and "[epoch 1/2]" in training[0]
-    assert "[epoch 2/2, loss " in training[2]
-    assert any("seed 0: scoring test: 6/6 img" in line for line in err.splitlines())
+        "4/32", "8/32", "12/32", "16/32", "20/32", "24/32", "28/32", "32/32"]
+    assert "img/s" in training[0] and "[seed 0, epoch 1/2]" in training[0]
+    assert "[seed 0, epoch 2/2, loss " in training[2] and "[seed 1, epoch 1/2" in training[4]
+    assert "~" in training[3] and "left" in training[3]  # time left of the whole run
+    assert any("seed 0: scoring test: 6/6 img" in line for line in lines)
+
+
+def test_table_notes_an_encoder_that_stood_in_for_the_papers():
+    """An encoder whose info records ``fallback_for`` (auto, offline) gets a note in the table."""
+    summary = {k: {"mean": 1.0, "std": 0.0} for k in METRIC_NAMES}
+    r = {"summary": summary, "seeds": [{}], "encoders": {
+        "image": {"name": "efficientnet_lite0", "fallback_for": "timm:nfnet_l0"},
+        "text": {"name": "minilm"}}}
+    table = format_table(r)
+    assert "NOTE: image encoder efficientnet_lite0 stands in for the papers' timm:nfnet_l0" in table
+    assert "text encoder minilm stands in" not in table

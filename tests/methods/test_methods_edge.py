@@ -53,7 +53,7 @@ def test_output_is_clean_with_the_prompt_first(reference, shapes, run, field_loa
     assert manifest["prompts"]["strategy"] == "random"
     assert manifest["finetuned"]["base"] == {"model": "tiny-sd", "revision": None, "seed": 0}
     assert manifest["finetuned"]["tensors"] > 0
-    assert set(manifest["stages"]) == {"prompts", "sample", "caption_synthesis"}
+    assert set(manifest["stages"]) == {"random-prompts", "text2img", "caption_synthesis"}
     # Each image's first caption is its prompt, a training caption.
     captions = {c for r in load_dataset(shapes) for c in r.captions}
     for item, rec in zip(manifest["items"], records):
@@ -71,8 +71,8 @@ def test_no_finetuned_run_samples_the_base_model(reference, shapes, tmp_path):
     assert [i["source_caption"] for i in manifest["items"]] == \
         [i["source_caption"] for i in ref["items"]]
     assert (base / "images/0000.png").read_bytes() != (reference / "images/0000.png").read_bytes()
-    assert manifest["stages"]["prompts"] == ref["stages"]["prompts"]
-    assert manifest["stages"]["sample"] != ref["stages"]["sample"]
+    assert manifest["stages"]["random-prompts"] == ref["stages"]["random-prompts"]
+    assert manifest["stages"]["text2img"] != ref["stages"]["text2img"]
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def test_sigkill_while_sampling_then_resume_gives_identical_bytes(shapes, run, t
         f"s = make_config('tiny', method='edge', pairs={PAIRS}, device='cpu', "
         f"generate_batch_size=1, finetuned={str(run)!r})\n"
         "def hook(stage, j):\n"
-        "    if stage == 'sample' and j == 1:\n"
+        "    if stage == 'text2img' and j == 1:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         f"distill({str(shapes)!r}, {str(out)!r}, s, on_unit=hook)\n")
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -94,7 +94,7 @@ def test_sigkill_while_sampling_then_resume_gives_identical_bytes(shapes, run, t
                           text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (out / "annotations.json").exists()
-    assert len(list(out.glob("work/sample-*/0*.json"))) == 2
+    assert len(list(out.glob("work/text2img-*/0*.json"))) == 2
     res = subprocess.run([sys.executable, "-m", "gitd", "distill", str(shapes), "--method",
                           "edge", "--preset", "tiny", "--pairs", str(PAIRS), "--device", "cpu",
                           "--generate-batch-size", "1", "--finetuned", str(run),
@@ -141,3 +141,19 @@ def test_extra_captions_on_another_method(shapes, tmp_path):
     assert [r.captions[0] for r in records] == [i["caption"] for i in manifest["items"]]
     assert manifest["models"]["vlm"]["name"] == "tiny-llava"
     assert manifest["models"]["vlm"]["used"] is True
+
+
+def test_the_trained_weights_are_read_once_per_run(shapes, run, reference, tmp_path,
+                                                   monkeypatch, output_files):
+    import gitd.stages.finetune.state as state
+    import gitd.store
+
+    reads = []
+    real = state.read_trained_run
+    monkeypatch.setattr(state, "read_trained_run", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(state, "read_trained", lambda *a: pytest.fail("read_trained called"))
+    monkeypatch.setattr(gitd.store, "file_fingerprint",
+                        lambda *a, **k: pytest.fail("file_fingerprint called"))
+    out = distill(shapes, tmp_path / "once", edge(finetuned=str(run)))
+    assert reads == [str(run)]  # check, key, sampler and manifest share the one read
+    assert output_files(out) == output_files(reference)

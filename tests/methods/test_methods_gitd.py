@@ -67,7 +67,7 @@ def test_output_format_and_manifest(reference, shapes, field_loaders):
         assert len(item["scores"]["caption_candidates"]) == manifest["config"]["num_captions"]
     assert sum(i["cluster_size"] for i in manifest["items"]) == 40
     assert manifest["clustering"]["method"] == "clara"
-    for stage in ("encode", "cluster", "generate", "caption"):
+    for stage in ("encode", "cluster", "img2img", "caption"):
         assert stage in manifest["timings"]
     assert "torch" in manifest["versions"]
     # The output is itself a clean dataset.
@@ -100,11 +100,34 @@ def test_changed_setting_recomputes_only_what_depends_on_it(reference, shapes, t
     assert all(len(i["scores"]["caption_candidates"]) == 3 for i in manifest["items"])
 
 
+def test_a_bumped_stage_version_recomputes_that_stage_and_those_after_it(
+        reference, shapes, tmp_path, caplog, monkeypatch):
+    # A gitd release that fixes CLARA bumps ClusterSettings.version: a user's cached latents
+    # are kept, the medoids and everything made from them are computed again.
+    from gitd.stages.cluster import ClusterSettings
+
+    out = tmp_path / "bumped"
+    distill(shapes, out, tiny())
+    first = json.loads((out / "manifest.json").read_text())
+    monkeypatch.setattr(ClusterSettings, "version", ClusterSettings.version + 1)
+    caplog.set_level("INFO", logger="gitd")
+    distill(shapes, out, tiny())
+    text = caplog.text
+    assert "encode: cached" in text
+    assert "cluster: settings changed (version)" in text
+    assert "img2img: settings changed (upstream)" in text and "already done" not in text
+    second = json.loads((out / "manifest.json").read_text())
+    changed = {k for k in first["stages"] if first["stages"][k] != second["stages"][k]}
+    assert changed == {"cluster", "img2img", "caption"}
+    assert second["plan"]["cluster"]["version"] == first["plan"]["cluster"]["version"] + 1
+    assert output_files(out) == output_files(reference)  # same code: the same result
+
+
 class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("stage,after", [("generate", 2), ("caption", 3)])
+@pytest.mark.parametrize("stage,after", [("img2img", 2), ("caption", 3)])
 def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, caplog, stage, after):
     out = tmp_path / "crashed"
 
@@ -118,8 +141,8 @@ def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, ca
     caplog.set_level("INFO", logger="gitd")
     distill(shapes, out, tiny())
     assert output_files(out) == output_files(reference)
-    if stage == "generate":
-        assert "generate: 3 of 6 medoids already done" in caplog.text
+    if stage == "img2img":
+        assert "img2img: 3 of 6 medoids already done" in caplog.text
     else:
         assert "caption: 4 of 6 images already done" in caplog.text
 
@@ -134,7 +157,7 @@ def test_sigkill_during_generation_then_resume(reference, shapes, tmp_path):
     deadline = time.time() + 120
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        done = list(out.glob("work/generate-*/0*.json"))
+        done = list(out.glob("work/img2img-*/0*.json"))
         if len(done) >= 2:
             proc.send_signal(signal.SIGKILL)
             killed = True
@@ -247,7 +270,7 @@ def test_full_disk_is_one_line_and_keeps_finished_work(reference, shapes, tmp_pa
     assert "re-run" in message
     monkeypatch.setattr(gitd.store.os, "fsync", real_fsync)
     # The two medoids finished before the disk filled up are kept, and the re-run completes.
-    assert len(list(out.glob("work/generate-*/0*.json"))) == 2
+    assert len(list(out.glob("work/img2img-*/0*.json"))) == 2
     assert not list(out.glob("work/**/.*.tmp"))
     distill(shapes, out, tiny())
     assert output_files(out) == output_files(reference)
@@ -293,8 +316,9 @@ def test_manifest_says_untrained_for_full_size_random_models(shapes, tmp_path):
 
 
 def test_changed_revisions_recompute_the_stages_that_use_the_model(shapes, tmp_path):
-    # Regression: the caption key left out captioner_revision, and the generate and caption keys
-    # left out score_revision, so a changed revision reused the old captions.
+    # Regression: the caption key left out captioner_revision, and the img2img (then named
+    # generate) and caption keys left out score_revision, so a changed revision reused the old
+    # captions.
     from gitd.cli import main
 
     out = tmp_path / "rev"
@@ -309,9 +333,9 @@ def test_changed_revisions_recompute_the_stages_that_use_the_model(shapes, tmp_p
     caption = stages("--captioner-revision", "v2")
     assert {k for k in first if first[k] != caption[k]} == {"caption"}
     score = stages("--captioner-revision", "v2", "--score-revision", "v2")
-    assert {k for k in caption if caption[k] != score[k]} == {"generate", "caption"}
+    assert {k for k in caption if caption[k] != score[k]} == {"img2img", "caption"}
     # Each changed stage was computed anew in its own folder; the old ones are untouched.
     for key in (first["caption"], caption["caption"], score["caption"]):
         assert len(list((out / "work" / f"caption-{key}").glob("0*.json"))) == 2
-    assert len(list((out / "work").glob("generate-*"))) == 2
+    assert len(list((out / "work").glob("img2img-*"))) == 2
     assert len(list((out / "work").glob("encode-*"))) == 1

@@ -20,8 +20,9 @@ diffusers = pytest.importorskip("diffusers")
 from gitd.config import make_config
 from gitd.data import load_dataset
 from gitd.methods import distill
-from gitd.stages.cluster import clara
-from gitd.stages.encode import LatentStore, preprocess, vae_latents
+from gitd.stages.clara import clara
+from gitd.stages.latent_folder import LatentStore
+from gitd.stages.vae_encoding import preprocess, vae_latents
 
 PAIRS = 4
 
@@ -56,7 +57,7 @@ def test_cluster_vae_clusters_its_latents_and_only_medoids_use_the_generation_va
     out = tmp_path / "out"
     distill(shapes, out, tiny(cluster_vae=str(tiny_taesd)))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"encode", "cluster", "encode-medoids", "generate",
+    assert set(manifest["stages"]) == {"encode", "cluster", "encode-medoids", "img2img",
                                        "caption"}
     assert manifest["clustering"]["space"] == "latents"
     assert manifest["clustering"]["vae"] == str(tiny_taesd)
@@ -84,7 +85,7 @@ def test_cluster_vae_clusters_its_latents_and_only_medoids_use_the_generation_va
 
 
 def test_cluster_space_features_picks_clara_medoids_of_the_coreset_features(shapes, tmp_path):
-    from gitd.methods.coreset import pair_features
+    from gitd.stages.pair_features import pair_features
 
     out = tmp_path / "out"
     distill(shapes, out, tiny(cluster_space="features", feature_image_size=32, diffusion=False,

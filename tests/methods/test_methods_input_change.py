@@ -51,7 +51,7 @@ def test_image_replaced_between_kill_and_resume_gives_the_fresh_result(data, tmp
     out = tmp_path / "out"
 
     def crash(stage, j):
-        if stage == "generate" and j == 1:
+        if stage == "img2img" and j == 1:
             raise Crash()
 
     with pytest.raises(Crash):

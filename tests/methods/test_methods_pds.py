@@ -50,7 +50,7 @@ def test_writes_clean_pairs_and_manifest(reference, field_loaders):
         assert item["prototype"]["members"] >= 1 and item["caption"] == item["source_caption"]
         assert item["prototype"]["match_count"] <= item["prototype"]["members"]
     assert len({i["source_id"] for i in m["items"]}) == PAIRS
-    assert set(m["timings"]) >= {"embed", "prototypes", "synthesize"}
+    assert set(m["timings"]) >= {"embed", "prototypes", "unclip"}
 
 
 def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, caplog):
@@ -60,7 +60,7 @@ def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, ca
         pass
 
     def crash(stage, j):
-        if stage == "synthesize" and j == 5:
+        if stage == "unclip" and j == 5:
             raise Crash()
 
     with pytest.raises(Crash):
@@ -68,7 +68,7 @@ def test_crash_and_resume_gives_identical_output(reference, shapes, tmp_path, ca
     caplog.set_level("INFO", logger="gitd")
     distill(shapes, out, pds())
     assert "embed: cached" in caplog.text and "prototypes: cached" in caplog.text
-    assert "synthesize: 6 of 8 prototypes already done" in caplog.text
+    assert "unclip: 6 of 8 prototypes already done" in caplog.text
     assert output_files(out) == output_files(reference)
 
 
@@ -80,7 +80,7 @@ def test_sigkill_then_resume(reference, shapes, tmp_path):
     proc = subprocess.Popen(cmd, env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline, killed = time.time() + 120, False
     while time.time() < deadline and proc.poll() is None:
-        if len(list(out.glob("work/synthesize-*/0*.json"))) >= 2:
+        if len(list(out.glob("work/unclip-*/0*.json"))) >= 2:
             proc.send_signal(signal.SIGKILL)
             killed = True
             break

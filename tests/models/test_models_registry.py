@@ -9,7 +9,8 @@ from PIL import Image
 
 from gitd.errors import ConfigError, ModelUnavailableError
 from gitd.models import (build, build_captioner, build_img2img, build_score_model, build_vae,
-                         list_models, register, resolve_device, resolve_dtype)
+                         describe_model, is_untrained, list_models, register, resolve_device,
+                         resolve_dtype)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -162,6 +163,19 @@ def test_register_a_new_kind_and_name():
         build("unclip-test", "other", device="cpu")
     with pytest.raises(ConfigError, match="unknown model kind"):
         build("no-such-kind", "x")
+
+
+def test_text2img_is_derived_from_every_img2img_name():
+    # EDGE samples text-to-image from its diffusion model: every img2img name builds one, from
+    # the same weights, untrained where that one is; no name can be registered for it alone.
+    assert list_models("text2img") == list_models("img2img")
+    assert "text2img" in list_models()
+    assert is_untrained("text2img", "tiny-sd") and not is_untrained("text2img", "some/sd-id")
+    info = describe_model("text2img", "tiny-sd")
+    assert info["kind"] == "text2img" and info["source"] == "registry" and info["untrained"]
+    assert describe_model("text2img", "some/sd-id")["source"] == "huggingface"
+    with pytest.raises(ValueError, match="register the name there"):
+        register("text2img", "mine")
 
 
 def _closed_port() -> int:

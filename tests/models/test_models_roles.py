@@ -19,7 +19,7 @@ class S:
 
 
 ROLES = {"vae": Role("vae", "sd", "sd_rev"),
-         "img2img": Role("img2img", "sd", "sd_rev", shares=("vae",), used=lambda s: s.diffusion),
+         "img2img": Role("img2img", "sd", "sd_rev", shares=("vae",)),
          "score": Role("score", "clip")}
 
 
@@ -44,7 +44,8 @@ def test_refs_and_description_follow_the_settings():
     assert ROLES["img2img"].ref(s) == ModelRef("img2img", "tiny-sd", "abc", seed=0)
     real = S(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", seed=7)
     assert ROLES["vae"].ref(real).seed is None
-    d = describe_roles(ROLES, s)
+    # Whether a role is used is the run's plan's business (here: /D, no img2img stage).
+    d = describe_roles(ROLES, s, used={"vae"})
     assert d["img2img"]["used"] is False and d["vae"]["used"] is True
     assert d["vae"] == {"kind": "vae", "name": "tiny-sd", "revision": "abc", "source": "registry",
                         "untrained": True, "used": True}
@@ -53,3 +54,35 @@ def test_refs_and_description_follow_the_settings():
     assert real["score"]["source"] == "huggingface" and not untrained(real)
     # An unused random-weight role does not make the output untrained.
     assert not untrained({"x": {"untrained": True, "used": False}})
+
+
+def test_released_models_are_built_again_given_ones_stay():
+    marker = object()
+    models = Models(ROLES, S(), torch.device("cpu"), torch.float32, {"score": marker})
+    assert models.requires("img2img") == {"img2img", "vae"}
+    vae = models.get("vae")
+    models.release("vae")
+    assert "vae" not in models._built
+    again = models.get("vae")
+    assert again is not vae and type(again) is type(vae)
+    # Same seed, same random weights: a rebuilt model computes what the first one did.
+    assert all(torch.equal(a, b) for a, b in zip(vae.parameters(), again.parameters()))
+    models.release("score")
+    assert models.get("score") is marker
+
+
+def test_a_factory_builds_the_roles_model_in_another_process():
+    import pickle
+
+    s = S()
+    roles = {**ROLES, "taesd": Role("vae", "sd", source=lambda s: ("tiny-sd", None,
+                                                                   {"standalone": True}))}
+    models = Models(roles, s, torch.device("cpu"), torch.float32)
+    factory = pickle.loads(pickle.dumps(models.factory("taesd")))
+    # The role's name, revision, seed, dtype and builder options travel with it.
+    assert factory.args == ("vae", "tiny-sd")
+    assert factory.keywords == {"device": "cpu", "dtype": torch.float32, "seed": 0,
+                                "revision": None, "standalone": True}
+    built = factory()
+    assert all(torch.equal(a, b) for a, b in zip(built.parameters(),
+                                                 models.get("taesd").parameters()))

@@ -66,7 +66,7 @@ def test_folders_that_are_not_an_sd1_vae_are_refused(tmp_path, small_tiny_vae):
 def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
     """diffusers takes AutoencoderTiny as the SD pipeline's VAE (its documented use): gitd's
     scaled latents go in, the pipeline decodes with TAESD."""
-    from gitd.stages.generate import generate_candidates
+    from gitd.stages.img2img import generate_candidates
 
     small_tiny_vae().save_pretrained(tmp_path / "taesd")
     vae = build_vae(str(tmp_path / "taesd"))
@@ -80,7 +80,13 @@ def test_taesd_as_the_img2img_pipelines_vae(tmp_path, small_tiny_vae):
 
 
 def describe_models(settings):
-    return describe_roles(get_method("gitd").roles, settings)
+    from gitd.models.roles import Models, Runtime
+
+    cls = get_method("gitd")
+    rt = Runtime.resolve("cpu", "float32")
+    used = cls.plan(settings, rt).roles_used(Models(cls.roles, settings, rt.device,
+                                                    rt.dtype).requires)
+    return describe_roles(cls.roles, settings, used=used)
 
 
 def test_describe_models_names_the_generation_and_clustering_vaes():

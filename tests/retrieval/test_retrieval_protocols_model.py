@@ -26,8 +26,11 @@ def test_overrides_and_none_is_ignored():
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"batch_size": 0}, "batch size"),
-    ({"image_size": 16}, "image size"), ({"optimizer": "adam"}, "optimizer"),
+    ({"epochs": -1}, "epochs must be >= 0, got -1"), ({"lr": 0}, "lr must be > 0, got 0"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"image_size": 16}, "image_size must be >= 32, got 16"),
+    ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw"),
+    ({"loss": "mse"}, "loss must be one of infonce, wbce"),
     ({"warmup": 3}, "unknown protocol setting"),
 ])
 def test_bad_settings_name_the_value(kw, match):

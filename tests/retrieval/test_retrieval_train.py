@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from gitd.data import load_dataset
 from gitd.models.encoders import build_image_encoder, build_text_encoder
@@ -67,3 +68,75 @@ def test_multi_caption_policy_one_random_caption_per_image(tmp_path, tiny_text, 
         assert all(pairs.text_to_image[caption[i]] == i for i in range(3))
         chosen.update(caption.tolist())
     assert chosen == set(range(9))
+
+
+def test_batches_random_subsets_and_drop_last(tiny_sets, tiny_text, tiny_image):
+    ds, _, txt, pairs = _pairs(tiny_sets, tiny_text, tiny_image)  # 8 images
+    def order(**kw):
+        prot = get_protocol("gitd", image_size=32, epochs=1, **kw)
+        t = Trainer(build_model(tiny_image, txt.dim, prot, seed=0), pairs, prot, seed=0)
+        return [b for b in t._epoch_order(0)[0]], t.images_per_epoch()
+
+    # LoRS / PDS: ceil(n / bs) batches, each an independent random subset of distinct images
+    batches, n = order(batch_size=3, batches="random")
+    assert [len(b) for b in batches] == [3, 3, 3] and n == 9
+    assert all(len(set(b)) == 3 for b in batches)
+    assert sorted(i for b in batches for i in b) != list(range(8))  # not a partition
+    # GITD's / EDGE's loaders drop the last partial batch
+    batches, n = order(batch_size=3, drop_last=True)
+    assert [len(b) for b in batches] == [3, 3] and n == 6
+    # ... but a set smaller than one batch still trains, as one batch
+    batches, n = order(batch_size=16, drop_last=True)
+    assert [len(b) for b in batches] == [8] and n == 8
+
+
+def test_each_group_has_its_own_lr_and_the_schedule_scales_both(tiny_sets, tiny_text,
+                                                                tiny_image):
+    _, _, txt, pairs = _pairs(tiny_sets, tiny_text, tiny_image)
+    prot = get_protocol("lors", image_size=32, epochs=4, batch_size=4, image_lr=0.03,
+                        text_lr=0.002)
+    t = Trainer(build_model(tiny_image, txt.dim, prot, seed=0), pairs, prot, seed=0)
+    lrs = []
+    t.fit(on_epoch_end=lambda e, tr: lrs.append([g["lr"] for g in tr.optimizer.param_groups]),
+          progress_bar=False)
+    assert lrs == [pytest.approx([0.03, 0.002])] * 2 + [pytest.approx([0.003, 0.0002])] * 2
+    assert t.loss_name == "wbce"  # LoRS's loss, against the identity target here
+    frozen = get_protocol("pds", image_size=32, epochs=1)
+    model = build_model(tiny_image, txt.dim, frozen, seed=0)
+    assert model.image_encoder is None  # PDS trains the text head only
+
+
+def test_tensor_pairs_train_like_the_same_images_decoded(tiny_sets, tiny_text, tiny_image):
+    """Float pixels on the 0-255 scale (a distilled file) and text embeddings given in place of
+    the text encoder's: the same losses as the decoded uint8 images and their captions."""
+    from gitd.retrieval.pairs import tensor_pairs
+
+    _, prot, txt, pairs = _pairs(tiny_sets, tiny_text, tiny_image)
+    given = tensor_pairs(pairs.images.float(), pairs.text_features, tiny_image, prot)
+    assert given.n_images == 8 and given.images.dtype.is_floating_point
+    runs = []
+    for p in (pairs, given):
+        t = Trainer(build_model(tiny_image, txt.dim, prot, seed=0), p, prot, seed=0)
+        runs.append(t.fit(progress_bar=False).losses)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5)
+    # other sizes are resized; a similarity matrix makes LoRS's loss the training loss
+    big = tensor_pairs(pairs.images.float().repeat_interleave(2, -1).repeat_interleave(2, -2),
+                       pairs.text_features, tiny_image, prot,
+                       similarity=torch.eye(8))
+    assert big.images.shape[-1] == 32 and big.similarity is not None
+    t = Trainer(build_model(tiny_image, txt.dim, prot, seed=0), big, prot, seed=0)
+    assert t.loss_name == "wbce"
+
+
+def test_blip_augmentation_is_seeded_and_keeps_shape_and_dtype():
+    from gitd.retrieval.augment import blip_augment
+
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(3)
+    a = blip_augment(x)
+    torch.manual_seed(3)
+    b = blip_augment(x)
+    assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, x)
+    f = blip_augment(x.float())
+    assert f.dtype == torch.float32 and f.shape == x.shape

@@ -17,7 +17,9 @@ from gitd.models.roles import Runtime
 from gitd.outdir import Inputs, OutputFolder
 from gitd.stages.caption_synthesis import (EDGE_PROMPT, caption_output,
                                            caption_synthesis_stage, command_settings)
-from gitd.store import StagePlan, StageRunner
+from gitd.models.roles import Models
+from gitd.plan import Plan, PlanRunner
+from gitd.stages.caption_synthesis import ROLE
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +107,23 @@ def test_resumes_per_image_after_a_crash(output, vlm, tmp_path):
     st = s.caption_synthesis_settings(Runtime.resolve("cpu", "float32"))
     paths = sorted((output / "images").iterdir())
 
-    def run(work, get_vlm, on_unit=None):
-        runner = StageRunner(work, {"cs": StagePlan(st)}, "data-key", on_unit=on_unit)
-        return caption_synthesis_stage(runner, "cs", st, paths, get_vlm)
+    def run(work, model, on_unit=None):
+        plan = Plan()
+        step = plan.add("cs", st, lambda call: caption_synthesis_stage(call, paths),
+                        roles={"vlm": "vlm"})
+        models = Models({"vlm": ROLE}, s, "cpu", "float32", {"vlm": model})
+        return PlanRunner(work, plan, "data-key", models, on_unit=on_unit).run()[step]
 
-    whole = run(tmp_path / "w1", lambda: vlm)
+    whole = run(tmp_path / "w1", vlm)
 
     def crash(name, j):
         if j == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "w2", lambda: vlm, crash)
+        run(tmp_path / "w2", vlm, crash)
     counting = _Counting(vlm)
-    assert run(tmp_path / "w2", lambda: counting) == whole
+    assert run(tmp_path / "w2", counting) == whole
     assert counting.calls == 1  # images 0 and 1 were finished before the crash
 
 

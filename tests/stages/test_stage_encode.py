@@ -9,8 +9,10 @@ diffusers = pytest.importorskip("diffusers")
 
 from gitd.data.records import Record
 from gitd.errors import ConfigError, DataError
-from gitd.stages.cluster import clara
-from gitd.stages.encode import LatentStore, encode_latents, latent_shape, preprocess
+from gitd.stages.clara import clara
+from gitd.stages.encode import encode_latents
+from gitd.stages.latent_folder import LatentStore
+from gitd.stages.vae_encoding import latent_shape, preprocess
 
 RES = 32
 

@@ -13,7 +13,8 @@ diffusers = pytest.importorskip("diffusers")
 
 from gitd.data.records import Record
 from gitd.errors import ConfigError
-from gitd.stages.encode import encode_latents, latent_scale, latent_shape, preprocess, vae_latents
+from gitd.stages.encode import encode_latents
+from gitd.stages.vae_encoding import latent_scale, latent_shape, preprocess, vae_latents
 
 SD_SCALE = 0.18215
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

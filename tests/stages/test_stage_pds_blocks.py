@@ -14,7 +14,7 @@ from gitd.models import build_score_model
 from gitd.models.unclip import build_unclip, check_embedding_match, image_embed_dim
 from gitd.stages.embed import EmbedStore, embed_pairs, filter_lowest
 from gitd.stages.prototypes import build_prototypes, select_nearest
-from gitd.stages.synthesize import synthesize
+from gitd.stages.unclip import synthesize
 
 
 def planted(k=4, per=30, d=16, seed=0):

@@ -21,10 +21,10 @@ from gitd.errors import GitdError, environment_error
 from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
-COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "report", "export", "methods",
-            "finetune", "caption")
+COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "benchmark", "report", "export",
+            "methods", "finetune", "caption")
 # Commands that run models, and so take --threads.
-MODEL_COMMANDS = ("distill", "select", "evaluate", "finetune", "caption")
+MODEL_COMMANDS = ("distill", "select", "evaluate", "benchmark", "finetune", "caption")
 
 
 def _command_in(argv: list[str]) -> str | None:

@@ -10,6 +10,7 @@ HELP = ("add captions from a vision-language model to a gitd output (EDGE's capt
 
 
 def add_parser(sub):
+    from gitd.presets import add_preset_argument
     from gitd.settings import add_arguments
     from gitd.stages.caption_synthesis import (PRESETS, CaptionCommandSettings,
                                                command_settings)
@@ -30,9 +31,7 @@ def add_parser(sub):
     p.add_argument("output", metavar="OUT", help="a gitd output folder (or its annotations.json)")
     p.add_argument("--out", "-o", metavar="DEST", help="write the result here instead of "
                                                        "rewriting OUT")
-    p.add_argument("--preset", choices=tuple(PRESETS),
-                   help="model preset (default paper: llava-hf/llava-1.5-7b-hf; tiny: a "
-                        "random-weight LLaVA, offline)")
+    add_preset_argument(p, [PRESETS], "model preset")
     add_arguments(p, [("caption", CaptionCommandSettings)],
                   defaults={"caption": command_settings()})
     return p
@@ -46,6 +45,6 @@ def run(args) -> int:
 
     given = vars(args)
     values = {k: v for k, v in given.items() if k not in _LOADING}
-    settings = command_settings(given.get("preset", "paper"), **values)
+    settings = command_settings(given.get("preset"), **values)
     print(caption_output(args.output, settings, dest=given.get("out")))
     return 0

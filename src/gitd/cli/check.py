@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gitd.cli.options import WORKERS_RANGE, add_int
-from gitd.errors import check_positive_int
 
 # The line `gitd --help` shows; gitd.cli reads it without building this parser.
 HELP = "validate a dataset: every row, every caption, every image decoded"
@@ -36,8 +35,6 @@ def add_parser(sub):
 def run(args) -> int:
     from gitd.data.check import check_dataset
 
-    if args.workers is not None:
-        check_positive_int("--workers", args.workers)
     report = check_dataset(args.data, args.images, split=args.split,
                            allow_outside_root=args.allow_outside_root, workers=args.workers)
     print(report.to_json() if args.json else report.format_text())

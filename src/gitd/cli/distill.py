@@ -13,9 +13,10 @@ HELP = "distil a dataset into a few synthetic image-caption pairs"
 
 
 def add_parser(sub):
-    from gitd.config import DEFAULT_METHOD, distill_presets
-    from gitd.registry import get_method, list_methods
+    from gitd.config import DEFAULT_METHOD
     from gitd.methods.base import DistillSettings
+    from gitd.presets import add_preset_argument
+    from gitd.registry import get_method, list_methods
     from gitd.settings import add_argument_for, add_arguments
 
     methods = list_methods("distill")
@@ -35,9 +36,9 @@ def add_parser(sub):
     # Not argparse choices: an unknown method is the registry's one-line error (exit 2).
     p.add_argument("--method", metavar="{" + ",".join(methods) + "}",
                    help=f"distillation method (default {DEFAULT_METHOD})")
-    p.add_argument("--preset", choices=distill_presets(),
-                   help="model and setting preset (default paper; tiny runs offline; not every "
-                        "method has every preset)")
+    add_preset_argument(p, [get_method(m).preset_table() for m in methods],
+                        "model and setting preset (tiny runs offline; not every method has "
+                        "every preset: 'gitd methods' lists them)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON settings (a method, a preset "
                    "and any field); flags given here override it")
     p.add_argument("--images", metavar="ROOT", help="image root for relative paths (default: "

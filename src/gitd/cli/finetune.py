@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 
+from gitd.settings import Interval, setting
 
 # Environment variables any torch/accelerate launcher sets in the processes it starts.
 _LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
@@ -16,10 +18,21 @@ _LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
 HELP = "fine-tune Stable Diffusion for image-text alignment and diversity (EDGE)"
 
 
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How ``gitd finetune`` runs (not what it trains: no trained weight depends on it)."""
+
+    num_processes: int | None = setting(
+        None, Interval(int, 1, 1024), "data-parallel processes (default: one per visible GPU, "
+        "else 1); with --device cpu, N > 1 runs N CPU processes (for testing)", optional=True,
+        affects_results=False, metavar="N")
+
+
 def add_parser(sub):
-    from gitd.cli.options import add_int
+    # Imported here: gitd.stages.finetune imports torch, which `gitd --help` does not need.
+    from gitd.presets import add_preset_argument, presets_of
     from gitd.settings import add_arguments
-    from gitd.stages.finetune.settings import PRESETS, FinetuneSettings
+    from gitd.stages.finetune.settings import FinetuneSettings
 
     p = sub.add_parser(
         "finetune", help=HELP,
@@ -35,22 +48,15 @@ def add_parser(sub):
         argument_default=argparse.SUPPRESS)
     p.add_argument("data", help="annotation file or folder (any format gitd reads)")
     p.add_argument("--out", "-o", required=True, metavar="RUN", help="run folder")
-    p.add_argument("--preset", choices=tuple(PRESETS),
-                   help="settings preset (default paper = EDGE's released hyperparameters; tiny: "
-                        "random-weight models, offline on a CPU, 2 epochs of batch 8, e.g. 500 "
-                        "steps in 344 s on the demo's 400 images on a busy 2-core machine, see "
-                        "the README; random-paper times the paper setting with random weights)")
+    add_preset_argument(p, [presets_of("finetune")], "settings preset")
     p.add_argument("--images", metavar="ROOT", help="image root (default: the annotation "
                                                     "file's folder)")
     p.add_argument("--split", help="split of a Karpathy file (default train)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
-    add_int(p, "--num-processes", range=(1, 1024), metavar="N",
-            help="data-parallel processes (default: one per visible GPU, else 1); with "
-                 "--device cpu, N > 1 runs N CPU processes (for testing)")
-    add_arguments(p, [("finetune", FinetuneSettings)],
-                  defaults={"finetune": FinetuneSettings.from_preset()})
+    add_arguments(p, [("finetune", FinetuneSettings), ("finetune", LaunchSettings)],
+                  defaults={"finetune": presets_of("finetune").make()})
     return p
 
 
@@ -110,7 +116,7 @@ def run(args) -> int:
 
     given = vars(args)
     overrides = {k: v for k, v in given.items() if k not in _LOADING}
-    settings = FinetuneSettings.from_preset(given.get("preset") or "paper", **overrides)
+    settings = FinetuneSettings.from_preset(given.get("preset"), **overrides)
     settings.validate()
     launched = any(v in os.environ for v in _LAUNCHED)
     n = _processes(given, settings.device)

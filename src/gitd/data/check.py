@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitd.data.formats import _load, missing_images_hint, verify_image_files
+from gitd.data.formats import read_dataset, verify_image_files
+from gitd.data.formats.load import missing_images_hint
 from gitd.data.records import Dataset, Problem
 from gitd.data.shards import TarMember
 from gitd.errors import DataError
@@ -79,7 +80,8 @@ def check_dataset(path, images=None, *, split: str = "train", allow_outside_root
     A dataset that cannot be read at all raises ``DataError`` (the CLI exits 2); otherwise the
     report's ``exit_code`` is 0 when nothing is wrong and 1 when any problem was found.
     """
-    ds, builder = _load(path, images, split, strict=False, allow_outside_root=allow_outside_root)
+    ds, builder = read_dataset(path, images, split, strict=False,
+                               allow_outside_root=allow_outside_root)
     sizes: list[tuple[int, int]] = []
     if ds.records:
         kept = []

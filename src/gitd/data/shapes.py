@@ -26,9 +26,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gitd import __version__
-from gitd.errors import MAX_SEED, ConfigError, GitdError, check_positive_int, environment_error
+from gitd.errors import MAX_SEED, ConfigError, GitdError, environment_error
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
+from gitd.settings import Interval, check
 from gitd.store import atomic_write_json, atomic_write_text, read_json, temp_prefix, to_json
 from gitd.workers import sigint_deferred, stop_pool
 
@@ -537,12 +538,12 @@ def make_shapes(out: str | Path, *, train: int = DEFAULT_TRAIN, test: int = DEFA
     the same settings keeps the images already written (a run killed part way resumes); with
     other settings every image is redrawn.
     """
-    train = check_positive_int("train", train, maximum=MAX_IMAGES)
-    test = check_positive_int("test", test, maximum=MAX_IMAGES)
-    size = check_positive_int("size", size, minimum=MIN_SIZE, maximum=MAX_SIZE)
-    seed = check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    check("train", train, Interval(int, 1, MAX_IMAGES))
+    check("test", test, Interval(int, 1, MAX_IMAGES))
+    check("size", size, Interval(int, MIN_SIZE, MAX_SIZE))
+    check("seed", seed, Interval(int, 0, MAX_SEED))
     workers = (_default_workers() if workers is None
-               else check_positive_int("workers", workers, maximum=1024))
+               else check("workers", workers, Interval(int, 1, 1024)))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} exists and is not a folder")

@@ -27,9 +27,7 @@ from typing import Any, Iterator
 
 from gitd.data.records import Dataset, Problem, Record
 from gitd.errors import DataError
-from gitd.log import get_logger, progress
-
-log = get_logger("data.shards")
+from gitd.log import progress
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 CAPTION_SUFFIX = "txt"
@@ -289,7 +287,3 @@ def find_member(shard: str | Path, name: str) -> TarMember | None:
                     return TarMember(shard, name, info.offset_data, info.size)
     except (OSError, tarfile.TarError):
         return None
-
-
-__all__ = ["IMAGE_SUFFIXES", "TarMember", "find_member", "is_tar_file", "load_shards",
-           "shard_paths", "shards_of"]

@@ -1,18 +1,20 @@
-"""Retrieval evaluation: train the protocol's model on a distilled set, report recall honestly.
+"""Retrieval evaluation: train the protocol's model on a set, report recall honestly.
 
 See docs/evaluation.md. Stable public API: ``gitd.evaluation.evaluate.evaluate(train, test,
-**settings) -> dict`` and ``format_table(results)``. The retrieval model, its training, its
-protocols and metrics live in ``gitd.retrieval`` (below both evaluation and the selections that
-train it, such as forgetting); the encoders in ``gitd.models.encoders``; cached frozen features in
-``gitd.stages.features``.
+**settings) -> dict`` and ``gitd.evaluation.evaluate.format_table(results)``; ``from
+gitd.evaluation import evaluate`` gives the module ``gitd.evaluation.evaluate``, which can be
+called as the function too. The retrieval model, its training, its protocols and metrics live in
+``gitd.retrieval``; the encoders in ``gitd.models.encoders``.
 """
 
-__all__ = ["evaluate", "format_table"]
+import importlib
 
 
 def __getattr__(name):
-    # torch/timm/transformers load only when an evaluation is actually asked for.
+    # torch/timm/transformers load only when an evaluation is actually asked for. The module
+    # is imported by its full name: ``from gitd.evaluation import evaluate`` inside this hook
+    # would call the hook again, for ever.
     if name in ("evaluate", "format_table"):
-        from gitd.evaluation import evaluate as _m
-        return getattr(_m, name)
-    raise AttributeError(name)
+        module = importlib.import_module("gitd.evaluation.evaluate")
+        return module if name == "evaluate" else module.format_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

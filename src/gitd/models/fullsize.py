@@ -23,7 +23,7 @@ import torch
 
 from gitd.models.registry import register
 from gitd.models.tiny import (BERT_VOCAB, BLIP_VOCAB, CLS_ID, PAD_ID, SEP_ID, TEXT_MAX_LENGTH,
-                              _place, _seeded, bert_tokenizer, random_img2img)
+                              place_model, make_seeded, bert_tokenizer, random_img2img)
 
 
 # -- configs (plain kwargs, so tests can count parameters on the meta device) -----------------
@@ -86,7 +86,7 @@ def build_vae(name="random-sd15", *, device="cpu", dtype=torch.float32, seed=0, 
               **extra):
     from diffusers import AutoencoderKL
 
-    return _place(_seeded(seed, lambda: AutoencoderKL(**sd15_vae_kwargs())), device, dtype)
+    return place_model(make_seeded(seed, lambda: AutoencoderKL(**sd15_vae_kwargs())), device, dtype)
 
 
 @register("img2img", "random-sd15", untrained=True)
@@ -105,7 +105,7 @@ def build_score_model(name="random-clip-b32", *, device="cpu", dtype=torch.float
 
     from gitd.models.scoring import ScoreModel
 
-    model = _place(_seeded(seed, lambda: CLIPModel(clip_b32_config())), device, dtype)
+    model = place_model(make_seeded(seed, lambda: CLIPModel(clip_b32_config())), device, dtype)
     processor = CLIPImageProcessor(size={"shortest_edge": 224},
                                    crop_size={"height": 224, "width": 224})
     return ScoreModel(model, bert_tokenizer(), processor, name=name)
@@ -119,7 +119,7 @@ def build_captioner(name="random-blip-base", *, device="cpu", dtype=torch.float3
     from gitd.models.captioner import Captioner
 
     tokenizer = bert_tokenizer(max_length=512, blip=True)
-    model = _place(_seeded(seed, lambda: BlipForConditionalGeneration(
+    model = place_model(make_seeded(seed, lambda: BlipForConditionalGeneration(
         blip_base_config(tokenizer.bos_token_id))), device, dtype)
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),

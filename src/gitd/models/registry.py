@@ -1,12 +1,16 @@
 """One place that knows every model name (timm-style).
 
-Each *kind* of component (``vae``, ``img2img``, ``score``, ``captioner``; later ``unclip`` and
-others) has
+Each *kind* of component (``vae``, ``img2img``, ``text2img``, ``score``, ``captioner``; later
+``unclip`` and others) has
 
 * named builders, registered with ``@register(kind, "name", ...)``: the tiny offline models live
   here, and a method can add its own (e.g. a PDS unCLIP decoder under kind ``"unclip"``);
 * one default loader, registered with ``@register_loader(kind)``, used for any other name: a
   Hugging Face id or a local folder, loaded with ``from_pretrained``.
+
+``text2img`` has neither: it is *derived* from ``img2img`` (``DERIVED``), the same components
+under diffusers' text-to-image pipeline, so every name that builds an img2img pipeline builds
+one, from the same weights, and is untrained where that one is.
 
 Every builder is called as ``builder(name, *, device, dtype, seed, revision, **extra)`` and
 ``build(kind, name, ...)`` dispatches. Real weights load with ``trust_remote_code=False`` (there is
@@ -28,16 +32,21 @@ from typing import Any, Callable
 import torch
 
 from gitd.errors import ConfigError, GitdError, ModelUnavailableError
-from gitd.log import get_logger, is_quiet
-
-log = get_logger("gitd.models")
+from gitd.log import is_quiet
 
 Builder = Callable[..., Any]
 
-KINDS = ("vae", "img2img", "score", "captioner")
-_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
+KINDS = ("vae", "img2img", "text2img", "score", "captioner")
+# kind -> (the kind whose builders make its model, the conversion); text2img's is set below.
+DERIVED: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+_BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS if kind != "text2img"}
 _LOADERS: dict[str, Builder] = {}
 _UNTRAINED: set[tuple[str, str]] = set()
+
+
+def base_kind(kind: str) -> str:
+    """The kind whose builders make a ``kind`` model: itself, or what a derived kind is from."""
+    return DERIVED[kind][0] if kind in DERIVED else kind
 
 
 def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Builder], Builder]:
@@ -47,6 +56,9 @@ def register(kind: str, *names: str, untrained: bool = False) -> Callable[[Build
     """
     if not names:
         raise ValueError("register() needs at least one name")
+    if kind in DERIVED:
+        raise ValueError(f"{kind} models are built from {DERIVED[kind][0]} models: register "
+                         "the name there")
 
     def deco(builder: Builder) -> Builder:
         table = _BUILDERS.setdefault(kind, {})
@@ -73,20 +85,25 @@ def register_loader(kind: str) -> Callable[[Builder], Builder]:
 def list_models(kind: str | None = None) -> dict[str, list[str]] | list[str]:
     """Registered names, per kind (or for one kind)."""
     if kind is not None:
-        return sorted(_BUILDERS.get(kind, {}))
-    return {k: sorted(v) for k, v in _BUILDERS.items()}
+        return sorted(_BUILDERS.get(base_kind(kind), {}))
+    return {k: list_models(k) for k in [*_BUILDERS, *DERIVED]}
 
 
 def is_untrained(kind: str, name: str) -> bool:
-    return (kind, name) in _UNTRAINED
+    return (base_kind(kind), name) in _UNTRAINED
 
 
 def build(kind: str, name: str, *, device: torch.device | str = "cpu",
           dtype: torch.dtype | str = torch.float32, seed: int = 0, revision: str | None = None,
           **extra: Any) -> Any:
     """Build the ``kind`` component called ``name`` on ``device`` in ``dtype``."""
+    if kind in DERIVED:
+        base, convert = DERIVED[kind]
+        return convert(build(base, name, device=device, dtype=dtype, seed=seed,
+                             revision=revision, **extra))
     if kind not in _BUILDERS:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(_BUILDERS)}")
+        raise ConfigError(f"unknown model kind {kind!r}; known: "
+                          f"{', '.join([*_BUILDERS, *DERIVED])}")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{kind} model name must be a non-empty string, got {name!r}")
     device = resolve_device(device) if isinstance(device, str) else device
@@ -298,7 +315,7 @@ def load_pretrained(load: Callable[..., Any], model_id: str, *, what: str,
         return _call(load, source, model_id, what, kwargs)
 
 
-def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     # diffusers renamed torch_dtype to dtype and warns on the old name; older releases
     # (pyproject allows >= 0.30) know only torch_dtype. The helper below came with the rename.
     try:
@@ -356,7 +373,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
     import diffusers
 
     cls, sub = _vae_source(name, standalone)
-    kwargs = _diffusers_dtype_kwarg(dtype)
+    kwargs = diffusers_dtype_kwarg(dtype)
     if sub:
         kwargs["subfolder"] = sub
     vae = load_pretrained(getattr(diffusers, cls).from_pretrained, name, what="VAE",
@@ -368,7 +385,7 @@ def _load_vae(name, *, device, dtype, seed=0, revision=None, standalone=False, *
 def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **extra):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    kwargs: dict[str, Any] = {**_diffusers_dtype_kwarg(dtype), "safety_checker": None,
+    kwargs: dict[str, Any] = {**diffusers_dtype_kwarg(dtype), "safety_checker": None,
                               "requires_safety_checker": False}
     if vae is not None:
         kwargs["vae"] = vae
@@ -378,6 +395,24 @@ def _load_img2img(name, *, device, dtype, seed=0, revision=None, vae=None, **ext
     # gitd draws its own per-batch progress bar; diffusers' per-step bars would interleave.
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def text2img_pipeline(pipe):
+    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
+    scheduler (no safety checker, as EDGE samples); ``pipe`` itself if it is one already."""
+    from diffusers import StableDiffusionPipeline
+
+    if isinstance(pipe, StableDiffusionPipeline):
+        return pipe
+    out = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+DERIVED["text2img"] = ("img2img", text2img_pipeline)
 
 
 @register_loader("score")
@@ -480,7 +515,7 @@ def build_captioner(name: str, *, device="cpu", dtype=torch.float32, seed: int =
 def describe_model(kind: str, name: str, revision: str | None = None) -> dict[str, Any]:
     local = Path(name).expanduser()
     info: dict[str, Any] = {"kind": kind, "name": name, "revision": revision}
-    if name in _BUILDERS.get(kind, {}):
+    if name in _BUILDERS.get(base_kind(kind), {}):
         info["source"] = "registry"
     elif local.is_dir():
         info["source"] = "local"

@@ -34,17 +34,16 @@ class Role:
 
     ``model`` and ``revision``: names of the settings fields holding the model name and its
     revision. ``shares``: roles passed to the builder as keyword arguments (``img2img`` gets the
-    ``vae``). ``used(settings)``: whether these settings use the role at all (ablations); the
-    manifest says so, and ``untrained`` only counts roles that are used. ``source(settings)``,
-    where a role's model is not simply two fields (GITD's ``--vae`` falls back to the diffusion
-    model's own): (name, revision, builder keyword arguments), instead of ``model``/``revision``.
+    ``vae``). ``source(settings)``, where a role's model is not simply two fields (GITD's
+    ``--vae`` falls back to the diffusion model's own): (name, revision, builder keyword
+    arguments), instead of ``model``/``revision``. Whether a run uses a role is not declared
+    here: the run's plan says (``gitd.plan.Plan.roles_used``).
     """
 
     kind: str
     model: str
     revision: str | None = None
     shares: tuple[str, ...] = ()
-    used: Callable[[Any], bool] | None = None
     source: Callable[[Any], tuple[str, str | None, dict[str, Any]]] | None = None
 
     def options(self, settings: Any) -> dict[str, Any]:
@@ -60,12 +59,10 @@ class Role:
         seed = settings.seed if is_untrained(self.kind, name) else None
         return ModelRef(self.kind, name, rev, seed)
 
-    def is_used(self, settings: Any) -> bool:
-        return True if self.used is None else bool(self.used(settings))
-
 
 class Models:
-    """The models of one run, by role, built on first ``get``."""
+    """The models of one run, by role, built on first ``get`` and released (``release``) when
+    the run's executor knows no later stage needs them."""
 
     def __init__(self, roles: dict[str, Role], settings: Any, device: Any, dtype: Any,
                  given: dict[str, Any] | None = None):
@@ -73,42 +70,80 @@ class Models:
         self.settings = settings
         self.device = device
         self.dtype = dtype
-        self._built: dict[str, Any] = dict(given or {})
-        unknown = set(self._built) - set(roles)
+        self._given: dict[str, Any] = dict(given or {})
+        self._built: dict[str, Any] = {}
+        unknown = set(self._given) - set(roles)
         if unknown:
             raise ValueError(f"no such role(s): {', '.join(sorted(unknown))}")
 
+    def _build_args(self, role: str) -> tuple[tuple, dict[str, Any]]:
+        spec = self.roles[role]
+        ref = spec.ref(self.settings)
+        return (ref.kind, ref.name), {"dtype": self.dtype, "seed": self.settings.seed,
+                                      "revision": ref.revision, **spec.options(self.settings)}
+
     def get(self, role: str) -> Any:
+        if role in self._given:
+            return self._given[role]
         if role not in self._built:
-            spec = self.roles[role]
-            ref = spec.ref(self.settings)
-            shared = {name: self.get(name) for name in spec.shares}
-            self._built[role] = build(ref.kind, ref.name, device=self.device, dtype=self.dtype,
-                                      seed=self.settings.seed, revision=ref.revision, **shared,
-                                      **spec.options(self.settings))
+            args, kwargs = self._build_args(role)
+            shared = {name: self.get(name) for name in self.roles[role].shares}
+            self._built[role] = build(*args, device=self.device, **kwargs, **shared)
         return self._built[role]
+
+    def requires(self, role: str) -> set[str]:
+        """``role`` and every role its builder shares, directly or not."""
+        out = {role}
+        for name in self.roles[role].shares:
+            out |= self.requires(name)
+        return out
+
+    def release(self, role: str) -> None:
+        """Drop this run's reference to ``role``'s model (a later ``get`` builds it again);
+        models given to the run stay with their owner."""
+        model = self._built.pop(role, None)
+        if model is not None and getattr(self.device, "type", None) == "cuda":
+            import gc
+
+            import torch
+
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def factory(self, role: str) -> Any:
+        """What another process (a Ray actor) builds ``role``'s model from: the model given to
+        this run, or a picklable call of the model registry with the role's own name, revision
+        and builder options, on this run's device type (an actor's GPU is its own ``cuda``)."""
+        if role in self._given:
+            return self._given[role]
+        if self.roles[role].shares:
+            raise ValueError(f"role {role} shares other models; it cannot be built elsewhere")
+        import functools
+
+        args, kwargs = self._build_args(role)
+        return functools.partial(build, *args, device=getattr(self.device, "type", self.device),
+                                 **kwargs)
 
     def ref(self, role: str) -> ModelRef:
         return self.roles[role].ref(self.settings)
 
 
-def describe_roles(roles: dict[str, Role], settings: Any) -> dict[str, Any]:
+def describe_roles(roles: dict[str, Role], settings: Any,
+                   used: set[str] | None = None) -> dict[str, Any]:
     """The manifest's ``models``: per role its name, revision, source, ``untrained`` (random
-    weights) and ``used`` (False where the settings switch the role off)."""
+    weights) and ``used`` (whether the run's plan uses it; ``used=None``: every role)."""
     out = {}
     for role, spec in roles.items():
         ref = spec.ref(settings)
         out[role] = {**describe_model(ref.kind, ref.name, ref.revision),
-                     "used": spec.is_used(settings)}
+                     "used": used is None or role in used}
     return out
 
 
 def untrained(models: dict[str, Any]) -> bool:
     """True when a used role has random weights (tiny and full-size random models alike)."""
     return any(m.get("untrained") and m.get("used", True) for m in models.values())
-
-
-__all__ = ["ModelRef", "Models", "Role", "Runtime", "describe_roles", "untrained"]
 
 
 @dataclass(frozen=True)
@@ -123,13 +158,15 @@ class Runtime:
 
     @classmethod
     def resolve(cls, device: str = "auto", dtype: str = "auto",
-                models: Iterable[str | None] = ()) -> "Runtime":
-        """``models``: the names of the models the run uses; they choose the thread count."""
+                models: Iterable[str | None] | None = None) -> "Runtime":
+        """``models``: the names of the models the run uses; they choose the thread count,
+        which is set here. Without them the thread count is left alone (and not recorded)."""
         from gitd.models.registry import resolve_device, resolve_dtype
         from gitd.threads import use_threads
 
         dev = resolve_device(device)
-        return cls(dev, resolve_dtype(dtype, dev), use_threads(models))
+        threads = use_threads(models) if models is not None else None
+        return cls(dev, resolve_dtype(dtype, dev), threads)
 
     @property
     def device_type(self) -> str:

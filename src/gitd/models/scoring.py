@@ -41,7 +41,7 @@ class ScoreModel:
         return int(getattr(cfg, "max_position_embeddings", 77))
 
     @staticmethod
-    def _features(out) -> torch.Tensor:
+    def feature_tensor(out) -> torch.Tensor:
         # transformers 5 may return a model output rather than a tensor from get_*_features.
         if isinstance(out, torch.Tensor):
             return out
@@ -59,7 +59,7 @@ class ScoreModel:
         for i in range(0, len(images), self.batch_size):
             batch = [im.convert("RGB") for im in images[i:i + self.batch_size]]
             pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
-            feats = self._features(self.model.get_image_features(
+            feats = self.feature_tensor(self.model.get_image_features(
                 pixel_values=pixels.to(self.device, self.dtype)))
             feats = feats.float()
             chunks.append((F.normalize(feats, dim=-1) if normalize else feats).cpu())
@@ -75,7 +75,7 @@ class ScoreModel:
                                  return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()
                    if k in ("input_ids", "attention_mask")}
-            feats = self._features(self.model.get_text_features(**enc))
+            feats = self.feature_tensor(self.model.get_text_features(**enc))
             chunks.append(F.normalize(feats.float(), dim=-1).cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, 0)
 

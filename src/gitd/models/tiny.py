@@ -59,7 +59,7 @@ def bert_tokenizer(*, max_length: int = TEXT_MAX_LENGTH, blip: bool = False):
     return tok
 
 
-def _seeded(seed: int, make):
+def make_seeded(seed: int, make):
     # Each model is made under its own fork of the RNG so that building one does not change the
     # caller's random stream, and the weights depend only on ``seed``.
     with torch.random.fork_rng(devices=[]):
@@ -67,7 +67,7 @@ def _seeded(seed: int, make):
         return make()
 
 
-def _place(model, device, dtype):
+def place_model(model, device, dtype):
     model = model.to(device)
     # Models are made in float32; casting only when asked avoids diffusers' dtype-cast warning.
     if dtype != torch.float32:
@@ -105,7 +105,7 @@ def build_tiny_vae(*, device, dtype, seed: int = 0):
             block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
             sample_size=64, scaling_factor=0.18215)
 
-    return _place(_seeded(seed, make), device, dtype)
+    return place_model(make_seeded(seed, make), device, dtype)
 
 
 def random_img2img(vae, unet_config: dict, text_config, *, device, dtype, seed: int = 0):
@@ -115,8 +115,8 @@ def random_img2img(vae, unet_config: dict, text_config, *, device, dtype, seed: 
     from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    unet = _place(_seeded(seed + 1, lambda: UNet2DConditionModel(**unet_config)), device, dtype)
-    text_encoder = _place(_seeded(seed + 2, lambda: CLIPTextModel(text_config)), device, dtype)
+    unet = place_model(make_seeded(seed + 1, lambda: UNet2DConditionModel(**unet_config)), device, dtype)
+    text_encoder = place_model(make_seeded(seed + 2, lambda: CLIPTextModel(text_config)), device, dtype)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True,
                               set_alpha_to_one=False, steps_offset=1)
@@ -150,7 +150,7 @@ def build_tiny_score_model(*, device, dtype, seed: int = 0, name: str = "tiny-cl
                          vision_config=vision.to_dict(), projection_dim=HIDDEN)
         return CLIPModel(cfg)
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     return ScoreModel(model, bert_tokenizer(), image_processor, name=name)
@@ -175,7 +175,7 @@ def build_tiny_captioner(*, device, dtype, seed: int = 0, name: str = "tiny-blip
                                                        vision_config=vision.to_dict(),
                                                        projection_dim=HIDDEN))
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer)
@@ -221,7 +221,7 @@ def build_tiny_llava(*, device, dtype, seed: int = 0, name: str = "tiny-llava",
             image_seq_length=(IMAGE_SIZE // patch) ** 2, vision_feature_layer=-2,
             vision_feature_select_strategy="default"))
 
-    model = _place(_seeded(seed, make), device, dtype)
+    model = place_model(make_seeded(seed, make), device, dtype)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),

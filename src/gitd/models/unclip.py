@@ -15,7 +15,7 @@ import torch
 
 from gitd.errors import ConfigError
 from gitd.models import tiny
-from gitd.models.registry import (_diffusers_dtype_kwarg, build, load_pretrained, register,
+from gitd.models.registry import (diffusers_dtype_kwarg, build, load_pretrained, register,
                                   register_loader)
 
 
@@ -42,7 +42,7 @@ def _load_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
 
     pipe = load_pretrained(StableUnCLIPImg2ImgPipeline.from_pretrained, name,
                            what="Stable unCLIP", revision=revision,
-                           **_diffusers_dtype_kwarg(dtype))
+                           **diffusers_dtype_kwarg(dtype))
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -70,18 +70,18 @@ def _tiny_unclip(name, *, device, dtype, seed=0, revision=None, **extra):
             hidden_size=tiny.HIDDEN, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, image_size=tiny.IMAGE_SIZE, patch_size=8, projection_dim=dim))
 
-    place = tiny._place
+    place = tiny.place_model
     pipe = StableUnCLIPImg2ImgPipeline(
         feature_extractor=CLIPImageProcessor(
             size={"shortest_edge": tiny.IMAGE_SIZE},
             crop_size={"height": tiny.IMAGE_SIZE, "width": tiny.IMAGE_SIZE}),
-        image_encoder=place(tiny._seeded(seed + 3, make_image_encoder), device, dtype),
+        image_encoder=place(tiny.make_seeded(seed + 3, make_image_encoder), device, dtype),
         image_normalizer=place(StableUnCLIPImageNormalizer(embedding_dim=dim), device, dtype),
         image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
         tokenizer=tiny.bert_tokenizer(),
-        text_encoder=place(tiny._seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
+        text_encoder=place(tiny.make_seeded(seed + 2, lambda: CLIPTextModel(tiny.clip_text_config())),
                            device, dtype),
-        unet=place(tiny._seeded(seed + 1, make_unet), device, dtype),
+        unet=place(tiny.make_seeded(seed + 1, make_unet), device, dtype),
         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012,
                                 beta_schedule="scaled_linear", clip_sample=False,
                                 set_alpha_to_one=False, steps_offset=1),

@@ -69,9 +69,9 @@ def render_report(out_dir: str | Path, *, results: list[str | Path] | None = Non
                   thumb_size: int = THUMB_SIZE) -> str:
     """The report of output folder (or fine-tuning run folder) ``out_dir`` as one
     self-contained HTML string."""
-    from gitd.errors import check_positive_int
+    from gitd.settings import Interval, check
 
-    check_positive_int("thumb_size", thumb_size, minimum=16)
+    check("thumb_size", thumb_size, Interval(int, 16, None))
     out = Path(out_dir)
     if is_run_folder(out) and not results:
         return render_run_report(out)
@@ -152,6 +152,14 @@ def write_report(out_dir: str | Path, *, results: list[str | Path] | None = None
     ``OUT/results/*.json``, e.g. the same test evaluated on other methods and sizes to plot
     recall against the number of pairs.
     """
+    from gitd.data.tensor_sets import is_tensor_set
+    from gitd.report.benchmark import is_benchmark, write_benchmark_report
+    from gitd.report.tensor_set import write_tensor_set_report
+
+    if is_benchmark(out_dir):  # a gitd benchmark folder: its comparison table and plot
+        return write_benchmark_report(out_dir, dest=dest)
+    if is_tensor_set(out_dir):  # another method's distilled tensor file
+        return write_tensor_set_report(out_dir, dest=dest)
     dest = Path(dest) if dest is not None else Path(out_dir) / "report.html"
     if dest.is_dir():
         raise GitdError(f"{dest}: is a folder; give the report's file name, e.g. {dest}/report.html")
@@ -162,6 +170,3 @@ def write_report(out_dir: str | Path, *, results: list[str | Path] | None = None
     claim(dest)
     log.info("wrote %s (%.1f MB)", dest, len(html.encode("utf-8")) / 1e6)
     return dest
-
-
-__all__ = ["THUMB_SIZE", "is_report_file", "load_manifest", "render_report", "write_report"]

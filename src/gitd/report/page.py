@@ -112,7 +112,3 @@ def model_text(value: Any) -> str:
     if rest:
         text += f' <span class="muted">({", ".join(rest)})</span>'
     return text or e(json.dumps(value, ensure_ascii=False))
-
-
-__all__ = ["CSP", "TITLE_PREFIX", "asset", "digits_for", "e", "facts", "html_page", "is_number",
-           "metric", "model_text", "nav", "num", "seconds"]

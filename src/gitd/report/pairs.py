@@ -187,7 +187,3 @@ def cluster_section(items: list[dict]) -> str:
             f'<p>{len(sizes)} clusters covering {sum(sizes)} source images; smallest '
             f'{min(sizes)}, largest {max(sizes)}, median {sorted(sizes)[len(sizes) // 2]}.</p>'
             f'<img class="plot" src="{uri}" alt="cluster size of each pair">')
-
-
-__all__ = ["SOURCE_LABELS", "cluster_section", "is_selection", "pair_card", "scores_html",
-           "source_image", "thumbnail"]

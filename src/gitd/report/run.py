@@ -96,6 +96,3 @@ def render_run_report(run: Path) -> str:
               f'<pre id="config-json">{e(to_json(record))}</pre></details>')
     return html_page(title, header, [curves, config],
                      footer=f"Written by gitd from {e(run / CURVES)}. ")
-
-
-__all__ = ["CURVES", "curves_section", "is_run_folder", "read_curves", "render_run_report"]

@@ -277,7 +277,3 @@ def details_section(manifest: dict) -> str:
         parts.append("<details><summary>source, clustering, stage folders, package versions"
                      f"</summary><pre>{e(to_json(rest))}</pre></details>")
     return "\n".join(parts)
-
-
-__all__ = ["MAX_SKIPPED_SHOWN", "details_section", "header", "headline", "results_section",
-           "skipped_section", "timings_section", "title_of", "untrained"]

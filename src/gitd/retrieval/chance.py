@@ -97,7 +97,3 @@ def at_chance(mean: float, std: float, chance: float, noise: float) -> bool:
     more than two standard deviations above it, taking the larger of the seeds' spread and a
     random ranking's."""
     return mean <= chance + 2.0 * max(std, noise)
-
-
-__all__ = ["KS", "at_chance", "chance_noise", "chance_recall", "counts_from_totals",
-           "trivial_recalls"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gitd.stages.features import preprocess
+from gitd.models.features import preprocess
 
 
 class ProjectionHead(nn.Module):

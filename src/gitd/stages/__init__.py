@@ -1,5 +1,9 @@
-"""The pipeline's stages: each takes a frozen settings object and runs through a
-``gitd.store.StageRunner``."""
+"""The pipeline's stages, one module each, named by what it does (``encode``, ``cluster``,
+``img2img``, ``unclip``, ``text2image``, ``caption``, ``embed``, ``prototypes``,
+``pair_features``, ...): each takes a frozen settings object and runs through a
+``gitd.plan.StageCall`` (a plan entry of a method run). Beside them, what stages share and is
+no stage: row views and ``.npy`` files (``arrays``), CLARA (``clara``), the encoded-latents folder (``latent_folder``),
+the VAE arithmetic (``vae_encoding``) and a Ray session (``ray_session``)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar, Sequence
 
-from gitd.errors import ConfigError, check_positive_int
 from gitd.models.captioner import FALLBACK_CAPTION
 from gitd.models.roles import ModelRef
-from gitd.settings import Interval, Text, setting
+from gitd.settings import Interval, Text, check, setting
 from gitd.store import Stage, atomic_write_json, derive_seed, require, unit_json, unit_path
 
 
@@ -32,12 +31,10 @@ def caption_images(captioner, score_model, images: Sequence, *, num_captions: in
     ``use_score=False`` (the paper's /S ablation) keeps the first sampled caption; scores are
     still recorded when ``score_model`` is given.
     """
-    check_positive_int("num_captions", num_captions)
-    check_positive_int("max_new_tokens", max_new_tokens)
-    if not float(temperature) > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature!r}")
-    if not 0 < float(top_p) <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
+    check("num_captions", num_captions, Interval(int, 1, None))
+    check("max_new_tokens", max_new_tokens, Interval(int, 1, None))
+    check("temperature", temperature, Interval(float, 0, None, closed="right"))
+    check("top_p", top_p, Interval(float, 0, 1, closed="right"))
     if use_score and score_model is None:
         raise ValueError("caption_images with use_score=True needs a score model")
     if len(seeds) != len(images):
@@ -115,6 +112,8 @@ class CaptionerFields:
 class CaptionSettings:
     """Everything an image's caption depends on besides the image (the ``caption`` key)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the captions this stage writes
+
     captioner: ModelRef
     score: ModelRef | None  # None: keep the first sample (the /S ablation)
     num_captions: int
@@ -128,19 +127,20 @@ class CaptionSettings:
     device: str
 
 
-def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
-                  get_captioner: Callable[[], Any],
-                  get_scorer: Callable[[], Any] | None) -> list[dict[str, Any]]:
-    """Run (or finish) the caption stage over ``images`` (PIL images or paths), one unit per
-    image. Returns per unit ``caption`` and its ``scores`` (the candidates and their cosines)."""
+def caption_stage(call, images: Sequence) -> list[dict[str, Any]]:
+    """Run (or finish) the caption stage (``call``: its ``gitd.plan.StageCall``, with models
+    ``captioner`` and, unless /S, ``score``) over ``images`` (PIL images or paths), one unit
+    per image. Returns per unit ``caption`` and its ``scores`` (the candidates and their
+    cosines)."""
     from gitd.data.images import is_image_ref, open_rgb
 
+    st: CaptionSettings = call.settings
     models: dict[str, Any] = {}
 
     def compute(chunk: range) -> list:
         if not models:
-            models["captioner"] = get_captioner()
-            models["scorer"] = get_scorer() if get_scorer is not None else None
+            models["captioner"] = call.model("captioner")
+            models["scorer"] = call.optional_model("score")
         imgs = [open_rgb(images[j]) if is_image_ref(images[j]) else images[j] for j in chunk]
         seeds = [derive_seed(st.seed, "caption", j) for j in chunk]
         results = caption_images(
@@ -155,6 +155,5 @@ def caption_stage(runner, name: str, st: CaptionSettings, images: Sequence,
             "caption": res.best, "candidates": list(res.candidates),
             "scores": [float(x) for x in res.scores], "seed": seed})
 
-    return runner.units(name, len(images), st.batch_size, compute, write, load_caption_unit,
-                        noun="image",
-                        prepare=lambda: (get_captioner(), get_scorer and get_scorer()))
+    return call.units(len(images), st.batch_size, compute, write, load_caption_unit,
+                      noun="image")

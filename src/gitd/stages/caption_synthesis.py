@@ -6,7 +6,7 @@ one sentence." as EDGE's LLaVA script does; ``tiny-llava``, a random-weight mode
 class, in ``tiny``). Any ``AutoModelForImageTextToText`` checkpoint works (a processor with a
 chat template gets the prompt as a user turn with the image).
 
-It is one stage of per-image units (``StageRunner.units``): each image's captions are written
+It is one stage of per-image units (``StageCall.units``, ``gitd.plan``): each image's captions are written
 atomically as soon as they exist and depend only on the image and its own seed, so a killed run
 resumes where it stopped and ends as an uninterrupted one would. Every distillation method runs
 it after its own stages (``--extra-captions N``, ``CaptionSynthesisFields``); ``gitd caption OUT
@@ -18,19 +18,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
-from gitd.errors import ConfigError, GitdError
+from gitd.errors import GitdError
 from gitd.log import get_logger
 from gitd.models.roles import ModelRef, Role, Runtime
+from gitd.presets import register_presets
 from gitd.settings import Interval, Text, setting, validate
 
 log = get_logger("caption")
 
 EDGE_PROMPT = "Describe the image in one sentence."
 _POSITIVE = Interval(int, 1, None)
-# The model role of this step, for manifests (``describe_roles``) and keys.
-ROLE = Role("captioner", "vlm", "vlm_revision", used=lambda s: s.extra_captions > 0)
+# The model role of this step: a captioner prompted with ``vlm_prompt``.
+ROLE = Role("captioner", "vlm", "vlm_revision",
+            source=lambda s: (s.vlm, s.vlm_revision, {"prompt": s.vlm_prompt}))
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,6 @@ class CaptionSynthesisFields:
             max_new_tokens=self.vlm_max_new_tokens, batch_size=self.vlm_batch_size,
             seed=self.seed, dtype=runtime.dtype_name, device=runtime.device_type)
 
-    def build_vlm(self, runtime: Runtime):
-        """The captioner from the model registry, prompted with ``vlm_prompt``."""
-        from gitd.models import build_captioner
-
-        return build_captioner(self.vlm, device=runtime.device, dtype=runtime.dtype,
-                               seed=self.seed, revision=self.vlm_revision, prompt=self.vlm_prompt)
-
 
 # Preset values of the fields, for the methods' presets and ``gitd caption``.
 PAPER = {"vlm": "llava-hf/llava-1.5-7b-hf", "vlm_prompt": EDGE_PROMPT, "vlm_temperature": 0.2,
@@ -79,6 +74,8 @@ TINY = {**PAPER, "vlm": "tiny-llava", "vlm_temperature": 0.7, "vlm_top_p": 0.9,
 @dataclass(frozen=True)
 class CaptionSynthesisSettings:
     """Everything an image's extra captions depend on besides the image (the stage key)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the captions this stage writes
 
     vlm: ModelRef
     prompt: str
@@ -93,32 +90,29 @@ class CaptionSynthesisSettings:
     device: str
 
 
-def caption_synthesis_stage(runner, name: str, st: CaptionSynthesisSettings, images: Sequence,
-                            get_vlm: Callable[[], Any]) -> list[list[str]]:
-    """Run (or finish) the stage over ``images`` (PIL images or paths), one unit per image;
-    returns ``st.extra`` new captions per image. ``get_vlm()`` may be called more than once and
-    should return the same model."""
+def caption_synthesis_stage(call, images: Sequence) -> list[list[str]]:
+    """Run (or finish) the stage (``call``: its ``gitd.plan.StageCall``, with model ``vlm``)
+    over ``images`` (PIL images or paths), one unit per image; returns ``extra`` new captions
+    per image."""
     from gitd.data.images import is_image_ref, open_rgb
     from gitd.store import atomic_write_json, derive_seed, read_json, unit_path
 
-    vlm: list[Any] = []
+    st: CaptionSynthesisSettings = call.settings
 
     def compute(chunk: range) -> list:
-        if not vlm:
-            vlm.append(get_vlm())
         imgs = [open_rgb(images[j]) if is_image_ref(images[j]) else images[j] for j in chunk]
         seeds = [derive_seed(st.seed, "caption-synthesis", j) for j in chunk]
-        caps = vlm[0].generate(imgs, num_captions=st.extra, temperature=st.temperature,
-                               top_p=st.top_p, max_new_tokens=st.max_new_tokens, seeds=seeds)
+        caps = call.model("vlm").generate(imgs, num_captions=st.extra,
+                                          temperature=st.temperature, top_p=st.top_p,
+                                          max_new_tokens=st.max_new_tokens, seeds=seeds)
         return list(zip(seeds, caps))
 
     def write(stage, j: int, result) -> None:
         seed, caps = result
         atomic_write_json(unit_path(stage, j), {"captions": list(caps), "seed": seed})
 
-    return runner.units(name, len(images), st.batch_size, compute, write,
-                        lambda stage, j: read_json(unit_path(stage, j))["captions"], noun="image",
-                        prepare=get_vlm)
+    return call.units(len(images), st.batch_size, compute, write,
+                      lambda stage, j: read_json(unit_path(stage, j))["captions"], noun="image")
 
 
 def describe(fields: CaptionSynthesisFields, originals: list[list[str]],
@@ -148,14 +142,15 @@ class CaptionCommandSettings(CaptionSynthesisFields):
                          "float16 or bfloat16")
 
 
-PRESETS = {"paper": PAPER, "tiny": TINY}
+PRESETS = register_presets("caption", CaptionCommandSettings, {"paper": PAPER, "tiny": TINY},
+                           default="paper", what="gitd caption",
+                           notes={"paper": "llava-hf/llava-1.5-7b-hf",
+                                  "tiny": "a random-weight LLaVA, offline"})
 
 
-def command_settings(preset: str = "paper", **values: Any) -> CaptionCommandSettings:
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown caption preset {preset!r}; choose one of: "
-                          f"{', '.join(PRESETS)}")
-    return CaptionCommandSettings(**{**PRESETS[preset], **values})
+def command_settings(preset: str | None = None, **values: Any) -> CaptionCommandSettings:
+    """``gitd caption``'s settings: defaults < ``preset`` (default paper) < ``values``."""
+    return PRESETS.make(preset, **values)
 
 
 def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
@@ -170,7 +165,7 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
     built beside it and swapped in, so an evaluation (``results.json``) or a report of the
     captions before goes with them instead of describing the new set. The work folder
     (``DEST/work``) is kept, so a killed run resumes per image."""
-    from gitd.outdir import Inputs, OutputFolder, MARKER, read_marker
+    from gitd.outdir import MARKER, Inputs, OutputFolder, read_marker
     from gitd.store import read_json
 
     validate(settings)
@@ -184,9 +179,9 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
                         "adds captions to what gitd distill or gitd select wrote")
     in_place = dest.resolve() == src.resolve()
     if in_place and read_marker(src) is None:
-        raise GitdError(f"{src}: has no {MARKER} marker, so gitd cannot tell its "
-                        "own files from others and will not rewrite it in place; write the "
-                        "result elsewhere with --out DEST")
+        raise GitdError(f"{src}: has no {MARKER} marker, so gitd cannot tell its own files "
+                        "from others and will not rewrite it in place; write the result "
+                        "elsewhere with --out DEST")
     # In place, the output's own files are what is read, and they are replaced only after the
     # new result is whole; elsewhere, nothing of src may be written over.
     inputs = Inputs() if in_place else Inputs().folder(src, "input output folder")
@@ -202,8 +197,9 @@ def _caption(src: Path, dest: Path, folder, manifest: dict, settings: CaptionCom
              vlm: Any, on_unit, in_place: bool) -> Path:
     from gitd.data import load_dataset
     from gitd.data.output import OutputPair, write_output
-    from gitd.store import (StagePlan, StageRunner, atomic_copy, file_fingerprint,
-                            fingerprint)
+    from gitd.models.roles import Models
+    from gitd.plan import Plan, PlanRunner
+    from gitd.store import atomic_copy, file_fingerprint, fingerprint
 
     runtime = Runtime.resolve(settings.device, settings.dtype, [settings.vlm])
     dataset = load_dataset(src)
@@ -218,24 +214,19 @@ def _caption(src: Path, dest: Path, folder, manifest: dict, settings: CaptionCom
         originals.append(list(before[i]) if before else list(rec.captions))
         infos.append({k: v for k, v in item.items() if k not in ("image", "caption")})
         paths.append(rec.image)
-    runner = StageRunner(dest / "work",
-                         {"caption_synthesis": StagePlan(
-                             settings.caption_synthesis_settings(runtime))},
-                         fingerprint([file_fingerprint(p) for p in paths]), on_unit=on_unit)
-    built = [vlm] if vlm is not None else []
-
-    def get_vlm():
-        if not built:
-            built.append(settings.build_vlm(runtime))
-        return built[0]
-
-    extra = caption_synthesis_stage(runner, "caption_synthesis",
-                                    runner.plan["caption_synthesis"].settings, paths, get_vlm)
+    plan = Plan()
+    step = plan.add("caption_synthesis", settings.caption_synthesis_settings(runtime),
+                    lambda call: caption_synthesis_stage(call, paths), roles={"vlm": "vlm"})
+    models = Models({"vlm": ROLE}, settings, runtime.device, runtime.dtype,
+                    {"vlm": vlm} if vlm is not None else None)
+    runner = PlanRunner(dest / "work", plan, fingerprint([file_fingerprint(p) for p in paths]),
+                        models, on_unit=on_unit)
+    extra = runner.run()[step]
     pairs = [OutputPair(image=p, captions=o + e, info=info)
              for p, o, e, info in zip(paths, originals, extra, infos)]
     keep = {k: v for k, v in manifest.items()
             if k not in ("items", "pairs", "created", "gitd_version", "versions")}
-    entry = describe(settings, originals, runner.stage_keys["caption_synthesis"])
+    entry = describe(settings, originals, runner.keys[step])
     keep["caption_synthesis"] = entry
     keep["untrained"] = bool(manifest.get("untrained")) or bool(entry["model"]["untrained"])
     stale = [n for n in ("results.json", "results", "report.html") if (dest / n).exists()]
@@ -249,8 +240,3 @@ def _caption(src: Path, dest: Path, folder, manifest: dict, settings: CaptionCom
     log.info("wrote %d images with %d + %d captions each to %s", len(pairs),
              len(originals[0]) if originals else 0, settings.extra_captions, dest)
     return dest
-
-
-__all__ = ["CaptionCommandSettings", "CaptionSynthesisFields", "CaptionSynthesisSettings",
-           "EDGE_PROMPT", "PAPER", "PRESETS", "ROLE", "TINY", "caption_output",
-           "caption_synthesis_stage", "command_settings", "describe"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -149,14 +149,15 @@ def filter_lowest(image_emb: np.ndarray, text_emb: np.ndarray, pair_image: np.nd
 class EmbedSettings:
     """Everything the embeddings depend on besides the data (the ``embed`` key)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the embeddings this stage writes
+
     score: ModelRef
     dtype: str
     device: str
 
 
-def embed_stage(runner, name: str, st: EmbedSettings, records: Sequence[Record],
-                get_score_model) -> EmbedStore:
-    """Run (or reuse) the embed stage of ``runner`` (``gitd.store.StageRunner``)."""
-    return runner.whole(name, lambda stage: embed_pairs(records, get_score_model(), stage.path),
-                        lambda stage: EmbedStore.open(stage.path, records),
-                        prepare=get_score_model)
+def embed_stage(call, records: Sequence[Record]) -> EmbedStore:
+    """Run (or reuse) an embed stage (``call``: its ``gitd.plan.StageCall``, with model
+    ``score``)."""
+    return call.whole(lambda stage: embed_pairs(records, call.model("score"), stage.path),
+                      lambda stage: EmbedStore.open(stage.path, records))

@@ -13,6 +13,7 @@ centroid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -104,15 +105,16 @@ def select_nearest(prototype_image: np.ndarray, image_emb: np.ndarray) -> np.nda
 class PrototypeSettings:
     """Everything the prototypes depend on besides the embeddings (the ``prototypes`` key)."""
 
+    version: ClassVar[int] = 1  # bump when a change alters the prototypes this stage picks
+
     k: int
     filter_fraction: float  # pairs with the lowest image-text cosine dropped first
     seed: int
 
 
-def prototype_stage(runner, name: str, st: PrototypeSettings, store,
-                    records) -> tuple[dict, np.ndarray]:
-    """Run (or reuse) the prototypes stage over the embed stage's ``store``
-    (``gitd.stages.embed.EmbedStore``): drop ``filter_fraction`` of the pairs with the lowest
+def prototype_stage(call, store, records) -> tuple[dict, np.ndarray]:
+    """Run (or reuse) a prototypes stage (``call``: its ``gitd.plan.StageCall``) over the embed
+    stage's ``store`` (``gitd.stages.embed.EmbedStore``): drop ``filter_fraction`` of the pairs with the lowest
     image-text cosine, build ``k`` prototypes, and record for each its caption (as an index
     into every caption of every record, in order), the real image nearest it, and up to 50
     member ids. Returns ``prototypes.json`` and the prototype image embeddings
@@ -123,6 +125,7 @@ def prototype_stage(runner, name: str, st: PrototypeSettings, store,
     from gitd.stages.embed import filter_lowest
     from gitd.store import atomic_write_bytes, atomic_write_json, read_json, require
 
+    st: PrototypeSettings = call.settings
     cap_idx, rec_idx = store.pairs()
     keep = filter_lowest(store.image_emb, store.text_emb[cap_idx], rec_idx, st.filter_fraction)
     cap_idx, rec_idx = cap_idx[keep], rec_idx[keep]
@@ -163,4 +166,4 @@ def prototype_stage(runner, name: str, st: PrototypeSettings, store,
                     "prototypes.json points outside the dataset")
         return info, image
 
-    return runner.whole(name, compute, load)
+    return call.whole(compute, load)

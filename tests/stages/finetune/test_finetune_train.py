@@ -12,7 +12,7 @@ import torch
 from gitd.data import load_dataset
 from gitd.data.images import open_rgb
 from gitd.errors import ConfigError, GitdError
-from gitd.stages.encode import preprocess
+from gitd.stages.vae_encoding import preprocess
 from gitd.stages.finetune import (FinetuneSettings, Trainer, apply_trained, build_edge_models,
                                   finetune, is_trainable, read_trained)
 from gitd.stages.finetune.objective import (clip_pixels, draw_noise, image_features, pair_seed,

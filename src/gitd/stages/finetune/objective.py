@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from gitd.models.scoring import ScoreModel
-from gitd.stages.generate import candidate_seed
+from gitd.stages.img2img import candidate_seed
 
 DIFFFIT_KEYS = ("bias", "norm")
 
@@ -136,7 +136,7 @@ def text_features(models: EdgeModels, captions: Sequence[str]) -> torch.Tensor:
     enc = clip.tokenizer(list(captions), padding=True, truncation=True,
                          max_length=clip.max_text_length, return_tensors="pt")
     enc = {k: v.to(clip.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    return ScoreModel._features(clip.model.get_text_features(**enc)).float()
+    return ScoreModel.feature_tensor(clip.model.get_text_features(**enc)).float()
 
 
 @torch.no_grad()
@@ -168,12 +168,7 @@ def image_features(models: EdgeModels, pixels: torch.Tensor, text_states: torch.
     decoded = vae.decode((x0 / scaling).to(vae_dtype)).sample
     pixels_clip = clip_pixels(decoded, models.clip.image_processor)
     clip_dtype = next(models.clip.model.parameters()).dtype
-    feats = ScoreModel._features(models.clip.model.get_image_features(
+    feats = ScoreModel.feature_tensor(models.clip.model.get_image_features(
         pixel_values=pixels_clip.to(clip_dtype))).float()
     mse = (eps_hat - eps).pow(2).flatten(1).mean(1)
     return feats, mse
-
-
-__all__ = ["DIFFFIT_KEYS", "EdgeModels", "PairNoise", "build_edge_models", "clip_pixels",
-           "draw_noise", "image_features", "is_trainable", "pair_seed", "sd_text_states",
-           "text_features"]

@@ -57,17 +57,41 @@ def save_trained(path: Path, params: dict[str, torch.Tensor], base: dict[str, An
 def read_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The trained tensors and the base model they apply to (``{"model", "revision",
     "seed"}``). ``path``: a run folder or its ``trained.safetensors``."""
+    tensors, base, _ = read_trained_run(path)
+    return tensors, base
+
+
+def read_trained_run(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """``read_trained`` plus the file's fingerprint (``gitd.store.file_fingerprint``), from
+    one read of the file."""
+    import hashlib
+
+    from safetensors.torch import load
+
     path = Path(path)
     if path.is_dir():
         if not (path / TRAINED).is_file():
             raise GitdError(f"{path}: no {TRAINED}; is it a finished 'gitd finetune' run? "
                             "(re-run the same finetune command to finish it)")
         path = path / TRAINED
-    tensors, meta = _load(path)
-    if meta.get("format") != FORMAT:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise GitdError(f"{path}: not found") from None
+    except OSError as exc:
+        raise GitdError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size])
+        meta = json.loads((header.get("__metadata__") or {}).get("gitd", "{}"))
+        tensors = load(data)
+    except Exception as exc:  # safetensors and json raise their own error types
+        raise GitdError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GitdError(f"{path}: not a gitd fine-tuned UNet file (format "
-                        f"{meta.get('format')!r}, expected {FORMAT!r})")
-    return tensors, meta["base"]
+                        f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
+                        f"{FORMAT!r})")
+    return tensors, meta["base"], hashlib.sha256(data).hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -138,7 +162,3 @@ def load_checkpoint(path: Path, *, params: dict[str, torch.Tensor], optimizer, s
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     return int(meta["step"])
-
-
-__all__ = ["CHECKPOINT", "TRAINED", "apply_trained", "load_checkpoint", "read_trained",
-           "save_checkpoint", "save_trained"]

@@ -38,7 +38,7 @@ from gitd.data.formats import dataset_fingerprint
 from gitd.data.images import ImageError, open_rgb
 from gitd.errors import ConfigError, GitdError
 from gitd.log import get_logger, progress
-from gitd.stages.encode import preprocess
+from gitd.stages.vae_encoding import preprocess
 from gitd.stages.finetune.losses import loss_terms
 from gitd.stages.finetune.objective import (EdgeModels, build_edge_models, draw_noise,
                                             image_features, pair_seed, sd_text_states,
@@ -444,6 +444,3 @@ def _checkpoint(run: Path, step: int, trainer: Trainer, acc, key: str, log_file)
         save_checkpoint(run / CHECKPOINT, step=step, params=trainer.params,
                         optimizer=trainer.optimizer, scaler=acc.scaler, key=key)
     acc.wait_for_everyone()
-
-
-__all__ = ["Trainer", "finetune", "make_accelerator", "resolve_mixed_precision"]

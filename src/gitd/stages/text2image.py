@@ -1,8 +1,9 @@
-"""sample: text-to-image generation, one image per prompt, each from its own seed (EDGE).
+"""The ``sample`` stage: text-to-image generation, one image per prompt, each from its own seed (EDGE).
 
-``text2img(pipe)`` turns any Stable Diffusion pipeline gitd built (the registry's img2img pipeline)
-into a ``StableDiffusionPipeline`` over the same components, so the fine-tuned UNet
-(``gitd.stages.finetune.apply_trained``) is loaded once and serves both. ``sample_images`` makes
+The pipeline is the registry's ``text2img`` model (``gitd.models.registry.text2img_pipeline``:
+the img2img pipeline's components under a ``StableDiffusionPipeline``, so the same names and
+weights serve both, and the fine-tuned UNet (``gitd.stages.finetune.apply_trained``) is
+loaded onto it). ``sample_images`` makes
 one image per prompt in ONE pipeline call; image i's initial noise comes from its own generator
 seeded by ``seeds[i]``, so it does not depend on the other prompts of the batch (up to the
 low-order bits batch composition may change, which the resumable stage keeps fixed).
@@ -14,35 +15,21 @@ replacement (seeded here; EDGE's script draws unseeded).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
+from gitd.errors import ConfigError
 from gitd.models.roles import ModelRef
-
-
-def text2img(pipe):
-    """A ``StableDiffusionPipeline`` sharing ``pipe``'s VAE, UNet, text encoder, tokenizer and
-    scheduler (no safety checker, as EDGE samples)."""
-    from diffusers import StableDiffusionPipeline
-
-    if isinstance(pipe, StableDiffusionPipeline):
-        return pipe
-    out = StableDiffusionPipeline(
-        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    out.set_progress_bar_config(disable=True)
-    return out
+from gitd.settings import Interval, check
 
 
 def sample_images(pipe, prompts: Sequence[str], *, seeds: Sequence[int], guidance_scale: float,
                   num_inference_steps: int, resolution: int,
                   negative_prompt: str | None = None) -> list:
     """One PIL image per prompt from one ``pipe`` call (a ``StableDiffusionPipeline``)."""
-    check_positive_int("num_inference_steps", num_inference_steps)
+    check("num_inference_steps", num_inference_steps, Interval(int, 1, None))
     if len(prompts) != len(seeds):
         raise ValueError(f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
     if not prompts:
@@ -69,8 +56,10 @@ def random_prompts(captions_per_record: Sequence[Sequence[str]], k: int,
 # -- as a stage of a method run ------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleSettings:
-    """Everything a pair's image depends on besides its prompt (the ``sample`` key; the prompts
-    follow from the upstream stage)."""
+    """Everything a pair's image depends on besides its prompt (the ``text2img`` key; the
+    prompts follow from the upstream stage)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the images this stage writes
 
     pipeline: ModelRef
     finetuned: str | None  # fingerprint of the trained UNet parameters; None: the base model
@@ -85,21 +74,32 @@ class SampleSettings:
     device: str
 
 
-def sample_stage(runner, name: str, st: SampleSettings, prompts: Sequence[str],
-                 get_pipe: Callable[[], Any]) -> list[Any]:
-    """Run (or finish) the sample stage: unit ``j`` is the image of ``prompts[j]``, from seed
-    ``derive_seed(seed, "sample", j)``. Returns the PIL images. ``get_pipe()`` may be called
-    more than once and should return the same pipeline."""
+def sample_stage(call, prompts: Sequence[str], *, trained: dict | None = None,
+                 source: str = "trained") -> list[Any]:
+    """Run (or finish) the text-to-image stage (``call``: its ``gitd.plan.StageCall``, with
+    model ``pipeline``, an SD pipeline): unit ``j`` is the image of ``prompts[j]``, from seed
+    ``derive_seed(seed, "sample", j)``. ``trained``: fine-tuned UNet tensors loaded onto the
+    pipeline's UNet first (``gitd.stages.finetune.apply_trained``; ``source`` names them in
+    errors). Returns the PIL images."""
     from gitd.data.images import open_rgb
     from gitd.store import atomic_save_image, atomic_write_json, derive_seed, unit_path
 
+    st: SampleSettings = call.settings
     pipes: list[Any] = []
 
-    def compute(chunk: range) -> list:
+    def pipeline():
         if not pipes:
-            pipes.append(get_pipe())
+            pipe = call.model("pipeline")
+            if trained is not None:
+                from gitd.stages.finetune.state import apply_trained
+
+                apply_trained(pipe.unet, trained, source=source)
+            pipes.append(pipe)
+        return pipes[0]
+
+    def compute(chunk: range) -> list:
         seeds = [derive_seed(st.seed, "sample", j) for j in chunk]
-        images = sample_images(pipes[0], [prompts[j] for j in chunk], seeds=seeds,
+        images = sample_images(pipeline(), [prompts[j] for j in chunk], seeds=seeds,
                                guidance_scale=st.guidance_scale, num_inference_steps=st.steps,
                                resolution=st.resolution, negative_prompt=st.negative_prompt)
         return list(zip(seeds, images))
@@ -109,9 +109,6 @@ def sample_stage(runner, name: str, st: SampleSettings, prompts: Sequence[str],
         atomic_save_image(unit_path(stage, j, ".png"), image)
         atomic_write_json(unit_path(stage, j), {"prompt": prompts[j], "seed": seed})
 
-    return runner.units(name, len(prompts), st.batch_size, compute, write,
-                        lambda stage, j: open_rgb(unit_path(stage, j, ".png")), noun="pair",
-                        prepare=get_pipe)
-
-
-__all__ = ["SampleSettings", "random_prompts", "sample_images", "sample_stage", "text2img"]
+    return call.units(len(prompts), st.batch_size, compute, write,
+                      lambda stage, j: open_rgb(unit_path(stage, j, ".png")), noun="pair",
+                      before=pipeline)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from gitd.data.images import ImageError
 from gitd.models.encoders import build_image_encoder, build_text_encoder
-from gitd.stages.features import embed_images, embed_texts, load_images
+from gitd.models.features import embed_images, embed_texts, load_images
 
 
 def test_embed_texts_is_cached_and_keyed_by_texts(tiny_text, tmp_path, monkeypatch):

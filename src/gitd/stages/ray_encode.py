@@ -1,104 +1,46 @@
-"""Per-image stages on a Ray cluster (``--ray auto|local|ADDRESS``), with the single-process
+"""The encode stage on a Ray cluster (``--ray auto|local|ADDRESS``), with the single-process
 results to the bit.
 
-Encode is a Ray Data pipeline over *parts* of ``shard_rows`` consecutive rows (a multiple of the
+It is a Ray Data pipeline over *parts* of ``shard_rows`` consecutive rows (a multiple of the
 encode batch size): ``from_items`` (one row per unfinished part, carrying its image references)
 -> ``map`` (CPU tasks: open and decode each image through ``gitd.data.images.open_rgb``, resize
 and crop to uint8) -> ``map_batches`` on an actor pool (one actor per GPU, or CPU actors when the
 cluster has none) that encodes the part in the same fixed batches as the in-process encoder
-(``encode.encode_batch``) and writes ``parts/NNNNN.npy`` then ``parts/NNNNN.json`` atomically.
-A finished part is the unit of resume: a re-run after the driver or a worker was killed
-encodes only the parts whose ``.json`` is missing, and Ray itself restarts a killed actor and
-retries its part (Ray Data's actor pools default to ``max_restarts=-1``,
+(``gitd.stages.vae_encoding.encode_batch``) and writes ``parts/NNNNN.npy`` then
+``parts/NNNNN.json`` atomically. A finished part is the unit of resume: a re-run after the
+driver or a worker was killed encodes only the parts whose ``.json`` is missing, and Ray itself
+restarts a killed actor and retries its part (Ray Data's actor pools default to ``max_restarts=-1``,
 ``max_task_retries=-1``). Only small summaries come back to the driver.
 
-``map_spans`` runs CLARA's assignment passes as Ray tasks over spans of rows
-(``gitd.stages.cluster.assign``'s ``mapper``).
-
-Ray is imported only here, and only when ``--ray`` is given.
+The parts' files are ``gitd.stages.latent_folder``'s sharded layout; joining the cluster is
+``gitd.stages.ray_session``'s. Ray is imported only when ``--ray`` is given.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from gitd.errors import ConfigError, DataError, GitdError, check_positive_int
+from gitd.errors import ConfigError, DataError, GitdError
 from gitd.log import get_logger, progress
+from gitd.stages.latent_folder import (INDEX, PARTS, LatentStore, index_settings, part_done,
+                                       part_path, parts_state)
+from gitd.stages.ray_session import cluster_resources, connect
+from gitd.store import atomic_write_bytes, atomic_write_json, read_json
 
-log = get_logger("stages.raydata")
+# No torch at module level (nor gitd.stages.vae_encoding, which imports it): the decode tasks
+# import this module to run ``_decode_part`` and need PIL and numpy only.
+
+log = get_logger("stages.ray_encode")
 
 # Pixels of one part that travel through the object store (uint8): parts are sized to this.
 _PART_BYTES = 64 << 20
 _MAX_PART_ROWS = 1024
 
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise GitdError("--ray needs Ray Data: pip install 'gitd[ray]' (or pip install "
-                        "'ray[data]')") from None
-    return ray
-
-
-def connect(address: str | None = None):
-    """Connect to (or start) Ray and return the module. ``address``: ``local`` starts a
-    private cluster on this machine; ``auto`` (or None, or empty) takes ``$RAY_ADDRESS`` when
-    set, else joins the cluster running here; anything else is a Ray address. A session already
-    started in this process (``ray.init`` by the caller) is used as it is."""
-    ray = _import_ray()
-    if ray.is_initialized():
-        return ray
-    if not address or address == "auto":
-        address = os.environ.get("RAY_ADDRESS") or "auto"
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, configure_logging=False)
-        else:
-            ray.init(address=address, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        hint = " (start one with 'ray start --head', or use --ray local)" \
-            if address == "auto" else ""
-        raise GitdError(f"cannot connect to a Ray cluster at {address!r}{hint}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
-    from ray.data import DataContext
-
-    # gitd draws its own progress bar from the finished parts.
-    DataContext.get_current().enable_progress_bars = False
-    return ray
-
-
-def cluster_resources(ray) -> tuple[float, float]:
-    res = ray.cluster_resources()
-    return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
-
-
-# --------------------------------------------------------------------------------------------
-# CLARA's assignment as Ray tasks
-
-def map_spans(fn: Callable, X, m: np.ndarray, spans: Sequence[tuple[int, int]], chunk: int,
-              device) -> list:
-    """``fn(X, m, a, b, chunk, device)`` for every span as Ray tasks; results in span order.
-    X must pickle to a reference to its files (``ShardedRows``), not to its rows."""
-    ray = _import_ray()
-    if not ray.is_initialized():
-        raise GitdError("map_spans needs a Ray session (gitd.stages.raydata.connect)")
-    remote = ray.remote(num_cpus=1)(fn)
-    x_ref, m_ref = ray.put(X), ray.put(m)
-    # Tasks run on workers, which have no GPU unless the cluster gives them one.
-    dev = "cpu" if str(device).startswith("cuda") and not cluster_resources(ray)[1] else device
-    return ray.get([remote.remote(x_ref, m_ref, a, b, chunk, dev) for a, b in spans])
-
-
-# --------------------------------------------------------------------------------------------
-# Encode
 
 def part_rows(resolution: int, batch_size: int) -> int:
     """Rows per part: about ``_PART_BYTES`` of uint8 pixels, a multiple of ``batch_size`` so a
@@ -168,8 +110,7 @@ class _Encoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from gitd.stages.encode import encode_batch, part_path, to_input
-        from gitd.store import atomic_write_bytes, atomic_write_json
+        from gitd.stages.vae_encoding import encode_batch, to_input
 
         done = []
         for part, start, pixels, ok, problems in zip(batch["part"], batch["start"],
@@ -203,7 +144,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
                        batch_size: int = 8, sample: bool = False, seed: int = 0,
                        dtype=None, workers: int | None = None, shard_rows: int | None = None,
                        address: str | None = None):
-    """``encode.encode_latents`` on Ray: the same latents, bit for bit, written as parts.
+    """``gitd.stages.encode.encode_latents`` on Ray: the same latents, bit for bit, as parts.
 
     ``vae``: the model (shipped to the actors through the object store) or a zero-argument
     callable that builds it (called once in each actor, and once here for its config).
@@ -213,14 +154,13 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
     """
     import torch
 
-    from gitd.stages.encode import (INDEX, PARTS, LatentStore, _settings, latent_scale, latent_shape,
-                                    part_done, parts_state)
-    from gitd.store import atomic_write_json, read_json
+    from gitd.stages.vae_encoding import latent_scale, latent_shape
 
-    check_positive_int("resolution", resolution)
-    check_positive_int("batch_size", batch_size)
-    if workers is not None:
-        check_positive_int("ray workers", workers)
+    from gitd.settings import Interval, check
+
+    check("resolution", resolution, Interval(int, 1, None))
+    check("batch_size", batch_size, Interval(int, 1, None))
+    check("ray workers", workers, Interval(int, 1, None), optional=True)
     records = list(records)
     n = len(records)
     if n == 0:
@@ -229,7 +169,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
     model = vae() if callable(vae) and not isinstance(vae, torch.nn.Module) else vae
     row_shape = latent_shape(model, resolution)
     scaling = latent_scale(model)  # recorded in index.json; applied inside encode_batch
-    settings = _settings(records, model, resolution, sample, seed, (n, *row_shape))
+    settings = index_settings(records, model, resolution, sample, seed, (n, *row_shape))
     rows = shard_rows or part_rows(resolution, batch_size)
     if rows % batch_size:
         raise ConfigError(f"shard_rows ({rows}) must be a multiple of the encode batch size "
@@ -254,7 +194,7 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
         ray = connect(address)
         cpus, gpus = cluster_resources(ray)
         # A killed actor is restarted and its part retried: Ray Data's actor pools default to
-        # max_restarts=-1 and max_task_retries=-1 (tests/stages/test_stage_raydata.py kills one).
+        # max_restarts=-1 and max_task_retries=-1 (tests/stages/test_stage_ray_encode.py kills one).
         if gpus >= 1:
             actors = workers or int(gpus)
             actor_res = {"num_gpus": 1, "num_cpus": 1}
@@ -308,6 +248,3 @@ def encode_latents_ray(records: Sequence, vae, out_dir: str | Path, *, resolutio
         raise DataError(f"none of the {n} images could be opened; first problem: "
                         f"{store.problems[0]}")
     return store
-
-
-__all__ = ["cluster_resources", "connect", "encode_latents_ray", "map_spans", "part_rows"]

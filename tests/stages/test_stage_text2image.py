@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from gitd.errors import ConfigError
-from gitd.models import build_img2img
-from gitd.stages.sample import random_prompts, sample_images, text2img
+from gitd.models import build, build_img2img
+from gitd.models.registry import text2img_pipeline
+from gitd.stages.text2image import random_prompts, sample_images
 
 KW = dict(guidance_scale=7.5, num_inference_steps=3, resolution=64)
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return text2img(build_img2img("tiny", seed=0))
+    return build("text2img", "tiny", seed=0)
 
 
 def arr(im):
@@ -25,9 +26,13 @@ def test_text2img_shares_the_components(pipe):
     from diffusers import StableDiffusionPipeline
 
     base = build_img2img("tiny", seed=0)
-    t2i = text2img(base)
+    t2i = text2img_pipeline(base)
     assert isinstance(t2i, StableDiffusionPipeline) and t2i.unet is base.unet
-    assert text2img(t2i) is t2i
+    assert text2img_pipeline(t2i) is t2i
+    # The registry's text2img kind is that pipeline over the img2img model's own weights.
+    assert isinstance(pipe, StableDiffusionPipeline)
+    for a, b in zip(pipe.unet.state_dict().values(), base.unet.state_dict().values()):
+        assert a.equal(b)
 
 
 def test_one_image_per_prompt_each_from_its_seed(pipe):

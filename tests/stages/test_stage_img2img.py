@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gitd.models import build_img2img, build_score_model, build_vae
-from gitd.stages.generate import candidate_seed, generate_candidates, select_best
+from gitd.stages.img2img import candidate_seed, generate_candidates, select_best
 
 KW = dict(negative_prompt="cartoon, anime, painting", strength=0.7, guidance_scale=8.0,
           num_inference_steps=5, num_candidates=3)

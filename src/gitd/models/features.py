@@ -1,6 +1,8 @@
 """Images to tensors, and frozen image/text features cached on disk.
 
-Public API (also used by coreset selection, ``gitd select``):
+The retrieval model's training, the coreset selections (``gitd select``) and the evaluation share
+this cache; it sits below all three, beside the encoders it runs (``gitd.models.encoders``).
+Public API:
 
 * ``embed_images(paths, image_model="auto", *, image_size=224, cache=None, device="auto",
   batch_size=64, pretrained=True, normalize="model") -> np.ndarray [n, d] float32``: pooled
@@ -34,7 +36,7 @@ from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_
 from gitd.threads import current_device_key
 from gitd.workers import loader_batches
 
-log = get_logger("stages.features")
+log = get_logger("models.features")
 
 _INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
            "nearest": Image.Resampling.NEAREST}

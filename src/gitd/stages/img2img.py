@@ -1,10 +1,10 @@
-"""Generate: img2img from each medoid's own latent, N candidates, the score model keeps one.
+"""The ``generate`` stage: img2img from each medoid's own latent, N candidates, the score model keeps one.
 
 The medoid latents go straight into ``StableDiffusionImg2ImgPipeline`` as its ``image``: for a
 4-channel tensor, diffusers (0.30 to 0.42 at least) skips both its image preprocessing
 (``VaeImageProcessor.preprocess`` returns latents untouched) and VAE encoding, and does not
 multiply by ``scaling_factor`` again (``prepare_latents``), so latents must already be scaled, as
-``gitd.stages.encode`` stores them.
+``gitd.stages.latent_folder`` stores them.
 
 Each medoid's candidates come from their own ``torch.Generator`` seeded from the medoid's seed,
 so they do not depend on which other medoids share the pipeline call (see ``candidate_seed``).
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from gitd.errors import ConfigError, check_positive_int
 from gitd.models.roles import ModelRef
+from gitd.settings import Interval, check
 from gitd.stages import unit_image
 
 
@@ -40,10 +40,9 @@ def generate_candidates(pipe, latents: torch.Tensor, prompts: Sequence[str], *,
     ``latents``: ``[B, 4, h, w]``, already scaled by ``vae.config.scaling_factor``;
     ``prompts``/``seeds``: one per medoid. Returns ``B`` lists of ``num_candidates`` images.
     """
-    check_positive_int("num_candidates", num_candidates)
-    check_positive_int("num_inference_steps", num_inference_steps)
-    if not (0.0 < float(strength) <= 1.0):
-        raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
+    check("num_candidates", num_candidates, Interval(int, 1, None))
+    check("num_inference_steps", num_inference_steps, Interval(int, 1, None))
+    check("strength", strength, Interval(float, 0, 1, closed="right"))
     if latents.ndim != 4 or latents.shape[1] != 4:
         raise ValueError(f"latents must be [B, 4, h, w], got {tuple(latents.shape)}")
     b = latents.shape[0]
@@ -90,7 +89,9 @@ def select_best(score_model, candidates: Sequence, prompt: str, *,
 @dataclass(frozen=True)
 class GenerateSettings:
     """Everything a medoid's synthetic image depends on besides its latent and prompt (the
-    ``generate`` key; the prompts follow from the upstream medoids and ``prompt``)."""
+    ``img2img`` key; the prompts follow from the upstream medoids and ``prompt``)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the images this stage writes
 
     img2img: ModelRef
     score: ModelRef | None  # None: keep the first candidate (the /S ablation)
@@ -108,21 +109,22 @@ class GenerateSettings:
     device: str
 
 
-def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[list[int]], Any],
-                   prompts: Sequence[str], get_img2img: Callable[[], Any],
-                   get_scorer: Callable[[], Any] | None) -> list[dict[str, Any]]:
-    """Run (or finish) the generate stage: unit ``j`` is the chosen candidate for prompt ``j``
+def generate_stage(call, latents: Callable[[list[int]], Any],
+                   prompts: Sequence[str]) -> list[dict[str, Any]]:
+    """Run (or finish) the img2img stage (``call``: its ``gitd.plan.StageCall``, with models
+    ``img2img`` and, unless /S, ``score``): unit ``j`` is the chosen candidate for prompt ``j``
     from ``latents([j, ...])`` (float32 ``[B, 4, h, w]``). Returns per unit the PIL image and
     its scores."""
     from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
                             unit_path)
 
+    st: GenerateSettings = call.settings
     models: dict[str, Any] = {}
 
     def compute(chunk: range) -> list:
         if not models:
-            models["pipe"] = get_img2img()
-            models["scorer"] = get_scorer() if get_scorer is not None else None
+            models["pipe"] = call.model("img2img")
+            models["scorer"] = call.optional_model("score")
         rows = list(chunk)
         lat = torch.from_numpy(np.asarray(latents(rows), dtype=np.float32))
         seeds = [derive_seed(st.seed, "generate", j) for j in rows]
@@ -148,5 +150,4 @@ def generate_stage(runner, name: str, st: GenerateSettings, latents: Callable[[l
             "image_prompt_scores": meta["candidate_scores"],
             "chosen_candidate": meta["chosen_candidate"]}}
 
-    return runner.units(name, len(prompts), st.batch_size, compute, write, load, noun="medoid",
-                        prepare=lambda: (get_img2img(), get_scorer and get_scorer()))
+    return call.units(len(prompts), st.batch_size, compute, write, load, noun="medoid")

@@ -1,39 +1,6 @@
-"""Ray stays optional: a clear one-line error without it, and --ray parses as documented."""
+"""The encoded-latents folder (``gitd.stages.latent_folder``): both layouts, and damaged parts."""
 
 from __future__ import annotations
-
-import sys
-
-import pytest
-
-from gitd.cli import build_parser
-from gitd.errors import GitdError
-from gitd.stages import raydata
-
-
-def test_missing_ray_is_one_line_naming_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(GitdError, match=r"pip install 'gitd\[ray\]'"):
-        raydata.connect("local")
-
-
-@pytest.mark.parametrize("argv, expected", [([], None), (["--ray"], ""),
-                                            (["--ray", "local"], "local"),
-                                            (["--ray", "10.0.0.5:6379"], "10.0.0.5:6379")])
-def test_ray_flag(argv, expected):
-    args = build_parser().parse_args(["distill", "d", "--pairs", "2", "--out", "o", *argv])
-    assert getattr(args, "ray", None) == expected
-
-
-def test_cluster_resolution_is_validated():
-    from gitd.config import make_config
-    from gitd.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="cluster_resolution must be a multiple of 8"):
-        make_config("tiny", cluster_resolution=100).validate()
-    args = build_parser().parse_args(["distill", "d", "--pairs", "2", "--out", "o",
-                                      "--cluster-resolution", "256"])
-    assert args.cluster_resolution == 256
 
 
 def test_a_folder_with_both_latent_layouts_opens_the_complete_one(tmp_path):
@@ -41,7 +8,7 @@ def test_a_folder_with_both_latent_layouts_opens_the_complete_one(tmp_path):
     both layouts in the stage folder: the complete one is the result."""
     import numpy as np
 
-    from gitd.stages.encode import INDEX, LATENTS, PARTS, LatentStore, part_path
+    from gitd.stages.latent_folder import INDEX, LATENTS, PARTS, LatentStore, part_path
     from gitd.store import atomic_write_json
 
     lat = np.arange(6 * 4, dtype=np.float16).reshape(6, 4, 1, 1)
@@ -62,7 +29,7 @@ def test_a_folder_with_both_latent_layouts_opens_the_complete_one(tmp_path):
     assert store.latents[:].tobytes() == lat.tobytes()
     assert np.array_equal(store.matrix(), lat.reshape(6, 4)[:5])
     # A damaged part (cut short, or its record emptied) is not done: it is encoded again.
-    from gitd.stages.encode import part_done
+    from gitd.stages.latent_folder import part_done
 
     index = {**base, "shard_rows": 4}
     assert part_done(tmp_path, index, 1) == {"invalid": [5], "problems": []}

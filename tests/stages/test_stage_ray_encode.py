@@ -17,9 +17,12 @@ from gitd.config import make_config  # noqa: E402
 from gitd.data import load_dataset  # noqa: E402
 from gitd.methods import distill  # noqa: E402
 from gitd.models import build_vae  # noqa: E402
-from gitd.stages.cluster import ShardedRows, clara  # noqa: E402
-from gitd.stages.encode import PARTS, encode_latents, part_path  # noqa: E402
-from gitd.stages.raydata import encode_latents_ray, map_spans  # noqa: E402
+from gitd.stages.arrays import ShardedRows  # noqa: E402
+from gitd.stages.clara import clara  # noqa: E402
+from gitd.stages.encode import encode_latents  # noqa: E402
+from gitd.stages.latent_folder import PARTS, part_path  # noqa: E402
+from gitd.stages.ray_encode import encode_latents_ray  # noqa: E402
+from gitd.stages.ray_session import map_spans  # noqa: E402
 
 RES = 64
 

@@ -1,15 +1,15 @@
-"""synthesize: unCLIP images from prototype image embeddings (prototype-guided synthesis)."""
+"""The ``synthesize`` stage: unCLIP images from prototype image embeddings (prototype-guided synthesis)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from gitd.errors import check_positive_int
 from gitd.models.roles import ModelRef
+from gitd.settings import Interval, check
 from gitd.stages import unit_image
 
 
@@ -26,7 +26,7 @@ def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
     trained on raw CLIP image embeddings. With ``norms`` (the mean raw norm of each prototype's
     members, ``Prototypes.norm``) each prototype keeps its direction and gets that norm.
     """
-    check_positive_int("num_inference_steps", num_inference_steps)
+    check("num_inference_steps", num_inference_steps, Interval(int, 1, None))
     b = image_embeds.shape[0]
     if len(prompts) != b or len(seeds) != b:
         raise ValueError(f"need one prompt and one seed per embedding: {b} embeddings, "
@@ -51,7 +51,9 @@ def synthesize(pipe, image_embeds: torch.Tensor, prompts: Sequence[str], *,
 @dataclass(frozen=True)
 class SynthesizeSettings:
     """Everything a prototype's image depends on besides its embedding and caption (the
-    ``synthesize`` key)."""
+    ``unclip`` key)."""
+
+    version: ClassVar[int] = 1  # bump when a change alters the images this stage writes
 
     unclip: ModelRef
     resolution: int
@@ -66,20 +68,24 @@ class SynthesizeSettings:
     device: str
 
 
-def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarray,
-                     prompts: Sequence[str], norms: Sequence[float], get_unclip: Callable[[], Any],
+def synthesize_stage(call, embeds: np.ndarray, prompts: Sequence[str], norms: Sequence[float],
                      *, before: Callable[[], None] | None = None) -> list:
-    """Run (or finish) the synthesize stage, one unit per prototype; returns the PIL images."""
+    """Run (or finish) the unCLIP stage (``call``: its ``gitd.plan.StageCall``, with model
+    ``unclip``), one unit per prototype; returns the PIL images. ``before()`` runs first when a
+    unit is missing (a check that must fail before any work)."""
     from gitd.store import (atomic_save_image, atomic_write_json, derive_seed, unit_json,
                             unit_path)
+
+    st: SynthesizeSettings = call.settings
 
     def compute(chunk: range) -> list:
         seeds = [derive_seed(st.seed, "synthesize", j) for j in chunk]
         return list(zip(seeds, synthesize(
-            get_unclip(), torch.from_numpy(embeds[list(chunk)]), [prompts[j] for j in chunk],
-            num_inference_steps=st.steps, guidance_scale=st.guidance_scale,
-            noise_level=st.noise_level, negative_prompt=st.negative_prompt, seeds=seeds,
-            norms=[norms[j] for j in chunk], height=st.resolution, width=st.resolution)))
+            call.model("unclip"), torch.from_numpy(embeds[list(chunk)]),
+            [prompts[j] for j in chunk], num_inference_steps=st.steps,
+            guidance_scale=st.guidance_scale, noise_level=st.noise_level,
+            negative_prompt=st.negative_prompt, seeds=seeds, norms=[norms[j] for j in chunk],
+            height=st.resolution, width=st.resolution)))
 
     def write(stage, j: int, result) -> None:
         seed, image = result
@@ -90,5 +96,5 @@ def synthesize_stage(runner, name: str, st: SynthesizeSettings, embeds: np.ndarr
         unit_json(stage, j, "prompt", "seed")
         return unit_image(stage, j)
 
-    return runner.units(name, len(prompts), st.batch_size, compute, write, load,
-                        noun="prototype", before=before, prepare=get_unclip)
+    return call.units(len(prompts), st.batch_size, compute, write, load, noun="prototype",
+                      before=before)

@@ -4,8 +4,9 @@ import pytest
 kmedoids = pytest.importorskip("kmedoids")
 
 from gitd.errors import ConfigError
-from gitd.stages.cluster import (ClaraResult, RowSubset, assign, clara, default_sample_size,
-                                 pairwise_distances, random_medoids)
+from gitd.stages.arrays import RowSubset
+from gitd.stages.clara import (ClaraResult, assign, clara, default_sample_size, pairwise_distances,
+                               random_medoids)
 
 
 def blobs(n=2000, d=64, centres=5, spread=0.3, seed=0):
@@ -185,7 +186,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_docstrings_state_the_default_sample_size():
-    from gitd.stages.cluster import refine_medoids
+    from gitd.stages.clara import refine_medoids
     assert default_sample_size(5) == 1000 and default_sample_size(300) == 1280
     for doc in (clara.__doc__, default_sample_size.__doc__, refine_medoids.__doc__):
         assert "max(80 + 4k, 1000)" in " ".join(doc.split())
@@ -196,7 +197,7 @@ def test_assignment_takes_read_only_medoids_without_a_warning():
     and torch.from_numpy of them raised a non-writable-array UserWarning in every task."""
     import warnings
 
-    from gitd.stages.cluster import _assign_rows
+    from gitd.stages.clara import _assign_rows
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 8)).astype(np.float32)
