@@ -46,7 +46,8 @@ from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 from gitd.plan import Entry, Plan, PlanRunner
 from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
-from gitd.settings import Interval, Options, PathText, Text, check, field_names, setting
+from gitd.settings import (Interval, Options, PathText, Text, check, field_names, inherit,
+                           setting)
 from gitd.stages.pair_features import l2_rows, pair_features
 
 log = get_logger("methods.coreset")
@@ -508,9 +509,7 @@ class FullSettings(SelectSettings):
     """The whole set, by default with every caption: the full-data row the papers compare
     against trains on all of them (5 per image in Flickr30K and COCO)."""
 
-    caption: str = setting("all", Options(*CAPTION_POLICIES),
-                           "which captions go with each image: all (the full data), the "
-                           "longest, the first, or a random one")
+    caption: str = inherit(SelectSettings, "caption", "all")
 
 
 @register_method("full", kind="select")
