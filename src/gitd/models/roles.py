@@ -12,7 +12,7 @@ revision changes every key of the stages that use the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from gitd.models.registry import build, describe_model, is_untrained
 
@@ -148,22 +148,32 @@ def untrained(models: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
-    """The resolved device and dtype of a run. Stage keys of model stages record both (as
-    ``device_type`` and ``dtype_name``): a GPU and a CPU round differently."""
+    """The resolved device, dtype and CPU thread count of a run. Stage keys of model stages
+    record them (as ``device_type`` and ``dtype_name``): a GPU and a CPU round differently, and
+    so do one and several CPU threads (``gitd.threads``)."""
 
     device: Any
     dtype: Any
+    threads: int | None = None  # torch's CPU threads, as set by ``resolve``
 
     @classmethod
-    def resolve(cls, device: str = "auto", dtype: str = "auto") -> "Runtime":
+    def resolve(cls, device: str = "auto", dtype: str = "auto",
+                models: Iterable[str | None] | None = None) -> "Runtime":
+        """``models``: the names of the models the run uses; they choose the thread count,
+        which is set here. Without them the thread count is left alone (and not recorded)."""
         from gitd.models.registry import resolve_device, resolve_dtype
+        from gitd.threads import use_threads
 
         dev = resolve_device(device)
-        return cls(dev, resolve_dtype(dtype, dev))
+        threads = use_threads(models) if models is not None else None
+        return cls(dev, resolve_dtype(dtype, dev), threads)
 
     @property
     def device_type(self) -> str:
-        return self.device.type
+        """``cpu``, ``cuda``, ...; on a CPU with more than one thread, ``cpu-N-threads``."""
+        from gitd.threads import device_key
+
+        return device_key(self.device.type, self.threads)
 
     @property
     def dtype_name(self) -> str:
