@@ -32,6 +32,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/gitd evaluate --train $(DEMO)/distilled/annotations.json --test $(DEMO)/data/test.json --epochs 2 --seeds 2 --eval-every 2 --out $(DEMO)/distilled/results.json
 	HF_HUB_OFFLINE=1 $(BIN)/gitd report $(DEMO)/distilled
 	@echo "demo done: open $(DEMO)/distilled/report.html"
+	@echo "gitd is installed in $(VENV): run 'source $(BIN)/activate' to use it (or call $(BIN)/gitd)"
 
 test: install
 	$(BIN)/python -m ruff check src tests benchmarks

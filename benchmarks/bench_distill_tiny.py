@@ -17,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from gitd.config import make_config
 from gitd.data.shapes import make_shapes
 from gitd.log import setup_logging
 from gitd.methods import distill
+from gitd.threads import request_threads
 
 STAGES = ("load", "encode", "cluster", "img2img", "caption", "output")
 
@@ -47,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "data"
         make_shapes(data, train=args.train, test=1, seed=args.seed)
         for threads, batch in [(t, b) for t in args.threads for b in args.batches]:
-            torch.set_num_threads(threads)
+            # As --threads does: gitd would otherwise choose one thread for the tiny models.
+            request_threads(threads)
             runs = []
             extra = {"generate_batch_size": batch, "caption_batch_size": batch} if batch else {}
             for r in range(args.repeat):

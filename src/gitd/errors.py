@@ -43,6 +43,19 @@ _ADVICE = {
 }
 
 
+def human_bytes(n: float) -> str:
+    """A size for a message, in the binary unit that fits: ``812 bytes``, ``1.5 KiB``,
+    ``64 MiB``, ``3.27 GiB`` (three significant digits)."""
+    n = float(n)
+    if abs(n) < 1024:
+        return f"{int(n)} byte{'s' if int(n) != 1 else ''}"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if abs(n) < 1000 else f"{n:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def environment_error(path, exc: OSError, *, action: str = "write") -> GitdError:
     """One line for an operating-system failure (full disk, read-only or forbidden folder, ...)
     naming the path; finished units are on disk already, so the same command resumes."""

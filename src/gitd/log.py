@@ -85,7 +85,7 @@ class LogProgress:
 
     def __init__(self, iterable: Iterable[T] | None = None, *, desc: str = "",
                  total: int | None = None, unit: str = "it", interval: float | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, warmup: bool = False):
         self.iterable = iterable
         self.desc = desc
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -97,6 +97,9 @@ class LogProgress:
         self.n = 0
         self.postfix = ""
         self.start = self.last = clock()
+        # (time, count) the rate and the time left are measured from; None: not yet known
+        # (``warmup``: the first batch carries one-off costs, see ``end_warmup``).
+        self.rate_from: tuple[float, int] | None = None if warmup else (self.start, 0)
         self.lines = 0
         self.shown = -1  # self.n when the last line was written
         self.closed = False
@@ -125,17 +128,24 @@ class LogProgress:
             self.last = now
             self._emit(now)
 
+    def end_warmup(self) -> None:
+        """The first batch is done: measure the rate, and so the time left, from here."""
+        self.rate_from = (self.clock(), self.n)
+
     def line(self, now: float | None = None) -> str:
         now = self.clock() if now is None else now
         elapsed = max(now - self.start, 1e-9)
-        rate = self.n / elapsed
+        rate = None
+        if self.rate_from is not None and self.n > self.rate_from[1]:
+            rate = (self.n - self.rate_from[1]) / max(now - self.rate_from[0], 1e-9)
         head = f"{self.desc}: " if self.desc else ""
         if self.total:
             done = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
         else:
             done = f"{self.n} {self.unit}"
-        text = f"{head}{done}, {rate:.3g} {self.unit}/s, {_short(elapsed)} elapsed"
-        if self.total and 0 < self.n < self.total and rate > 0:
+        text = f"{head}{done}, {rate or self.n / elapsed:.3g} {self.unit}/s, " \
+               f"{_short(elapsed)} elapsed"
+        if self.total and 0 < self.n < self.total and rate:
             text += f", ~{_short((self.total - self.n) / rate)} left"
         return text + (f" [{self.postfix}]" if self.postfix else "")
 
@@ -153,16 +163,33 @@ class LogProgress:
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
-             unit: str = "it", leave: bool = False) -> Iterator[T] | tqdm | LogProgress:
+             unit: str = "it", leave: bool = False,
+             warmup: bool = False) -> Iterator[T] | tqdm | LogProgress:
     """Progress on stderr: a tqdm bar on a terminal, periodic log lines elsewhere; nothing when
-    quiet."""
+    quiet. ``warmup``: the first batch carries one-off costs that later ones do not (a model's
+    first call: weights paged in from disk, kernels chosen), so log lines give no time left
+    until ``end_warmup(bar)`` has been called after it, and then leave it out."""
     stream = sys.stderr
     terminal = hasattr(stream, "isatty") and stream.isatty()
     # A notebook's stderr is no terminal, but tqdm.auto draws a widget there.
     if not _quiet and not terminal and "ipykernel" not in sys.modules:
-        return LogProgress(iterable, desc=desc, total=total, unit=unit)
+        return LogProgress(iterable, desc=desc, total=total, unit=unit, warmup=warmup)
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
                 disable=_quiet, file=stream, dynamic_ncols=True)
+
+
+def end_warmup(bar: Any) -> None:
+    """After the first batch of a ``progress(..., warmup=True)`` bar: measure the rate and the
+    time left from now on."""
+    if isinstance(bar, LogProgress):
+        bar.end_warmup()
+    elif isinstance(bar, tqdm) and not bar.disable:
+        # tqdm measures from its start (and smooths from its first update): restart its clock
+        # with the count kept as the starting point.
+        n = bar.n
+        bar.reset(total=bar.total)
+        bar.initial = bar.n = bar.last_print_n = n
+        bar.refresh()
 
 
 def close_bars() -> None:

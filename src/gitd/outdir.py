@@ -37,7 +37,7 @@ log = get_logger("outdir")
 
 MARKER = ".gitd-output.json"
 # Output folders of these commands hold the same format and may replace one another.
-KINDS = {"distill": "pairs", "select": "pairs", "shapes": "shapes"}
+KINDS = {"distill": "pairs", "select": "pairs", "caption": "pairs", "shapes": "shapes"}
 _REPLACED = {"pairs"}  # kinds replaced as a whole; shapes resumes in place
 _SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.gitd-(?P<role>new|old)-(?P<pid>\d+)$")
 

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -335,10 +336,11 @@ def add_argument_for(parser: argparse.ArgumentParser, cls: type, name: str, **ex
 
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, decl: Setting, text: str,
-              **extra: Any) -> None:
+              default_text: str = "", **extra: Any) -> None:
     flags = flags_of(name, decl)
     c = decl.constraint
     if isinstance(c, Boolean):
+        text += default_text
         if len(flags) == 2:
             parser.add_argument(flags[0], dest=name, action="store_true",
                                 default=argparse.SUPPRESS, help=text)
@@ -352,6 +354,7 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, decl: Setting, text: s
     if isinstance(c, Interval):
         rule = c.describe()
         text += f" {rule}" if rule.startswith("[") else f" ({rule})"
+    text += default_text
     parser.add_argument(*flags, dest=name,
                         type=c.arg_type() if isinstance(c, Interval) else c.parse,
                         choices=c.choices,
@@ -360,12 +363,15 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, decl: Setting, text: s
 
 
 def add_arguments(parser: argparse.ArgumentParser,
-                  classes: Iterable[tuple[str, type]], *, skip: Iterable[str] = ()) -> dict:
+                  classes: Iterable[tuple[str, type]], *, skip: Iterable[str] = (),
+                  defaults: dict[str, Any] | None = None) -> dict:
     """Add one flag per declared field of the given settings classes (``(owner, cls)`` pairs,
     e.g. method name and its settings class). A field several classes declare is one flag
     (its constraint from the first); its help names the owners when not every class has it,
     and gives each owner's help when they differ. Values not given stay unset
-    (``argparse.SUPPRESS``), so that presets and config files keep their say. Returns
+    (``argparse.SUPPRESS``), so that presets and config files keep their say. ``defaults``:
+    owner -> the settings a run gets when no flag is given (its default preset); each flag's
+    help then states that value once (per owner where they differ). Returns
     {field name: owners}."""
     skip = set(skip)
     classes = list(classes)
@@ -379,10 +385,49 @@ def add_arguments(parser: argparse.ArgumentParser,
         decl = next(iter(by_owner.values()))
         helps = list(dict.fromkeys(d.help for d in by_owner.values()))
         if len(helps) > 1:
-            text = "; ".join(f"{owner}: {d.help}" for owner, d in by_owner.items())
+            text = "; ".join(f"{', '.join(owners)}: {h}"
+                             for h, owners in _grouped({o: d.help for o, d in by_owner.items()}))
         elif len(by_owner) < len(every):
             text = f"({', '.join(by_owner)}) {helps[0]}"
         else:
             text = helps[0]
-        _add_flag(parser, name, decl, text)
+        _add_flag(parser, name, decl, text,
+                  default_text=_default_text(name, list(by_owner), defaults or {}, text))
     return {k: list(v) for k, v in decls.items()}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value == "":
+        return '""'
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _default_text(name: str, owners: list[str], defaults: dict[str, Any], text: str) -> str:
+    """`` (default: X)`` or `` (default: gitd X; pds Y)``; empty where no default is known or
+    the help already states one."""
+    if re.search(r"\bdefault\b", text):
+        return ""
+    values = {o: getattr(defaults[o], name) for o in owners
+              if o in defaults and hasattr(defaults[o], name)}
+    if not values:
+        return ""
+    shown = {o: _shown(v).replace("%", "%%") for o, v in values.items()}  # argparse formats help
+    if len(set(shown.values())) == 1:
+        return f" (default: {next(iter(shown.values()))})"
+    return " (default: " + "; ".join(f"{', '.join(owners)} {v}"
+                                      for v, owners in _grouped(shown)) + ")"
+
+
+def _grouped(by_owner: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(value, owners having it) for each distinct value, first seen first."""
+    out: dict[str, list[str]] = {}
+    for owner, value in by_owner.items():
+        out.setdefault(value, []).append(owner)
+    return list(out.items())

@@ -367,7 +367,7 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
     because batch composition can change the low-order bits of model outputs: the same chunk
     gives the same numbers as an uninterrupted run, and only its missing units are written.
     """
-    from gitd.log import progress
+    from gitd.log import end_warmup, progress
 
     loaded: dict[int, Any] = {}
 
@@ -391,10 +391,14 @@ def run_units(stage: Stage, n: int, batch_size: int, compute: Callable[[range], 
     if finished:
         log.info("%s: %d of %d %ss already done, not redone", stage.name, finished, n, noun)
     if todo:
+        # The first chunk's time includes the models' first call, which is no guide to the
+        # rest: the time left is estimated from the chunks after it.
         bar = progress(total=sum(not done(j) for ch in todo for j in ch), desc=stage.name,
-                       unit=noun)
+                       unit=noun, warmup=len(todo) > 1)
         try:
-            for ch in todo:
+            for i, ch in enumerate(todo):
+                if i == 1:
+                    end_warmup(bar)
                 missing = [j for j in ch if not done(j)]
                 if len(missing) < len(ch):
                     log.info("%s: batch %d-%d partly done; computing it whole so that %s %s "

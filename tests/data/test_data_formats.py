@@ -261,6 +261,38 @@ def test_coco_captions(tmp_path):
     assert sorted(kinds(ds)) == ["duplicate-id", "missing-field", "no-caption", "unknown-image-id"]
 
 
+def test_images_elsewhere_than_a_karpathy_or_coco_file_get_an_images_hint(tmp_path, capsys):
+    """Issue 20, item 13: the field's layouts keep the annotation file apart from the images;
+    not finding them under its folder says to pass --images."""
+    from gitd.cli import main
+
+    img(tmp_path / "flickr30k-images" / "1.jpg", fmt="JPEG")
+    img(tmp_path / "flickr30k-images" / "2.jpg", fmt="JPEG")
+    for folder in ("karpathy", "annotations", "blip"):
+        (tmp_path / folder).mkdir()
+    ann = write_json(tmp_path / "karpathy" / "dataset_flickr30k.json", {"images": [
+        {"filename": f"{i}.jpg", "split": "train", "sentences": [{"raw": f"c {i}"}]}
+        for i in (1, 2)]})
+    with pytest.raises(DataError, match=r"2 of 2 images were not found under \S*karpathy, the "
+                                        r"annotation file's folder: karpathy files name their "
+                                        r"images relative to the image folder .* pass --images "
+                                        r"FOLDER"):
+        load_dataset(ann)
+    assert len(load_dataset(ann, images=tmp_path / "flickr30k-images")) == 2
+    assert main(["check", str(ann)]) == 1
+    assert "hint:         2 of 2 images were not found" in capsys.readouterr().out
+    coco = write_json(tmp_path / "annotations" / "captions_val2014.json", {
+        "images": [{"id": 1, "file_name": "1.jpg"}],
+        "annotations": [{"image_id": 1, "id": 5, "caption": "one"}]})
+    with pytest.raises(DataError, match="coco files name their images .* --images FOLDER"):
+        load_dataset(coco)
+    # A BLIP file's paths are relative to its own folder by convention: no such hint.
+    blip = write_json(tmp_path / "blip" / "train.json", [{"image": "1.jpg", "caption": "x"}])
+    with pytest.raises(DataError) as err:
+        load_dataset(blip)
+    assert "--images" not in str(err.value)
+
+
 # ---------------------------------------------------------------- imagefolder
 
 

@@ -90,17 +90,24 @@ def test_select_writes_a_clean_dataset(shapes, tmp_path, method, field_loaders):
     select_coreset(shapes, method, 5, out, seed=1, features_fn=fake_features)
     anns = json.loads((out / "annotations.json").read_text())
     expected = 16 if method == "full" else 5
-    assert len(anns) == expected  # one caption per image: one row per image
-    assert [a["image_id"] for a in anns] == list(range(expected))
-    assert len(field_loaders.check_output(out)) == expected
-    assert check_dataset(out / "annotations.json").exit_code == 0
+    source = {r.id: r for r in load_dataset(shapes)}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["method"] == method and manifest["pairs"] == expected
     ids = [i["source_id"] for i in manifest["items"]]
+    # One caption per image (the longest), except full: every caption of every image, as the
+    # papers' full-data row trains (issue 20, item 3).
+    rows = sum(len(source[i].captions) for i in ids) if method == "full" else expected
+    assert len(anns) == rows
+    assert sorted({a["image_id"] for a in anns}) == list(range(expected))
+    assert len(field_loaders.check_output(out)) == rows
+    assert check_dataset(out / "annotations.json").exit_code == 0
+    assert manifest["method"] == method and manifest["pairs"] == expected
     assert len(set(ids)) == expected
     for item in manifest["items"]:
         assert (out / item["image"]).read_bytes() == Path(item["source_image"]).read_bytes()
-        assert item["caption"] == item["source_caption"]  # the longest caption by default
+        if method != "full":
+            assert item["caption"] == item["source_caption"]  # the longest caption by default
+    if method == "full":
+        assert [a["caption"] for a in anns] == [c for i in ids for c in source[i].captions]
     assert load_dataset(out).records  # loads back as a dataset
 
 
@@ -116,6 +123,13 @@ def test_select_caption_all_and_errors(shapes, tmp_path):
         select_coreset(shapes, "random", 17, tmp_path / "x")
     with pytest.raises(GitdError, match="pairs"):
         select_coreset(shapes, "random", 0, tmp_path / "y")
+    # A run that fails after preparing its output folder leaves no marked folder behind
+    # (issue 20, item 11): neither one it made nor a marker in an empty one the user gave.
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(GitdError, match="asked for 17 pairs"):
+        select_coreset(shapes, "random", 17, tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_select_with_the_real_offline_encoders(shapes, tmp_path):

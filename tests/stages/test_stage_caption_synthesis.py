@@ -14,6 +14,7 @@ from gitd.data.output import OutputPair, write_output
 from gitd.errors import ConfigError, GitdError
 from gitd.models import build_captioner
 from gitd.models.roles import Runtime
+from gitd.outdir import Inputs, OutputFolder
 from gitd.stages.caption_synthesis import (EDGE_PROMPT, caption_output,
                                            caption_synthesis_stage, command_settings)
 from gitd.models.roles import Models
@@ -33,12 +34,17 @@ def images(n=3):
 
 @pytest.fixture
 def output(tmp_path):
+    """A gitd output as gitd distill writes it: through gitd.outdir, with its marker (gitd
+    caption rewrites only such a folder in place, replacing it as a whole)."""
     out = tmp_path / "out"
     pairs = [OutputPair(image=im, captions=[f"original caption {i}"],
                         info={"source_id": f"src{i}", "scores": {"s": i}})
              for i, im in enumerate(images())]
-    write_output(out, pairs, {"method": "gitd", "seed": 0, "untrained": False,
-                              "models": {}, "config": {}})
+    folder = OutputFolder.prepare(out, command="distill", inputs=Inputs())
+    with folder.replace() as staging:
+        write_output(staging, pairs, {"method": "gitd", "seed": 0, "untrained": False,
+                                      "models": {}, "config": {}})
+        (staging / "config.json").write_text('{"method": "gitd"}')
     return out
 
 
@@ -130,3 +136,39 @@ def test_not_a_gitd_output_and_overlap_are_one_line_errors(output, tmp_path, vlm
         caption_output(output, command_settings("tiny"), dest=output / "inner", vlm=vlm)
     with pytest.raises(ConfigError, match="extra_captions must be >= 1"):
         caption_output(output, command_settings("tiny", extra_captions=0), vlm=vlm)
+
+
+def test_in_place_replaces_the_output_as_a_whole(output, vlm, tmp_path):
+    """Issue 20, item 1: results.json and report.html of the captions before went on being
+    reported as "this set"; now they go with the result they described."""
+    from gitd.cli import main
+    from gitd.outdir import claim, read_marker
+
+    (output / "results.json").write_text('{"gitd_version": "0.1.0", "summary": {}}')
+    claim(output / "results.json")  # as gitd evaluate --out OUT/results.json does
+    assert main(["report", str(output), "-q"]) == 0
+    before = {p.name for p in (output / "images").iterdir()}
+    caption_output(output, command_settings("tiny", extra_captions=1), vlm=vlm)
+    assert not (output / "results.json").exists() and not (output / "report.html").exists()
+    assert (output / "config.json").read_text() == '{"method": "gitd"}'  # how the images came
+    assert {p.name for p in (output / "images").iterdir()} == before
+    assert (output / "work").is_dir()  # the cache stays: a re-run reuses its captions
+    marker = read_marker(output)
+    assert marker["written_by"] == "gitd caption" and marker["complete"] is True
+    assert "annotations.json" in marker["files"] and "results.json" not in marker["files"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.gitd-")]
+    assert main(["report", str(output), "-q"]) == 0
+    html = (output / "report.html").read_text()
+    assert 'id="no-results"' in html and "(this set)" not in html
+
+
+def test_in_place_needs_a_folder_gitd_wrote(tmp_path, vlm):
+    plain = tmp_path / "plain"
+    write_output(plain, [OutputPair(image=images(1)[0], captions=["c"])], {"method": "gitd"})
+    with pytest.raises(GitdError, match="no .gitd-output.json marker.*--out DEST"):
+        caption_output(plain, command_settings("tiny"), vlm=vlm)
+    assert sorted(p.name for p in plain.iterdir()) == ["annotations.json", "images",
+                                                      "manifest.json", "metadata.jsonl"]
+    # Elsewhere it may go: a new folder, replaced as a whole by the next run.
+    dest = caption_output(plain, command_settings("tiny"), dest=tmp_path / "more", vlm=vlm)
+    assert len(load_dataset(dest)[0].captions) == 2

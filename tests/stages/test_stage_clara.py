@@ -190,3 +190,20 @@ def test_docstrings_state_the_default_sample_size():
     assert default_sample_size(5) == 1000 and default_sample_size(300) == 1280
     for doc in (clara.__doc__, default_sample_size.__doc__, refine_medoids.__doc__):
         assert "max(80 + 4k, 1000)" in " ".join(doc.split())
+
+
+def test_assignment_takes_read_only_medoids_without_a_warning():
+    """Issue 20, item 13: in a Ray task the medoid rows come from the object store read-only,
+    and torch.from_numpy of them raised a non-writable-array UserWarning in every task."""
+    import warnings
+
+    from gitd.stages.clara import _assign_rows
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 8)).astype(np.float32)
+    m = X[[3, 17, 40]].copy()
+    m.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels, dist, _ = _assign_rows(X, m, 0, 50, 16, "cpu")
+    assert labels[[3, 17, 40]].tolist() == [0, 1, 2] and np.allclose(dist[[3, 17, 40]], 0)

@@ -1,6 +1,11 @@
 """Command line: argument parsing only. Each subcommand lives in its own module under
-``gitd.cli`` with ``add_parser(subparsers)`` and ``run(args) -> int`` and calls one public
-library function; no pipeline logic lives here.
+``gitd.cli`` with ``HELP`` (its line in ``gitd --help``), ``add_parser(subparsers)`` and
+``run(args) -> int``, and calls one public library function; no pipeline logic lives here.
+
+Start-up is kept short by importing what a command needs when it needs it: ``main`` builds the
+full parser of the one command it runs (a distill parser imports every method to list their
+settings, which imports torch), and lists the others by their ``HELP`` alone. Importing this
+package imports neither torch nor numpy (tests/cli/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -11,16 +16,26 @@ import signal
 import sys
 
 from gitd import __version__
-from gitd.cli.options import Parser
+from gitd.cli.options import Parser, add_threads
 from gitd.errors import GitdError, environment_error
 from gitd.log import close_bars, setup_logging
 
 # Module names under gitd.cli, in the order `gitd --help` lists them.
 COMMANDS = ("shapes", "check", "distill", "select", "evaluate", "benchmark", "report", "export",
             "methods", "finetune", "caption", "fetch")
+# Commands that run models, and so take --threads.
+MODEL_COMMANDS = ("distill", "select", "evaluate", "benchmark", "finetune", "caption")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (the top-level parser has no option taking a value, so it
+    is the first word that is not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command (``argv`` None), or of the one command ``argv`` names with
+    the others listed by name and help only (what ``main`` uses: the cheap way)."""
     parser = Parser(
         prog="gitd",
         description="Distil an image-caption dataset into a few synthetic pairs that still train "
@@ -31,9 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gitd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = None if argv is None else _command_in(argv)
     for name in COMMANDS:
         module = importlib.import_module(f"gitd.cli.{name}")
+        if argv is not None and name != chosen:
+            sub.add_parser(name, help=module.HELP, add_help=False)
+            continue
         p = module.add_parser(sub)
+        if name in MODEL_COMMANDS:
+            add_threads(p)
         p.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bars or info logs (warnings and errors still go to stderr)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
@@ -62,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, "reconfigure"):  # a lone surrogate from a dataset must print
                 stream.reconfigure(errors="backslashreplace")
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(argv)
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version, or a usage error already printed
@@ -72,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         name = f"gitd {args.command}"
         setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+        # Not a setting of any method: taken off here, before the command sees its flags.
+        threads = vars(args).pop("threads", None)
+        if threads is not None:
+            from gitd.threads import request_threads
+
+            request_threads(threads)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if program:

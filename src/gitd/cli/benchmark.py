@@ -12,6 +12,9 @@ import argparse
 _OWN = {"data", "test", "out", "extra", "images", "split", "test_images", "test_split",
         "protocol", "command", "quiet", "verbose", "_run"}
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "make every method's set at every size and evaluate each the same way"
+
 
 def add_parser(sub):
     from gitd.benchmark.spec import BenchmarkSettings
@@ -20,7 +23,7 @@ def add_parser(sub):
     from gitd.settings import add_arguments
 
     p = sub.add_parser(
-        "benchmark", help="make every method's set at every size and evaluate each the same way",
+        "benchmark", help=HELP,
         description="Make a set with each --methods entry (gitd select or gitd distill) at each "
                     "--pairs size from DATA, add --extra sets made elsewhere (a LoRS .pt, an "
                     "MTT-VL pair, a gitd output), evaluate every set with the same protocol and "

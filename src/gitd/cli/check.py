@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from gitd.cli.options import WORKERS_RANGE, add_int
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "validate a dataset: every row, every caption, every image decoded"
+
 
 def add_parser(sub):
     p = sub.add_parser(
-        "check", help="validate a dataset: every row, every caption, every image decoded",
+        "check", help=HELP,
         description="Validate an image-caption dataset (BLIP/LoRS JSON, Karpathy split file, "
                     "COCO captions JSON, Hugging Face imagefolder, or a gitd output folder). "
                     "Prints a summary, then one line per problem. Exit status: 0 clean, "

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "distil a dataset into a few synthetic image-caption pairs"
+
 
 def add_parser(sub):
     from gitd.config import DEFAULT_METHOD
@@ -19,7 +22,7 @@ def add_parser(sub):
     methods = list_methods("distill")
     listing = "; ".join(f"{m}: {get_method(m).summary().rstrip('.')}" for m in methods)
     p = sub.add_parser(
-        "distill", help="distil a dataset into a few synthetic image-caption pairs",
+        "distill", help=HELP,
         description="Distil DATA into K image-caption pairs written to OUT (images/, "
                     "annotations.json, metadata.jsonl, manifest.json). Every stage is cached in "
                     "the work folder: re-running the same command finishes only what is "
@@ -47,7 +50,8 @@ def add_parser(sub):
                    "instead of skipping it")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
-    add_arguments(p, [(m, get_method(m).Settings) for m in methods])
+    add_arguments(p, [(m, get_method(m).Settings) for m in methods],
+                  defaults={m: get_method(m).configure() for m in methods})
     # Declared with cli=False because its value is optional: bare --ray means $RAY_ADDRESS.
     add_argument_for(p, get_method("gitd").Settings, "ray", nargs="?", const="")
     return p

@@ -13,6 +13,9 @@ import argparse
 _SETS = {"train", "test", "val", "images", "test_images", "val_images", "train_split",
          "test_split", "val_split", "out", "protocol"}
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "train a retrieval model on a (distilled) set and score it on a test set"
+
 
 def add_parser(sub):
     from gitd.cli._splits import add_split_options
@@ -21,7 +24,7 @@ def add_parser(sub):
     from gitd.settings import add_arguments
 
     p = sub.add_parser(
-        "evaluate", help="train a retrieval model on a (distilled) set and score it on a test set",
+        "evaluate", help=HELP,
         description="Train the retrieval model (image encoder, frozen text encoder + projection "
                     "head) on --train under a paper's evaluation protocol and report image-text "
                     "retrieval on --test: TR@1/5/10, IR@1/5/10 and r_mean, mean ± sample std over "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from gitd.cli._splits import add_split_options
-from gitd.data.export import NAMES, TARGETS
+
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "write a set in the file layout of LoRS, MTT-VL, BLIP or EDGE"
 
 
 def add_parser(sub):
+    from gitd.data.export import NAMES, TARGETS
+
     p = sub.add_parser(
-        "export", help="write a set in the file layout of LoRS, MTT-VL, BLIP or EDGE",
+        "export", help=HELP,
         description="Copy the pairs of OUT (a gitd output folder, or any set gitd reads) to DEST "
                     "under the file names the target's training script opens: for lors, mtt-vl "
                     "and blip DEST/flickr30k_train.json (coco: coco_karpathy_train.json) with "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "download the model files a run reads (then run offline)"
 MODEL_KINDS_EXTRA = ("text", "timm")
 
 
@@ -18,7 +19,7 @@ def add_parser(sub):
 
     methods = list_methods("distill")
     p = sub.add_parser(
-        "fetch", help="download the model files a run reads (then run offline)",
+        "fetch", help=HELP,
         description="Download from the Hugging Face hub exactly the files the chosen runs load "
                     "(safetensors only, the folders the pipelines read, the fp16 variant where "
                     "a repository has one), and say what and how much. With no selection it "

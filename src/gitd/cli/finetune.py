@@ -9,12 +9,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from gitd.presets import add_preset_argument, presets_of
-from gitd.settings import Interval, add_arguments, setting
-from gitd.stages.finetune.settings import FinetuneSettings
+from gitd.settings import Interval, setting
 
 # Environment variables any torch/accelerate launcher sets in the processes it starts.
 _LAUNCHED = ("WORLD_SIZE", "LOCAL_RANK")
+
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "fine-tune Stable Diffusion for image-text alignment and diversity (EDGE)"
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,13 @@ class LaunchSettings:
 
 
 def add_parser(sub):
+    # Imported here: gitd.stages.finetune imports torch, which `gitd --help` does not need.
+    from gitd.presets import add_preset_argument, presets_of
+    from gitd.settings import add_arguments
+    from gitd.stages.finetune.settings import FinetuneSettings
+
     p = sub.add_parser(
-        "finetune", help="fine-tune Stable Diffusion for image-text alignment and diversity "
-                         "(EDGE)",
+        "finetune", help=HELP,
         description="Fine-tune the bias and normalisation parameters of Stable Diffusion's "
                     "UNet on DATA with EDGE's objective (contrastive + diversity on CLIP "
                     "features of the decoded x0 prediction). RUN gets trained.safetensors "
@@ -50,7 +55,8 @@ def add_parser(sub):
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
-    add_arguments(p, [("finetune", FinetuneSettings), ("finetune", LaunchSettings)])
+    add_arguments(p, [("finetune", FinetuneSettings), ("finetune", LaunchSettings)],
+                  defaults={"finetune": presets_of("finetune").make()})
     return p
 
 
@@ -78,6 +84,7 @@ def _processes(given: dict, device: str) -> int:
 def command_line(given: dict) -> list[str]:
     """``gitd finetune`` arguments that give ``given`` (the parsed flags, defaults unset)."""
     from gitd.settings import Boolean, declared, flags_of
+    from gitd.stages.finetune.settings import FinetuneSettings
 
     switches = {f.name: flags_of(f.name, d) for f, d in declared(FinetuneSettings)
                 if isinstance(d.constraint, Boolean)}
@@ -105,6 +112,7 @@ def relaunch(argv: list[str], processes: int) -> int:
 
 def run(args) -> int:
     from gitd.stages.finetune import finetune
+    from gitd.stages.finetune.settings import FinetuneSettings
 
     given = vars(args)
     overrides = {k: v for k, v in given.items() if k not in _LOADING}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "list the distillation and selection methods and every setting they take"
+
 
 def add_parser(sub):
-    p = sub.add_parser("methods", help="list the distillation and selection methods and every "
-                                       "setting they take",
+    p = sub.add_parser("methods", help=HELP,
                        description="Print each registered method (gitd distill --method, gitd "
                                    "select --method): presets, model roles, and every setting "
                                    "with its flag, rule, default and help.")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from gitd.cli.options import add_int
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "write a self-contained HTML report of a distilled or selected set"
+
 
 def add_parser(sub):
     p = sub.add_parser(
-        "report", help="write a self-contained HTML report of a distilled or selected set",
+        "report", help=HELP,
         description="Write OUT/report.html: the distilled pairs beside their medoids' source "
                     "images and captions, scores, cluster sizes, stage timings, skipped rows, "
                     "the full config and, when evaluation results exist (OUT/results.json, "

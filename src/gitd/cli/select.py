@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "pick K real pairs with a coreset baseline (random, herding, ...)"
+
 
 def add_parser(sub):
     from gitd.registry import get_method, list_methods
@@ -16,7 +19,7 @@ def add_parser(sub):
     methods = list_methods("select")
     listing = "; ".join(get_method(m, "select").summary().rstrip(".") for m in methods)
     p = sub.add_parser(
-        "select", help="pick K real pairs with a coreset baseline (random, herding, ...)",
+        "select", help=HELP,
         description="Select K real image-caption pairs of DATA and write them to OUT in the same "
                     "format as 'gitd distill' (images copied, annotations.json, metadata.jsonl, "
                     f"manifest.json). {listing}. Features are L2-normalised image ++ text "
@@ -35,7 +38,8 @@ def add_parser(sub):
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="follow image paths that resolve outside the image root")
-    add_arguments(p, [(m, get_method(m, "select").Settings) for m in methods])
+    add_arguments(p, [(m, get_method(m, "select").Settings) for m in methods],
+                  defaults={m: get_method(m, "select").configure() for m in methods})
     return p
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from gitd.cli.options import SEED_RANGE, WORKERS_RANGE, add_int
-from gitd.data.shapes import (DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_TRAIN, MAX_IMAGES, MAX_SIZE,
-                              MIN_SIZE, make_shapes)
+
+# The line `gitd --help` shows; gitd.cli reads it without building this parser.
+HELP = "write a procedural image-caption dataset (coloured shapes, 5 captions each)"
 
 
 def add_parser(sub):
+    from gitd.data.shapes import (DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_TRAIN, MAX_IMAGES,
+                                  MAX_SIZE, MIN_SIZE)
+
     p = sub.add_parser(
-        "shapes", help="write a procedural image-caption dataset (coloured shapes, 5 captions each)",
+        "shapes", help=HELP,
         description="Write a compositional image-caption dataset of coloured shapes to OUT: "
                     "OUT/train.json and OUT/test.json (BLIP format), OUT/images/, "
                     "OUT/scenes.jsonl, OUT/info.json. The same settings give byte-identical "
@@ -28,6 +32,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from gitd.data.shapes import make_shapes
+
     summary = make_shapes(args.out, train=args.train, test=args.test, size=args.size,
                           seed=args.seed, workers=args.workers)
     print(f"wrote {summary['train']} train + {summary['test']} test images "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitd.data.formats import read_dataset, verify_image_files
+from gitd.data.formats.load import missing_images_hint
 from gitd.data.records import Dataset, Problem
 from gitd.data.shards import TarMember
 from gitd.errors import DataError
@@ -60,6 +61,8 @@ class CheckReport:
             lines.append(f"problems:     {s['problems']} ({kinds})")
         else:
             lines.append("problems:     none")
+        if s.get("hint"):
+            lines.append(f"hint:         {s['hint']}")
         lines.extend(str(p) for p in self.problems)
         return "\n".join(lines)
 
@@ -117,4 +120,7 @@ def check_dataset(path, images=None, *, split: str = "train", allow_outside_root
         "problems_by_kind": dict(Counter(p.kind for p in problems)),
     }
     ds.problems = problems
+    hint = missing_images_hint(ds, images)
+    if hint:
+        summary["hint"] = hint
     return CheckReport(summary=summary, problems=problems, dataset=ds)

@@ -11,7 +11,10 @@
   "image_id": <int>}``; an image with several captions has several rows with the same
   ``image_id``. Image paths are relative to ``OUT``, so ``OUT`` is the image root those loaders
   take. ``gitd export`` writes the file names and layouts their scripts expect.
-* ``metadata.jsonl``: the same pairs as a Hugging Face imagefolder (``file_name``, ``text``).
+* ``metadata.jsonl``: the same pairs as a Hugging Face imagefolder: ``file_name`` and ``text``,
+  always a list of strings (one caption or several), so ``datasets`` loads any gitd output, and
+  several outputs concatenated, as one ``Sequence(string)`` column. gitd reads either type back
+  (outputs written before this were a string for one caption).
 * ``manifest.json``: everything about the run (below).
 
 gitd reads every one of them back (``check``, ``evaluate``, ``report``, ``select``): rows with the
@@ -108,8 +111,9 @@ def write_output(out: str | Path, pairs: Sequence[OutputPair], manifest: dict[st
             atomic_save_image(out / rel, pair.image)
         caps = [str(c) for c in pair.captions]
         annotations.extend(training_rows(rel, caps, i))
-        meta_lines.append(to_json({"file_name": rel, "text": caps[0] if len(caps) == 1 else caps},
-                                  indent=None))
+        # Always a list: Arrow gives a column one type, so a string here and a list there
+        # stops `datasets.load_dataset("imagefolder")` and `concatenate_datasets`.
+        meta_lines.append(to_json({"file_name": rel, "text": caps}, indent=None))
         items.append({"image": rel, "caption": caps[0], **pair.info})
     atomic_write_json(out / "annotations.json", annotations)
     atomic_write_text(out / "metadata.jsonl", "".join(line + "\n" for line in meta_lines))

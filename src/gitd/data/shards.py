@@ -269,3 +269,21 @@ def shards_of(ds: Dataset) -> list[Path]:
         if isinstance(r.image, TarMember):
             out.setdefault(r.image.shard, None)
     return list(out)
+
+
+def find_member(shard: str | Path, name: str) -> TarMember | None:
+    """The member ``name`` of ``shard`` (as ``str(TarMember)`` wrote it: ``SHARD::NAME``), found
+    by scanning the shard's headers only, or None when the shard has no such member or cannot
+    be read. The report uses this to show images that a manifest names inside shards."""
+    shard = Path(shard)
+    try:
+        with open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tf:
+            while True:
+                info = tf.next()
+                if info is None:
+                    return None
+                tf.members = []  # headers only, as in _members
+                if info.name == name and info.isreg():
+                    return TarMember(shard, name, info.offset_data, info.size)
+    except (OSError, tarfile.TarError):
+        return None

@@ -45,6 +45,7 @@ from gitd.retrieval.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from gitd.retrieval.train import Trainer, build_model
 from gitd.settings import validate
 from gitd.store import atomic_write_json, fingerprint, read_json
+from gitd.threads import current_device_key
 
 log = get_logger("evaluation")
 
@@ -88,6 +89,9 @@ class Run:
                             "pretrained": self.settings.pretrained,
                             "sets": {k: s.content for k, s in self.sets.items()},
                             "train_use": self.train_use.get("key"), "version": CACHE_VERSION,
+                            # A GPU, a CPU and CPU thread counts round differently
+                            # (gitd.threads).
+                            "device": current_device_key(self.device),
                             "image_model": image_id, "text_model": text_id}, 24)
 
 

@@ -145,6 +145,7 @@ def format_table(results: dict[str, Any]) -> str:
     for label, r in zip(labels, rows):
         lines.append(_row(label, r["summary"], width))
     lines.append(_row("mean" if rows else "test", results["summary"], width))
+    lines += _chance_lines(results, width)
     if results.get("from_cache"):
         lines.append(f"(cached: evaluated before with the same sets and settings, key "
                      f"{results.get('cache_key')})")
@@ -155,6 +156,31 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(_row("best-on-test" if not rows else "mean, best-on-test",
                           results["best_on_test"], width))
     return "\n".join(lines)
+
+
+def _chance_lines(results: dict[str, Any], width: int) -> list[str]:
+    """The chance level of the test set (what a random ranking scores, gitd.retrieval.chance)
+    as a row, a warning per K too large for the test set, and AT CHANCE when the result is
+    within noise of it; nothing where the results do not say the test set's size."""
+    from gitd.retrieval.chance import (at_chance, chance_noise, chance_recall,
+                                       counts_from_totals, trivial_recalls)
+
+    test = (results.get("sets") or {}).get("test") or {}
+    try:
+        counts = counts_from_totals(int(test["images"]), int(test["captions"]))
+    except (KeyError, TypeError, ValueError):
+        return []
+    level = chance_recall(counts)
+    lines = [f"{'chance (random ranking)':<{width}}"
+             + "".join(f"{level[k]:>14.2f}" for k in METRIC_NAMES)]
+    lines += [f"WARNING: {w}" for w in trivial_recalls(counts)]
+    got = (results.get("summary") or {}).get("r_mean")
+    if got and at_chance(got["mean"], got.get("std", 0.0), level["r_mean"],
+                         chance_noise(counts)["r_mean"]):
+        lines.append(f"AT CHANCE: r_mean {got['mean']:.2f} is within noise of a random "
+                     f"ranking's {level['r_mean']:.2f} on this test set; these pairs taught the "
+                     "retrieval model nothing this test can measure")
+    return lines
 
 
 def _fallback_lines(results: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from gitd.settings import Interval, Options, PathText, Text, setting
 from gitd.stages.caption_synthesis import (ROLE as VLM_ROLE, CaptionSynthesisFields,
                                            caption_synthesis_stage, describe)
 from gitd.store import atomic_write_json, read_json
+from gitd.threads import threads_for
 
 log = get_logger("methods")
 
@@ -116,8 +117,16 @@ class DistillMethod(Method):
             log.warning("%d input problems; those rows are skipped (listed in the manifest; "
                         "run 'gitd check' for details, or --strict to stop on them)",
                         len(dataset.problems))
-        runtime = Runtime.resolve(s.device, s.dtype)
+        # The models the run uses choose the CPU thread count (gitd.threads), which the stage
+        # keys record. Every role's model first; only where a role the plan leaves unused
+        # changed the count (a real --vlm beside tiny models, say) is the plan made again.
+        names = {role: spec.ref(s).name for role, spec in self.all_roles.items()}
+        runtime = Runtime.resolve(s.device, s.dtype, names.values())
         plan = self.full_plan(s, runtime)
+        used = [names[role] for role in plan.roles_used() if role in names]
+        if threads_for(used) != runtime.threads:
+            runtime = Runtime.resolve(s.device, s.dtype, used)
+            plan = self.full_plan(s, runtime)
         folder = OutputFolder.prepare(out, command="distill", work=work, inputs=Inputs().dataset(
             dataset).file(config_file, "config file"))
         models = Models(self.all_roles, s, runtime.device, runtime.dtype, self.given_models,

@@ -46,7 +46,8 @@ from gitd.log import get_logger, progress
 from gitd.outdir import Inputs, OutputFolder
 from gitd.plan import Entry, Plan, PlanRunner
 from gitd.registry import Method, MethodSettings, get_method, list_methods, register_method
-from gitd.settings import Interval, Options, PathText, Text, check, field_names, setting
+from gitd.settings import (Interval, Options, PathText, Text, check, field_names, inherit,
+                           setting)
 from gitd.stages.pair_features import l2_rows, pair_features
 
 log = get_logger("methods.coreset")
@@ -325,7 +326,16 @@ class SelectMethod(Method):
         """Select ``settings.pairs`` images of ``data`` and write them to ``out`` in gitd's
         output format (images copied byte for byte). ``features_fn`` replaces the evaluation
         encoders' features (tests, other feature spaces). Images that fail to decode (only
-        the feature selections decode) are skipped rows."""
+        the feature selections decode) are skipped rows. A run that fails before writing its
+        result leaves no folder of its own behind."""
+        try:
+            return self._run(data, out, images=images, split=split, strict=strict,
+                             allow_outside_root=allow_outside_root, features_fn=features_fn)
+        except BaseException:
+            OutputFolder.discard_unused(out)
+            raise
+
+    def _run(self, data, out, *, images, split, strict, allow_outside_root, features_fn) -> Path:
         from gitd.models.roles import Models
 
         s = type(self).validate(self.settings)
@@ -494,10 +504,19 @@ class PdsSelection(SelectMethod):
         return Selection(keep[chosen], captions=captions, info=info, skipped=skipped)
 
 
+@dataclass(frozen=True)
+class FullSettings(SelectSettings):
+    """The whole set, by default with every caption: the full-data row the papers compare
+    against trains on all of them (5 per image in Flickr30K and COCO)."""
+
+    caption: str = inherit(SelectSettings, "caption", "all")
+
+
 @register_method("full", kind="select")
 class FullSelection(SelectMethod):
-    """full: every image (the upper bound); --pairs is not needed."""
+    """full: every image with every caption (the upper bound); --pairs is not needed."""
 
+    Settings = FullSettings
     needs_pairs = False
 
     @classmethod

@@ -33,6 +33,7 @@ from gitd.data.images import ImageError, image_ref, open_rgb, resize_exact
 from gitd.errors import GitdError
 from gitd.log import get_logger, progress
 from gitd.store import atomic_write_bytes, atomic_write_json, fingerprint, read_json
+from gitd.threads import current_device_key
 from gitd.workers import loader_batches
 
 log = get_logger("models.features")
@@ -249,7 +250,7 @@ def embed_images(paths: Sequence[str | Path], image_model="auto", *, image_size:
     mean, std = image_preprocessing(encoder, normalize)
     key = {"model": encoder.name, "pretrained": encoder.pretrained, "size": image_size,
            "mean": mean, "std": std, "interpolation": interpolation,
-           "files": file_stamps(paths)}
+           "files": file_stamps(paths), "device": current_device_key(device)}
     path = _cache_file(cache, "image", key)
     hit = _load_cached(path, len(paths))
     bad_path = path.with_suffix(".errors.json") if path is not None else None
@@ -299,7 +300,8 @@ def embed_texts(texts: Sequence[str], text_model="auto", *, cache=None, device="
     device = resolve_device(device)
     encoder = build_text_encoder(text_model) if isinstance(text_model, str) else text_model
     key = {"model": encoder.identity, "pooling": encoder.pooling, "normalize": encoder.normalize,
-           "max_length": encoder.max_length, "n": len(texts), "texts": texts_digest(texts)}
+           "max_length": encoder.max_length, "n": len(texts), "texts": texts_digest(texts),
+           "device": current_device_key(device)}
     path = _cache_file(cache, "text", key)
     hit = _load_cached(path, len(texts))
     if hit is not None:

@@ -221,18 +221,25 @@ def untrained(models: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
-    """The resolved device and dtype of a run. Stage keys of model stages record both (as
-    ``device_type`` and ``dtype_name``): a GPU and a CPU round differently."""
+    """The resolved device, dtype and CPU thread count of a run. Stage keys of model stages
+    record them (as ``device_type`` and ``dtype_name``): a GPU and a CPU round differently, and
+    so do one and several CPU threads (``gitd.threads``)."""
 
     device: Any
     dtype: Any
+    threads: int | None = None  # torch's CPU threads, as set by ``resolve``
 
     @classmethod
-    def resolve(cls, device: str = "auto", dtype: str = "auto") -> "Runtime":
+    def resolve(cls, device: str = "auto", dtype: str = "auto",
+                models: Iterable[str | None] | None = None) -> "Runtime":
+        """``models``: the names of the models the run uses; they choose the thread count,
+        which is set here. Without them the thread count is left alone (and not recorded)."""
         from gitd.models.registry import resolve_device, resolve_dtype
+        from gitd.threads import use_threads
 
         dev = resolve_device(device)
-        runtime = cls(dev, resolve_dtype(dtype, dev))
+        threads = use_threads(models) if models is not None else None
+        runtime = cls(dev, resolve_dtype(dtype, dev), threads)
         if runtime.dtype == torch.bfloat16 and dev.type == "cuda":
             from gitd.models.gpu import bf16_native
 
@@ -243,7 +250,10 @@ class Runtime:
 
     @property
     def device_type(self) -> str:
-        return self.device.type
+        """``cpu``, ``cuda``, ...; on a CPU with more than one thread, ``cpu-N-threads``."""
+        from gitd.threads import device_key
+
+        return device_key(self.device.type, self.threads)
 
     @property
     def dtype_name(self) -> str:

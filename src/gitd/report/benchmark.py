@@ -16,20 +16,13 @@ from gitd.errors import GitdError
 from gitd.log import get_logger
 from gitd.outdir import Inputs, check_output_file, claim, file_starts_with
 from gitd.report import plots
+from gitd.report.page import html_page
 from gitd.report.results import METRICS
 from gitd.store import atomic_write_text
 
 log = get_logger("report")
 
 SPEC_FILE = "benchmark.json"
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:16px;color:#222}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
-table{border-collapse:collapse;font-size:13px}th,td{border-bottom:1px solid #ddd;padding:4px 8px}
-th{text-align:left;background:#f4f4f4}td.num{text-align:right;white-space:nowrap}
-.muted{color:#666}.scroll{overflow-x:auto}img.plot{max-width:100%}code{font-size:12px}
-"""
 
 
 def is_benchmark(folder: str | Path) -> bool:
@@ -129,21 +122,18 @@ def render_benchmark(folder: str | Path) -> str:
     machine = spec.get("machine") if isinstance(spec.get("machine"), dict) else {}
     where = f"{machine.get('machine', '?')}, {machine.get('cpus', '?')} CPU cores" + (
         f", {machine['gpu']}" if machine.get("gpu") else "")
-    title = f"gitd report: benchmark, {len(done)} of {len(records)} sets"
+    title = f"benchmark, {len(done)} of {len(records)} sets"
+    header = (f"<h1>{_e(title)}</h1>"
+              f"<p>Data <code>{_e(spec.get('data'))}</code>, test <code>{_e(spec.get('test'))}"
+              f"</code>; protocol <b>{_e(spec.get('protocol'))}</b> ({_e(settings)}).</p>")
     body = (
-        f"<h1>{_e(title.removeprefix('gitd report: '))}</h1>"
-        f"<p>Data <code>{_e(spec.get('data'))}</code>, test <code>{_e(spec.get('test'))}"
-        f"</code>; protocol <b>{_e(spec.get('protocol'))}</b> ({_e(settings)}).</p>"
         '<h2>Comparison</h2><div class="scroll"><table id="benchmark-table"><tr><th>set</th>'
         f"<th>made by</th><th>pairs</th>{head}<th>Δ r_mean vs random</th><th>making</th>"
         f"<th>evaluating</th></tr>{''.join(rows)}</table></div>"
         '<p class="muted">Recall in percent, mean ± sample standard deviation over seeds, '
         "from the last training epoch: never an epoch picked on the test set. Costs are wall "
         f"time on {_e(where)} ({_e(machine.get('host', ''))}).</p>" + plot)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n{body}\n"
-            "</body></html>\n")
+    return html_page(title, header, [body])
 
 
 def write_benchmark_report(folder: str | Path, *, dest: str | Path | None = None) -> Path:

@@ -108,3 +108,48 @@ def recall_vs_pairs_chart(points: Sequence[dict]) -> str:
         axes[1].legend(handles=handles, fontsize=7, loc="center left",
                        bbox_to_anchor=(1.02, 0.5), frameon=False)
     return _to_data_uri(fig)
+
+
+# Columns of a curves.jsonl row that are not loss terms.
+_NOT_LOSS = {"step", "epoch", "pairs_seen", "lr", "seconds", "pairs_per_s", "skipped"}
+
+
+def loss_curves_chart(rows: Sequence[dict]) -> str:
+    """Every loss term of ``gitd finetune``'s ``curves.jsonl`` rows against the step: the total
+    on the left, each term on its own scale on the right."""
+    terms = sorted({k for r in rows for k, v in r.items() if k not in _NOT_LOSS
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)} - {"loss"})
+    fig, axes = _figure(10.0, 3.4, ncols=2)
+    steps = [r.get("step") for r in rows]
+    for ax, names in zip(axes, (["loss"], terms)):
+        for i, name in enumerate(names):
+            pts = [(s, r[name]) for s, r in zip(steps, rows)
+                   if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)
+                   and isinstance(s, (int, float)) and math.isfinite(r[name])]
+            if pts:
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                # Per-step losses are noisy (one batch each): faint, with a running mean drawn
+                # over them (a window of about a 25th of the run).
+                ax.plot(xs, ys, color=f"C{i}", linewidth=0.8, alpha=0.3)
+                ax.plot(xs, _running_mean(ys, max(1, len(ys) // 25)), color=f"C{i}",
+                        linewidth=1.6, label=name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("loss")
+    axes[0].set_title("total loss")
+    axes[1].set_title("loss terms")
+    if terms:
+        axes[1].legend(fontsize=7, frameon=False)
+    return _to_data_uri(fig)
+
+
+def _running_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

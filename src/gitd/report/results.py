@@ -43,6 +43,9 @@ class Result:
     notes: list[str] = field(default_factory=list)
     variant: str | None = None  # what sets this run apart from others of its method
     config: dict[str, Any] = field(default_factory=dict)  # the training set's manifest config
+    # Why the figures no longer describe the training set they name (it changed since), or None.
+    stale: str | None = None
+    test: dict[str, Any] = field(default_factory=dict)  # the test set: path, images, captions
 
     @property
     def name(self) -> str:
@@ -68,7 +71,17 @@ class Result:
             parts.append(f"{self.pairs} pairs")
         if self.untrained:
             parts.append("untrained (0 epochs)")
+        if self.stale:
+            parts.append("STALE")
         return ", ".join(parts)
+
+    @property
+    def test_counts(self) -> tuple[int, int] | None:
+        """(images, captions) of the test set, where the results file records them."""
+        images, captions = _as_int(self.test.get("images")), _as_int(self.test.get("captions"))
+        if images and captions and captions >= images > 0:
+            return images, captions
+        return None
 
 
 def _stat(value: Any) -> dict[str, float] | None:
@@ -119,6 +132,33 @@ def _model_name(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _train_file(train: str, results_file: Path) -> Path | None:
+    """The annotation file ``train`` names, resolved as ``_manifest_beside`` does, if it is a
+    file that exists."""
+    raw = Path(train)
+    for p in [raw] if raw.is_absolute() else [raw, results_file.parent / raw]:
+        if p.is_file():
+            return p
+    return None
+
+
+def _staleness(recorded: Any, train_file: Path | None) -> str | None:
+    """Why results recorded with training-set fingerprint ``recorded`` do not describe
+    ``train_file`` as it is now, or None (same bytes, or nothing to compare)."""
+    from gitd.store import file_fingerprint
+
+    if not isinstance(recorded, str) or not recorded or train_file is None:
+        return None
+    try:
+        now = file_fingerprint(train_file, len(recorded))
+    except OSError:
+        return None
+    if now == recorded:
+        return None
+    return (f"STALE: {train_file} changed since this evaluation (fingerprint {recorded} then, "
+            f"{now} now): these figures describe an earlier set; re-run gitd evaluate")
+
+
 def _manifest_beside(train: str, results_file: Path) -> Path | None:
     """The manifest.json of the training set ``train`` (a file or a folder) names, if any."""
     raw = Path(train)
@@ -161,6 +201,7 @@ def read_result(path: str | Path, *, this_out: Path | None = None) -> Result:
 
     res = Result(path=path, summary=summary, train=train)
     res.train_manifest = _manifest_beside(train, path) if train else None
+    train_file = _train_file(train, path) if train else None
     if this_out is not None:
         inside = path.resolve().is_relative_to(this_out.resolve())
         same_train = (res.train_manifest is not None
@@ -168,6 +209,19 @@ def read_result(path: str | Path, *, this_out: Path | None = None) -> Result:
         res.is_this_set = same_train or (inside and res.train_manifest is None)
         if inside and res.train_manifest is None:
             res.train_manifest = this_out / "manifest.json"
+            if train_file is None and (this_out / "annotations.json").is_file():
+                train_file = this_out / "annotations.json"
+    # Results of a set that has changed since (new captions, another run into the same folder)
+    # are kept in the table, marked, but are no longer "this set".
+    res.stale = _staleness(data.get("train_fingerprint"), train_file)
+    if res.stale:
+        res.is_this_set = False
+        res.notes.append(res.stale)
+    sets = data.get("sets") if isinstance(data.get("sets"), dict) else {}
+    if isinstance(sets.get("test"), dict):
+        res.test = sets["test"]
+    elif data.get("test"):
+        res.test = {"path": data.get("test")}
     manifest: dict = {}
     if res.train_manifest is not None:
         try:

@@ -18,18 +18,11 @@ from typing import Any
 
 from gitd.log import get_logger
 from gitd.outdir import file_starts_with
+from gitd.report.page import html_page
 
 log = get_logger("report")
 
 MAX_CARDS = 500
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:16px;color:#222}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
-table{border-collapse:collapse;font-size:13px}th,td{border-bottom:1px solid #ddd;padding:4px 8px;
-text-align:left}.grid{display:flex;flex-wrap:wrap;gap:8px}.card{font-size:12px;color:#555}
-.card img{display:block;image-rendering:pixelated}.muted{color:#666}img.plot{max-width:100%}
-"""
 
 
 def default_destination(path: Path) -> Path:
@@ -99,15 +92,12 @@ def render_tensor_set(path: str | Path, *, normalisation: str = "clip", thumb_si
     heat = (f'<h2>Learned similarity matrix</h2><p><img class="plot" id="similarity" '
             f'src="{_heatmap(ts.similarity)}" alt="learned similarity matrix"></p>'
             if ts.similarity is not None else "")
-    title = f"gitd report: {ts.format} file, {n} pairs"
-    body = (f"<h1>{escape(title.removeprefix('gitd report: '))}</h1>{_facts(facts)}"
-            '<p class="muted">Evaluate it with <code>gitd evaluate --train '
+    title = f"{ts.format} file, {n} pairs"
+    header = f"<h1>{escape(title)}</h1>{_facts(facts)}"
+    body = ('<p class="muted">Evaluate it with <code>gitd evaluate --train '
             f"{escape(str(path))} --test TEST</code>.</p>{heat}"
-            f'<h2>Images</h2><div class="grid" id="pair-grid">{cards}</div>{more}')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n"
-            "</body></html>\n")
+            f'<h2>Images</h2><div class="thumbs" id="pair-grid">{cards}</div>{more}')
+    return html_page(title, header, [body])
 
 
 def write_tensor_set_report(path: str | Path, *, dest: str | Path | None = None) -> Path:

@@ -15,7 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from gitd.errors import ConfigError, DataError, GitdError, environment_error
+from gitd.errors import ConfigError, DataError, GitdError, environment_error, human_bytes
+
+# Left free beside an array file: the manifest, unit files and logs still need room.
+HEADROOM = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,10 @@ def create_array_file(path: Path, dtype, shape: tuple[int, ...]) -> None:
         free = shutil.disk_usage(path.parent).free
     except OSError:
         free = None
-    if free is not None and free < nbytes + (64 << 20):
-        raise GitdError(f"{path}: needs {nbytes / 2**30:.2f} GiB but only "
-                        f"{free / 2**30:.2f} GiB is free on that disk; free some space or pass "
+    if free is not None and free < nbytes + HEADROOM:
+        raise GitdError(f"{path}: needs {human_bytes(nbytes)}, and gitd keeps "
+                        f"{human_bytes(HEADROOM)} more free for everything else, but only "
+                        f"{human_bytes(free)} is free on that disk; free some space or pass "
                         "--work on a larger disk, then re-run")
     try:
         mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)

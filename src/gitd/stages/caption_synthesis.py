@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from gitd.errors import ConfigError, GitdError
+from gitd.errors import GitdError
 from gitd.log import get_logger
 from gitd.models.offload import OffloadFields
 from gitd.models.roles import ModelRef, Role, Runtime
@@ -159,15 +159,18 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
                    dest: str | Path | None = None, vlm: Any = None,
                    on_unit: Callable[[str, int], None] | None = None) -> Path:
     """Add ``settings.extra_captions`` captions to every image of the gitd output ``src``,
-    writing the result as a gitd output to ``dest`` (default: ``src`` itself, rewritten
-    atomically file by file). Each image keeps its original captions first; a second call with
-    other settings starts again from those originals, so captions never pile up."""
-    from gitd.data import load_dataset
-    from gitd.data.output import OutputPair, write_output
-    from gitd.store import fingerprint, read_json
+    writing the result as a gitd output to ``dest`` (default: ``src`` itself). Each image keeps
+    its original captions first; a second call with other settings starts again from those
+    originals, so captions never pile up.
+
+    The result replaces ``dest`` as a whole, as every writer's does (``gitd.outdir``): it is
+    built beside it and swapped in, so an evaluation (``results.json``) or a report of the
+    captions before goes with them instead of describing the new set. The work folder
+    (``DEST/work``) is kept, so a killed run resumes per image."""
+    from gitd.outdir import MARKER, Inputs, OutputFolder, read_marker
+    from gitd.store import read_json
 
     validate(settings)
-    runtime = Runtime.resolve(settings.device, settings.dtype)
     src = Path(src)
     if src.is_file():
         src = src.parent
@@ -176,12 +179,31 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
     if not isinstance(manifest, dict) or not isinstance(manifest.get("items"), list):
         raise GitdError(f"{src}: not a gitd output (no manifest.json with items); gitd caption "
                         "adds captions to what gitd distill or gitd select wrote")
-    if dest.resolve() != src.resolve():
-        from gitd.outdir import Inputs, refuse_overlap
+    in_place = dest.resolve() == src.resolve()
+    if in_place and read_marker(src) is None:
+        raise GitdError(f"{src}: has no {MARKER} marker, so gitd cannot tell its own files "
+                        "from others and will not rewrite it in place; write the result "
+                        "elsewhere with --out DEST")
+    # In place, the output's own files are what is read, and they are replaced only after the
+    # new result is whole; elsewhere, nothing of src may be written over.
+    inputs = Inputs() if in_place else Inputs().folder(src, "input output folder")
+    folder = OutputFolder.prepare(dest, command="caption", inputs=inputs, work=dest / "work")
+    try:
+        return _caption(src, dest, folder, manifest, settings, vlm, on_unit, in_place)
+    except BaseException:
+        OutputFolder.discard_unused(dest)
+        raise
 
-        refuse_overlap(dest, Inputs().folder(src, "input output folder"), "--out folder")
-        if dest.exists() and any(dest.iterdir()) and not (dest / "manifest.json").is_file():
-            raise ConfigError(f"--out {dest} is a non-empty folder that is not a gitd output")
+
+def _caption(src: Path, dest: Path, folder, manifest: dict, settings: CaptionCommandSettings,
+             vlm: Any, on_unit, in_place: bool) -> Path:
+    from gitd.data import load_dataset
+    from gitd.data.output import OutputPair, write_output
+    from gitd.models.roles import Models
+    from gitd.plan import Plan, PlanRunner
+    from gitd.store import atomic_copy, file_fingerprint, fingerprint
+
+    runtime = Runtime.resolve(settings.device, settings.dtype, [settings.vlm])
     dataset = load_dataset(src)
     items = {item["image"]: (i, item) for i, item in enumerate(manifest["items"])}
     before = (manifest.get("caption_synthesis") or {}).get("original_captions")
@@ -194,10 +216,6 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
         originals.append(list(before[i]) if before else list(rec.captions))
         infos.append({k: v for k, v in item.items() if k not in ("image", "caption")})
         paths.append(rec.image)
-    from gitd.models.roles import Models
-    from gitd.plan import Plan, PlanRunner
-    from gitd.store import file_fingerprint
-
     plan = Plan()
     step = plan.add("caption_synthesis", settings.caption_synthesis_settings(runtime),
                     lambda call: caption_synthesis_stage(call, paths), roles={"vlm": "vlm"})
@@ -213,10 +231,14 @@ def caption_output(src: str | Path, settings: CaptionCommandSettings, *,
     entry = describe(settings, originals, runner.keys[step])
     keep["caption_synthesis"] = entry
     keep["untrained"] = bool(manifest.get("untrained")) or bool(entry["model"]["untrained"])
-    if dest.resolve() == src.resolve() and (src / "results.json").exists():
-        log.warning("%s: results.json was computed with the captions before this step; re-run "
-                    "gitd evaluate", src)
-    write_output(dest, pairs, keep)
+    stale = [n for n in ("results.json", "results", "report.html") if (dest / n).exists()]
+    with folder.replace() as staging:
+        write_output(staging, pairs, keep)
+        if (src / "config.json").is_file():  # how the images were made (gitd distill's)
+            atomic_copy(src / "config.json", staging / "config.json")
+    if in_place and stale:
+        log.warning("%s: removed %s with the captions they were computed on; re-run gitd "
+                    "evaluate (and gitd report) for the new set", dest, ", ".join(stale))
     log.info("wrote %d images with %d + %d captions each to %s", len(pairs),
              len(originals[0]) if originals else 0, settings.extra_captions, dest)
     return dest

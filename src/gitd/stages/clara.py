@@ -186,7 +186,9 @@ def _assign_rows(X, m: np.ndarray, a: int, b: int, chunk: int, device,
     """Nearest of the medoid rows ``m`` (float32 [k, d]) for rows a..b-1 of X, chunk by chunk:
     (labels, distances, [cost of each chunk]). Top level so that a Ray task can run it."""
     dev = _device(device)
-    mm = torch.from_numpy(m).to(dev)
+    # A copy, not from_numpy: in a Ray task ``m`` comes from the object store read-only, and
+    # from_numpy of a read-only array warns (UserWarning) in every task. The medoids are few.
+    mm = torch.tensor(m, dtype=torch.float32, device=dev)
     msq = (mm * mm).sum(1)
     mt = mm.T.contiguous()
     labels = np.empty(b - a, dtype=np.int32)

@@ -178,3 +178,21 @@ def test_run_folder_guards(ft_data, tmp_path):
         finetune(ft_data, tmp_path / "r2", settings(gradient_accumulation_steps=3))
     with pytest.raises(ConfigError, match="fewer than one batch"):
         finetune(ft_data, tmp_path / "r3", settings(batch_size=32))
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing(ft_data, tmp_path):
+    """Issue 20, item 11: RUN/images.json (and settings.json) stayed after such a failure."""
+    with pytest.raises(ConfigError, match="fewer than one batch"):  # after the image check
+        finetune(ft_data, tmp_path / "run", settings(batch_size=32))
+    assert not (tmp_path / "run").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GitdError):  # after settings.json: the model cannot be loaded offline
+        finetune(ft_data, empty, settings(diffusion_model=str(tmp_path / "no-such-model")))
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's folder stays, emptied
+    # A run that trained a step keeps everything, so that it can resume.
+    with pytest.raises(RuntimeError, match="stop"):
+        finetune(ft_data, tmp_path / "kept", settings(epochs=1),
+                 on_step=lambda step: (_ for _ in ()).throw(RuntimeError("stop")))
+    assert {"images.json", "settings.json", "curves.jsonl"} <= {
+        p.name for p in (tmp_path / "kept").iterdir()}

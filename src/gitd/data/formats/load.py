@@ -117,12 +117,35 @@ def load_dataset(path: str | Path, images: str | Path | None = None, *,
             else:
                 kept.append(r)
         ds.records = kept
+    hint = missing_images_hint(ds, images)
     if not ds.records:
         if not ds.problems:
             raise DataError(f"{b.file}: empty dataset (no image-caption rows)")
         raise DataError(f"{b.file}: no usable image-caption pairs ({len(ds.problems)} "
-                        f"problem(s); first: {ds.problems[0]})")
+                        f"problem(s); first: {ds.problems[0]})" + (f"; {hint}" if hint else ""))
     if ds.problems:
         log.warning("%s: skipped %d problem row(s)/image(s); run 'gitd check %s' for the list",
                     b.file, len(ds.problems), path)
+    if hint:
+        log.warning("%s: %s", b.file, hint)
     return ds
+
+
+# Formats whose image paths are relative to an image folder that usually lies elsewhere than
+# the annotation file (dataset_flickr30k.json beside flickr30k-images/, COCO's annotations/
+# beside train2014/).
+_ROOT_ELSEWHERE = ("karpathy", "coco")
+
+
+def missing_images_hint(ds: Dataset, images: str | Path | None) -> str | None:
+    """When most images of a Karpathy or COCO file were not found under the default image root
+    (the annotation file's folder), a sentence saying to pass ``--images``; else None."""
+    if images is not None or ds.format not in _ROOT_ELSEWHERE:
+        return None
+    missing = sum(p.kind == "missing-image" for p in ds.problems)
+    if not missing or missing < len(ds.records):
+        return None
+    return (f"{missing} of {missing + len(ds.records)} images were not found under "
+            f"{ds.image_root}, the annotation file's folder: {ds.format} files name their "
+            "images relative to the image folder (e.g. flickr30k-images/, COCO's train2014/ "
+            "and val2014/ parent), so pass --images FOLDER")

@@ -50,6 +50,7 @@ from gitd.stages.finetune.settings import FinetuneSettings
 from gitd.stages.finetune.state import (CHECKPOINT, TRAINED, load_checkpoint, save_checkpoint,
                                         save_trained)
 from gitd.store import atomic_write_json, atomic_write_text, fingerprint, read_json, to_json
+from gitd.threads import use_threads
 
 log = get_logger("finetune")
 
@@ -289,10 +290,39 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     Re-running with the same data and settings resumes from the last checkpoint (or returns at
     once when the run is finished). ``on_step(step)`` is called after each step (and its
     checkpoint, if one is due) is written; tests use it to kill the process at a known point.
-    Returns ``run``.
+    A new run that fails before its first step (a bad setting, a model that cannot be loaded)
+    leaves nothing behind. Returns ``run``.
     """
-    settings.validate()
     run = Path(run)
+    new = not (run / SETTINGS).exists() and not (run / VERIFIED).exists()
+    created = not run.exists()
+    try:
+        return _finetune(data, run, settings, images=images, split=split, strict=strict,
+                         allow_outside_root=allow_outside_root, models=models,
+                         accelerator=accelerator, on_step=on_step)
+    except BaseException:
+        if new:
+            _discard_unstarted(run, created)
+        raise
+
+
+def _discard_unstarted(run: Path, created: bool) -> None:
+    """Remove what a new run wrote before failing, unless it trained a step (that is work to
+    resume): the image check, the settings record, empty curves, and the folder it made."""
+    if (run / CHECKPOINT).exists() or (run / TRAINED).exists() or _read_curves(run / CURVES, 1):
+        return
+    for name in (VERIFIED, SETTINGS, CURVES):
+        (run / name).unlink(missing_ok=True)
+    if created:
+        try:
+            run.rmdir()
+        except OSError:  # something else is in it now: not ours to remove
+            pass
+
+
+def _finetune(data, run: Path, settings: FinetuneSettings, *, images, split, strict,
+              allow_outside_root, models, accelerator, on_step) -> Path:
+    settings.validate()
     acc = accelerator or make_accelerator(settings)
     dataset = load_dataset(data, images, split=split, strict=strict,
                            allow_outside_root=allow_outside_root)
@@ -316,16 +346,22 @@ def finetune(data: str | Path, run: str | Path, settings: FinetuneSettings, *,
     base = models.base if models is not None else {
         "model": settings.diffusion_model, "revision": settings.diffusion_revision,
         "seed": settings.seed}
+    # More than one CPU thread changes the last bits of every step (gitd.threads).
+    threads = use_threads([settings.diffusion_model, settings.clip_model])
+    threads = threads if acc.device.type == "cpu" and threads > 1 else None
     record = {"settings": settings.to_dict(), "base": base, "data": {
         "path": str(Path(data).resolve()), "format": dataset.format, "split": dataset.split,
         "fingerprint": data_key, "images": len(records), "pairs": len(pairs),
-        "skipped": [p.to_dict() for p in dataset.problems] + bad}}
+        "skipped": [p.to_dict() for p in dataset.problems] + bad}, "cpu_threads": threads}
     key = fingerprint({"settings": settings.result_dict(), "base": base, "data": data_key,
-                       "pairs": len(pairs)})
+                       "pairs": len(pairs), **({"cpu_threads": threads} if threads else {})})
     previous = read_json(run / SETTINGS)
     if previous and previous.get("key") != key:
         old = previous.get("settings", {})
         changed = sorted(k for k in settings.result_dict() if old.get(k) != getattr(settings, k))
+        if previous.get("cpu_threads") != threads:
+            changed.append(f"CPU threads ({previous.get('cpu_threads') or 1} then, "
+                           f"{threads or 1} now: --threads)")
         what = ", ".join(changed) if changed else "the data"
         raise ConfigError(f"{run} holds a run with other settings ({what} differ); resume it "
                           "with its own settings or use a new --out")
